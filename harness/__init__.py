@@ -1,0 +1,1 @@
+"""kairos-harness: trace-driven load testing and simulation of ML inference dispatchers."""

@@ -1,0 +1,167 @@
+"""Measured latency profiles: service-time samples per (instance_type, model, batch bucket).
+
+A query's service time is ``compute_ms + load_ms``. A batch is served by the smallest profiled bucket that
+is >= its size ("rounded up"); a batch above the largest bucket is an error, never an extrapolation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import InputError
+
+SHIPPED_PROFILES = "aws_recsys_latency.parquet"
+PROFILE_COLUMNS = ("instance_type", "model", "batch_size", "compute_ms", "load_ms")
+
+
+@dataclass(frozen=True)
+class BucketTable:
+    """Samples for one (instance_type, model): sorted buckets, per-bucket sorted samples and means."""
+
+    buckets: np.ndarray
+    samples_ms: tuple[np.ndarray, ...]
+    mean_ms: np.ndarray
+
+    def index(self, batch_size: int) -> int:
+        """Position of the bucket serving ``batch_size`` (the smallest bucket >= it); -1 if above the largest."""
+        i = int(np.searchsorted(self.buckets, batch_size, side="left"))
+        return i if i < len(self.buckets) else -1
+
+    @property
+    def max_batch(self) -> int:
+        """Largest profiled batch size."""
+        return int(self.buckets[-1])
+
+
+class Profile:
+    """Latency samples for a set of instance types and models; ``mean_ms``, ``percentile_ms``, ``sample_ms``."""
+
+    def __init__(self, tables: dict[tuple[str, str], BucketTable], source: str = "<memory>"):
+        self.tables = tables
+        self.source = source
+
+    # -- construction ---------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None, *, drop_max: bool = True) -> "Profile":
+        """Read a profile parquet (or CSV); without a path, the shipped AWS recommendation-model profiles.
+
+        ``drop_max`` drops the single largest sample of each (type, model, batch), as the Kairos authors'
+        tooling did before use (one cold-start outlier per bucket).
+        """
+        if path is None:
+            src = resources.files("harness") / "data" / SHIPPED_PROFILES
+            with src.open("rb") as fh:
+                frame = pd.read_parquet(fh)
+            name = f"<shipped {SHIPPED_PROFILES}>"
+        else:
+            p = Path(path)
+            name = str(p)
+            if not p.exists():
+                raise InputError(f"{p}: no such profile file")
+            try:
+                frame = pd.read_csv(p) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
+            except Exception as exc:  # pyarrow raises several types for a non-parquet file
+                raise InputError(f"{p}: cannot read as {'CSV' if p.suffix.lower() == '.csv' else 'parquet'} ({exc})") from None
+        return cls.from_frame(frame, source=name, drop_max=drop_max)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, *, source: str = "<frame>", drop_max: bool = True) -> "Profile":
+        """Validate a frame with PROFILE_COLUMNS and index it."""
+        missing = [c for c in PROFILE_COLUMNS if c not in frame.columns]
+        if missing:
+            raise InputError(f"{source}: missing column(s) {', '.join(map(repr, missing))} (need {', '.join(PROFILE_COLUMNS)})")
+        if len(frame) == 0:
+            raise InputError(f"{source}: no rows")
+        for col in ("batch_size", "compute_ms", "load_ms"):
+            values = pd.to_numeric(frame[col], errors="coerce")
+            bad = values.isna() | (values < (1 if col == "batch_size" else 0))
+            if col == "batch_size":
+                bad |= values != np.floor(values.fillna(0))
+            if bad.any():
+                row = int(bad.to_numpy().nonzero()[0][0])
+                need = "an integer >= 1" if col == "batch_size" else "a number >= 0"
+                raise InputError(f"{source}: column {col!r}, row {row + 1}: {frame[col].iloc[row]!r} is not {need}")
+        service = frame["compute_ms"].to_numpy(float) + frame["load_ms"].to_numpy(float)
+        work = pd.DataFrame({
+            "instance_type": frame["instance_type"].astype(str).to_numpy(),
+            "model": frame["model"].astype(str).to_numpy(),
+            "batch_size": frame["batch_size"].to_numpy().astype(np.int64),
+            "service_ms": service,
+        })
+        tables: dict[tuple[str, str], BucketTable] = {}
+        for (itype, model), group in work.groupby(["instance_type", "model"], sort=True):
+            buckets, samples = [], []
+            for batch, g in group.groupby("batch_size", sort=True):
+                s = np.sort(g["service_ms"].to_numpy())
+                if drop_max and len(s) > 1:
+                    s = s[:-1]
+                buckets.append(int(batch))
+                samples.append(s)
+            tables[(str(itype), str(model))] = BucketTable(
+                buckets=np.asarray(buckets, dtype=np.int64),
+                samples_ms=tuple(samples),
+                mean_ms=np.array([s.mean() for s in samples]),
+            )
+        return cls(tables, source=source)
+
+    # -- queries --------------------------------------------------------------------------------------------
+    @property
+    def instance_types(self) -> list[str]:
+        """Instance types present, sorted."""
+        return sorted({t for t, _ in self.tables})
+
+    @property
+    def models(self) -> list[str]:
+        """Models present, sorted."""
+        return sorted({m for _, m in self.tables})
+
+    def table(self, instance_type: str, model: str) -> BucketTable:
+        """The bucket table for (instance_type, model), or a clear error naming what exists."""
+        try:
+            return self.tables[(instance_type, model)]
+        except KeyError:
+            if instance_type not in self.instance_types:
+                raise InputError(f"unknown instance type {instance_type!r} in profile {self.source} "
+                                 f"(known: {', '.join(self.instance_types)})") from None
+            raise InputError(f"unknown model {model!r} for {instance_type} in profile {self.source} "
+                             f"(known: {', '.join(m for t, m in self.tables if t == instance_type)})") from None
+
+    def check(self, instance_types, models) -> None:
+        """Raise InputError unless every (type, model) pair is profiled."""
+        for t in instance_types:
+            for m in models:
+                self.table(t, m)
+
+    def bucket(self, instance_type: str, model: str, batch_size: int) -> tuple[BucketTable, int]:
+        """The table and bucket position that serve ``batch_size``; an error above the largest bucket."""
+        tab = self.table(instance_type, model)
+        i = tab.index(batch_size)
+        if i < 0 or batch_size < 1:
+            raise InputError(f"batch size {batch_size} outside the profiled range 1..{tab.max_batch} "
+                             f"for {instance_type}/{model} in {self.source}")
+        return tab, i
+
+    def mean_ms(self, instance_type: str, model: str, batch_size: int) -> float:
+        """Mean service time (compute + load) of the bucket serving ``batch_size``."""
+        tab, i = self.bucket(instance_type, model, batch_size)
+        return float(tab.mean_ms[i])
+
+    def percentile_ms(self, instance_type: str, model: str, batch_size: int, q: float) -> float:
+        """The ``q``-th percentile (0..100, linear interpolation) of that bucket's samples."""
+        tab, i = self.bucket(instance_type, model, batch_size)
+        return float(np.percentile(tab.samples_ms[i], q))
+
+    def sample_ms(self, instance_type: str, model: str, batch_size: int, rng: np.random.Generator) -> float:
+        """One service time drawn uniformly from that bucket's samples."""
+        tab, i = self.bucket(instance_type, model, batch_size)
+        s = tab.samples_ms[i]
+        return float(s[rng.integers(len(s))])
+
+    def max_batch(self, instance_types, model: str) -> int:
+        """Largest batch every listed type can serve for ``model``."""
+        return min(self.table(t, model).max_batch for t in instance_types)

@@ -1,0 +1,1 @@
+"""Dispatch servers: model servers, emulated instances, pool, dispatcher proxy."""
