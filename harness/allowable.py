@@ -1,0 +1,86 @@
+"""Allowable throughput: the highest offered rate at which a point is still VALID (p99 within QoS).
+
+The search only needs ``evaluate(rate_qps) -> PointSummary``, so the simulator and the live harness share it:
+exponential widening from a starting rate (x2 up while passing, /2 down while failing), then bisection until
+the bracket (last passing, first failing) is within ``rel_tol``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from harness.analyzer import PointSummary
+from harness.latency_model import LatencyModel
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How the search moves: relative bracket width to stop at, point budget, lowest rate tried."""
+
+    rel_tol: float = 0.02
+    max_points: int = 40
+    min_qps: float = 0.01
+
+
+@dataclass
+class AllowableResult:
+    """The answer and how it was found: every evaluated (rate, summary), in order."""
+
+    allowable_qps: float
+    bracket_qps: tuple[float, float]
+    points: list[tuple[float, PointSummary]] = field(default_factory=list)
+
+    @property
+    def passing(self) -> PointSummary | None:
+        """Summary at the allowable rate (None when nothing passed)."""
+        for rate, summary in self.points:
+            if rate == self.allowable_qps:
+                return summary
+        return None
+
+
+def find_allowable(evaluate: Callable[[float], PointSummary], start_qps: float,
+                   search: SearchConfig = SearchConfig(),
+                   on_point: Callable[[float, PointSummary], None] | None = None) -> AllowableResult:
+    """Widen then bisect on the offered rate; a point passes when its summary is VALID."""
+    points: list[tuple[float, PointSummary]] = []
+
+    def passes(rate: float) -> bool:
+        summary = evaluate(rate)
+        points.append((rate, summary))
+        if on_point:
+            on_point(rate, summary)
+        return summary.valid
+
+    lo, hi = 0.0, math.inf
+    rate = max(start_qps, search.min_qps)
+    while len(points) < search.max_points:
+        if passes(rate):
+            lo = rate
+            if math.isfinite(hi):
+                break
+            rate *= 2.0
+        else:
+            hi = rate
+            if lo > 0:
+                break
+            rate /= 2.0
+            if rate < search.min_qps:
+                break
+    while lo > 0 and math.isfinite(hi) and (hi - lo) / lo > search.rel_tol and len(points) < search.max_points:
+        mid = 0.5 * (lo + hi)
+        if passes(mid):
+            lo = mid
+        else:
+            hi = mid
+    return AllowableResult(allowable_qps=lo, bracket_qps=(lo, hi), points=points)
+
+
+def capacity_qps(latency: LatencyModel, instance_types: list[str], model: str, batch_sizes: np.ndarray) -> float:
+    """Throughput if every instance stayed busy on its fair share of the batch mix: an optimistic start rate."""
+    table = latency.table_ms(model)
+    return float(sum(1000.0 / table[latency.type_index[t], batch_sizes].mean() for t in instance_types))

@@ -1,0 +1,146 @@
+"""Pure metric functions over per-query records: percentiles, violations, throughput, MLPerf-style validity.
+
+Percentiles are exact order statistics by the nearest-rank rule (numpy ``method="inverted_cdf"``: the smallest
+latency with at least p% of queries at or below it). Queries that were dropped, shed or failed count as infinite
+latency, so they are QoS violations and can never improve a percentile.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from harness.records import OK, latency_ms
+
+PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
+
+
+@dataclass(frozen=True)
+class ValidityRules:
+    """When a measured point counts (after MLPerf LoadGen's Server scenario, scaled to this harness).
+
+    A point is VALID when, after dropping the warm-up, it has at least ``min_queries`` queries spanning at least
+    ``min_duration_s``, and it passes early stopping: with ``n`` queries and ``t`` QoS violations, the chance of
+    seeing at most ``t`` violations if the true violation rate were ``1 - percentile/100`` is at most
+    ``1 - confidence`` (so the true ``percentile`` latency is within QoS at that confidence).
+    """
+
+    percentile: float = 99.0
+    confidence: float = 0.99
+    min_queries: int = 2000
+    min_duration_s: float = 30.0
+    warmup_fraction: float = 0.05
+    ci_batches: int = 20
+
+
+def percentile_ms(lat_ms: np.ndarray, p: float) -> float:
+    """Nearest-rank percentile (inf if any of the tail is unserved; nan for no queries)."""
+    if len(lat_ms) == 0:
+        return math.nan
+    return float(np.percentile(lat_ms, p, method="inverted_cdf"))
+
+
+def early_stopping_ok(n: int, violations: int, percentile: float = 99.0, confidence: float = 0.99) -> bool:
+    """MLPerf-style early stopping: True if ``violations`` in ``n`` queries show the percentile meets QoS."""
+    if n <= 0:
+        return False
+    return bool(stats.binom.cdf(violations, n, 1.0 - percentile / 100.0) <= 1.0 - confidence)
+
+
+def max_violations_allowed(n: int, percentile: float = 99.0, confidence: float = 0.99) -> int:
+    """The largest violation count early stopping still accepts for ``n`` queries (-1 if none)."""
+    if n <= 0:
+        return -1
+    alpha, q = 1.0 - confidence, 1.0 - percentile / 100.0
+    t = int(stats.binom.ppf(alpha, n, q))
+    return t if stats.binom.cdf(t, n, q) <= alpha else t - 1
+
+
+def after_warmup(records: pd.DataFrame, rules: ValidityRules) -> pd.DataFrame:
+    """Records in arrival order with the first ``warmup_fraction`` of queries removed."""
+    ordered = records.sort_values("arrival_s", kind="stable")
+    skip = int(len(ordered) * rules.warmup_fraction)
+    return ordered.iloc[skip:]
+
+
+def percentile_ci_ms(lat_ms: np.ndarray, p: float, batches: int = 20, level: float = 0.95) -> tuple[float, float]:
+    """Confidence interval of a percentile by sectioning: the overall percentile +- t * sd(batch percentiles)/sqrt(k).
+
+    Latencies must be in arrival order. Contiguous batches keep busy periods together, so the interval respects
+    the strong autocorrelation of queueing latencies that a binomial interval over single queries ignores.
+    """
+    k = min(batches, len(lat_ms) // 100)
+    if k < 2:
+        return (math.nan, math.nan)
+    parts = np.array_split(lat_ms, k)
+    per = np.array([percentile_ms(part, p) for part in parts])
+    overall = percentile_ms(lat_ms, p)
+    if not np.all(np.isfinite(per)) or not math.isfinite(overall):
+        return (overall, math.inf)
+    half = stats.t.ppf(0.5 + level / 2, k - 1) * per.std(ddof=1) / math.sqrt(k)
+    return (overall - half, overall + half)
+
+
+@dataclass(frozen=True)
+class PointSummary:
+    """Metrics of one run (one policy at one offered rate)."""
+
+    queries: int
+    measured_queries: int
+    duration_s: float
+    offered_qps: float
+    achieved_qps: float
+    goodput_qps: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    p999_ms: float
+    p99_ci_low_ms: float
+    p99_ci_high_ms: float
+    violations: int
+    violation_rate: float
+    dropped: int
+    valid: bool
+    invalid_reason: str
+
+    def as_dict(self) -> dict:
+        """Plain dict (for JSON and parquet rows)."""
+        return asdict(self)
+
+
+def summarize(records: pd.DataFrame, qos_ms: float, rules: ValidityRules = ValidityRules()) -> PointSummary:
+    """Percentiles, violation rate, throughput and validity of one run's records (after warm-up)."""
+    measured = after_warmup(records, rules)
+    lat = latency_ms(measured)
+    n = len(lat)
+    arrivals = measured["arrival_s"].to_numpy(float)
+    finish = measured["finish_s"].to_numpy(float)
+    served = measured["status"].to_numpy() == OK
+    span = float(arrivals[-1] - arrivals[0]) if n > 1 else 0.0
+    done_span = (float(np.nanmax(finish[served])) - float(arrivals[0])) if served.any() else 0.0
+    violations = int(np.count_nonzero(lat > qos_ms))
+    pct = {p: percentile_ms(lat, p) for p in PERCENTILES}
+    lo, hi = percentile_ci_ms(lat, rules.percentile, rules.ci_batches)
+    reasons = []
+    if n < rules.min_queries:
+        reasons.append(f"{n} queries < {rules.min_queries}")
+    if span < rules.min_duration_s:
+        reasons.append(f"{span:.1f} s < {rules.min_duration_s:g} s")
+    if n and not early_stopping_ok(n, violations, rules.percentile, rules.confidence):
+        reasons.append(f"early stopping: {violations} violations in {n} queries")
+    return PointSummary(
+        queries=len(records), measured_queries=n, duration_s=span,
+        offered_qps=(n - 1) / span if span > 0 else math.nan,
+        achieved_qps=int(served.sum()) / done_span if done_span > 0 else math.nan,
+        goodput_qps=int(np.count_nonzero(lat <= qos_ms)) / done_span if done_span > 0 else math.nan,
+        p50_ms=pct[50.0], p90_ms=pct[90.0], p95_ms=pct[95.0], p99_ms=pct[99.0], p999_ms=pct[99.9],
+        p99_ci_low_ms=lo, p99_ci_high_ms=hi,
+        violations=violations, violation_rate=violations / n if n else math.nan,
+        dropped=int((measured["status"].to_numpy() != OK).sum()),
+        valid=not reasons, invalid_reason="; ".join(reasons),
+    )

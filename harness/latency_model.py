@@ -1,0 +1,73 @@
+"""What a policy believes a query will take on an instance type: profile means, optionally updated online.
+
+Policies never read profiles directly. The table is dense over batch sizes (``ms[type, batch_size]``) so that
+one fancy-index gives a whole (queries x instances) latency matrix on the dispatch hot path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.errors import InputError
+from harness.profiles import Profile
+
+
+class LatencyModel:
+    """Mean service time per (instance type, model, batch bucket), seeded from a Profile.
+
+    ``alpha`` > 0 turns on online updates: each observed service time moves its bucket's estimate by an
+    exponentially weighted step (``alpha`` is the weight of the new observation).
+    """
+
+    def __init__(self, profile: Profile, instance_types: list[str], models: list[str], *, alpha: float = 0.0):
+        self.instance_types = list(dict.fromkeys(instance_types))
+        self.type_index = {t: i for i, t in enumerate(self.instance_types)}
+        self.models = list(dict.fromkeys(models))
+        self.alpha = float(alpha)
+        self.max_batch = {m: profile.max_batch(self.instance_types, m) for m in self.models}
+        self._ms: dict[str, np.ndarray] = {}
+        self._buckets: dict[tuple[int, str], np.ndarray] = {}
+        for model in self.models:
+            dense = np.full((len(self.instance_types), self.max_batch[model] + 1), np.inf)
+            for ti, itype in enumerate(self.instance_types):
+                tab = profile.table(itype, model)
+                sizes = np.arange(1, self.max_batch[model] + 1)
+                idx = np.searchsorted(tab.buckets, sizes, side="left")
+                dense[ti, 1:] = tab.mean_ms[idx]
+                self._buckets[(ti, model)] = np.concatenate([[-1], idx])
+            self._ms[model] = dense
+
+    def table_ms(self, model: str) -> np.ndarray:
+        """The dense ``[type_index, batch_size]`` table of predicted ms for ``model`` (read-only use)."""
+        try:
+            return self._ms[model]
+        except KeyError:
+            raise InputError(f"latency model has no model {model!r} (known: {', '.join(self.models)})") from None
+
+    def predict_ms(self, type_index: int, model: str, batch_size: int) -> float:
+        """Predicted service time in ms of ``batch_size`` on the type at ``type_index``."""
+        return float(self._ms[model][type_index, batch_size])
+
+    def predict_type_ms(self, instance_type: str, model: str, batch_size: int) -> float:
+        """Same as ``predict_ms`` by type name."""
+        return self.predict_ms(self.type_index[instance_type], model, batch_size)
+
+    def observe(self, type_index: int, model: str, batch_size: int, service_ms: float) -> None:
+        """Fold one observed service time into its bucket's estimate (no-op when alpha == 0)."""
+        if self.alpha <= 0.0 or not np.isfinite(service_ms):
+            return
+        table = self._ms.get(model)
+        if table is None or not 1 <= batch_size < table.shape[1]:
+            return
+        bucket_of = self._buckets[(type_index, model)]
+        b = bucket_of[batch_size]
+        old = table[type_index, batch_size]
+        new = old + self.alpha * (service_ms - old)
+        # Every batch size served by the same bucket shares the estimate.
+        table[type_index, bucket_of == b] = new
+
+    def largest_batch_within(self, type_index: int, model: str, limit_ms: float) -> int:
+        """The largest batch size whose predicted time is <= ``limit_ms`` (0 if none)."""
+        row = self._ms[model][type_index, 1:]
+        ok = np.nonzero(row <= limit_ms)[0]
+        return int(ok[-1] + 1) if len(ok) else 0

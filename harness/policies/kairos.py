@@ -1,0 +1,93 @@
+"""Kairos query distribution (Li et al., "Kairos: Building Cost-Efficient Machine Learning Inference Systems
+with Heterogeneous Cloud Resources", HPDC'23), as in the authors' artifact.
+
+At every arrival and completion: take the first ``min(len(queue), 2N)`` queries of the central FIFO and all N
+instances (busy ones too) and build the cost matrix
+
+    cost[i, j] = c_j * (t_left_j + L_j(b_i))                       (ms)
+
+with heterogeneity coefficient ``c_j = L_base(B) / L_j(B)`` (B = the largest batch every type serves, base =
+the type fastest at B, i.e. the GPU). A pair whose residual QoS, ``QoS - waited_i - (t_left_j + L_j(b_i))``,
+falls below a safeguard of 2% of QoS gets a flat cost: 500 if the residual is still >= 0, else 1000.
+``scipy.optimize.linear_sum_assignment`` solves it; only pairs whose instance is idle are dispatched, the rest
+of the matching (queries matched to busy instances) stays queued — that is how a large query waits for a
+busy GPU instead of violating QoS on an idle CPU.
+
+Tunables: ``row_factor`` (2: rows = row_factor x N), ``safeguard`` (0.02 of QoS), ``penalty_near`` (500),
+``penalty_miss`` (1000).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from harness.policies.base import NOTHING, BasePolicy, Decision
+
+
+class Kairos(BasePolicy):
+    """Bipartite matching of queued queries to instances, min-cost with QoS-penalties (HPDC'23 artifact)."""
+
+    name = "kairos"
+    push = False
+
+    def __init__(self, row_factor: int = 2, safeguard: float = 0.02, penalty_near: float = 500.0,
+                 penalty_miss: float = 1000.0):
+        self.row_factor = int(row_factor)
+        self.safeguard = float(safeguard)
+        self.penalty_near = float(penalty_near)
+        self.penalty_miss = float(penalty_miss)
+
+    def bind(self, ctx, instances):
+        """Precompute per-instance type indices and per-model heterogeneity coefficients."""
+        super().bind(ctx, instances)
+        self._types = np.array([inst.type_index for inst in instances], dtype=np.intp)
+        self._coef: dict[str, np.ndarray] = {}
+        self._guard_ms = self.safeguard * ctx.qos_ms
+
+    def coefficients(self, model: str) -> np.ndarray:
+        """c per instance type index: L_base(B) / L_type(B), B = largest common batch, base = fastest at B."""
+        coef = self._coef.get(model)
+        if coef is None:
+            at_max = self.ctx.latency.table_ms(model)[:, -1]
+            coef = self._coef[model] = at_max.min() / at_max
+        return coef
+
+    def cost_matrix(self, now_s, rows, instances) -> np.ndarray:
+        """The (len(rows) x len(instances)) cost matrix described in the module docstring."""
+        lat = self.ctx.latency
+        types = self._types if len(instances) == len(self._types) else np.array(
+            [inst.type_index for inst in instances], dtype=np.intp)
+        batches = np.fromiter((q.batch_size for q in rows), dtype=np.intp, count=len(rows))
+        waited_ms = (now_s - np.fromiter((q.arrival_s for q in rows), dtype=float, count=len(rows))) * 1000.0
+        t_left_ms = np.fromiter((inst.time_left_s(now_s) for inst in instances), dtype=float,
+                                count=len(instances)) * 1000.0
+        model = rows[0].model
+        if all(q.model == model for q in rows):
+            l_ms = lat.table_ms(model)[types[None, :], batches[:, None]]
+            coef = self.coefficients(model)[types][None, :]
+        else:
+            l_ms = np.stack([lat.table_ms(q.model)[types, q.batch_size] for q in rows])
+            coef = np.stack([self.coefficients(q.model)[types] for q in rows])
+        finish_ms = t_left_ms[None, :] + l_ms
+        cost = coef * finish_ms
+        residual = self.ctx.qos_ms - waited_ms[:, None] - finish_ms
+        late = residual < self._guard_ms
+        if late.any():
+            cost[late] = np.where(residual[late] >= 0.0, self.penalty_near, self.penalty_miss)
+        return cost
+
+    def decide(self, now_s, pending, instances):
+        """Solve the matching over the head of the queue; dispatch the pairs whose instance is idle."""
+        if not pending:
+            return NOTHING
+        n_rows = min(len(pending), self.row_factor * len(instances))
+        rows = [pending[i] for i in range(n_rows)]
+        if not all(inst.alive for inst in instances):
+            instances = [inst for inst in instances if inst.alive]
+            if not instances:
+                return NOTHING
+        cost = self.cost_matrix(now_s, rows, instances)
+        r, c = linear_sum_assignment(cost)
+        out = [(rows[i], instances[j].index) for i, j in zip(r.tolist(), c.tolist()) if instances[j].idle]
+        return Decision(out) if out else NOTHING

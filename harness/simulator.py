@@ -1,0 +1,188 @@
+"""Discrete-event simulator: the same Policy and LatencyModel objects as the live dispatcher, on a virtual clock.
+
+Service times are sampled from the profile. Every query carries one uniform draw that picks its quantile within
+whichever bucket serves it, so two policies run on the same trace and seed see the same per-query luck
+(common random numbers): differences come from the policies, not from sampling noise.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from harness.config import PoolConfig
+from harness.errors import InputError
+from harness.events import NORMAL, URGENT, EventLoop
+from harness.instances import build_instances
+from harness.latency_model import LatencyModel
+from harness.policies import Policy, PolicyContext, Query, make_policy
+from harness.profiles import Profile
+from harness.records import DROPPED, OK
+from traces.schema import Trace
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One simulated run: pool, QoS target, per-instance concurrency, seed, online latency updates."""
+
+    pool: PoolConfig
+    qos_ms: float
+    concurrency: int = 1
+    seed: int = 0
+    latency_alpha: float = 0.0
+
+
+def check_trace(trace: Trace, profile: Profile, pool: PoolConfig) -> None:
+    """Raise InputError unless every query's model and batch size is profiled on every pool type."""
+    types = [t for t, _ in pool.counts]
+    for model in trace.models:
+        profile.check(types, [model])
+        limit = profile.max_batch(types, model)
+        mask = (trace.model == model) & (trace.batch_size > limit)
+        if mask.any():
+            row = int(np.nonzero(mask)[0][0])
+            raise InputError(f"{trace.source}: column 'batch_size', row {row + 1}: {int(trace.batch_size[row])} is "
+                             f"above the largest profiled batch ({limit}) for {model} on {', '.join(types)}")
+
+
+class Simulation:
+    """One run of one policy over one trace; ``run()`` returns the per-query records."""
+
+    def __init__(self, trace: Trace, policy: Policy | str, profile: Profile, config: SimConfig,
+                 progress: Callable[[int, int], None] | None = None):
+        check_trace(trace, profile, config.pool)
+        if config.concurrency < 1:
+            raise InputError(f"concurrency {config.concurrency}: must be >= 1")
+        self.trace = trace
+        self.config = config
+        self.policy = make_policy(policy) if isinstance(policy, str) else policy
+        self.policy_name = policy if isinstance(policy, str) else self.policy.name
+        types = config.pool.instance_types
+        models = trace.models
+        self.latency = LatencyModel(profile, types, models, alpha=config.latency_alpha)
+        self.instances = build_instances(types, self.latency.type_index, config.concurrency)
+        rng = np.random.default_rng(config.seed)
+        # Separate streams: service-time luck per query, and the policy's own randomness.
+        self._u = rng.random(len(trace)).tolist()
+        policy_rng = np.random.default_rng(rng.integers(2**63))
+        self.policy.bind(PolicyContext(tuple(self.latency.instance_types), self.latency, float(config.qos_ms),
+                                       policy_rng), self.instances)
+        # Per type: batch size -> the sorted samples of the bucket that serves it.
+        self._samples = {}
+        for itype, ti in self.latency.type_index.items():
+            for model in models:
+                tab = profile.table(itype, model)
+                idx = np.searchsorted(tab.buckets, np.arange(0, tab.max_batch + 1), side="left")
+                self._samples[(ti, model)] = [tab.samples_ms[min(i, len(tab.buckets) - 1)] for i in idx]
+        self._progress = progress
+
+    def run(self) -> pd.DataFrame:
+        """Simulate every query to completion (or drop) and return the records."""
+        trace, n = self.trace, len(self.trace)
+        arrivals = trace.arrival_s.tolist()
+        batches = trace.batch_size.tolist()
+        models = trace.model.tolist()
+        rids = trace.extra["request_id"].tolist() if "request_id" in trace.extra else None
+        dispatch = [np.nan] * n
+        start = [np.nan] * n
+        finish = [np.nan] * n
+        where = [-1] * n
+        status = [OK] * n
+        loop = EventLoop()
+        pending: deque[Query] = deque()
+        instances = self.instances
+        policy = self.policy
+        push = policy.push
+        latency = self.latency
+        samples = self._samples
+        u = self._u
+        total_slots = sum(inst.capacity for inst in instances)
+        busy = [0]  # running queries across the pool (pull policies skip decide when every slot is busy)
+        progress = self._progress
+        step = max(1, n // 100)
+
+        def start_query(q: Query, inst) -> None:
+            i = q.index
+            start[i] = loop.now
+            s = samples[(inst.type_index, q.model)][q.batch_size]
+            service_s = s[int(u[i] * len(s))] / 1000.0
+            busy[0] += 1
+            loop.schedule(loop.now + service_s, URGENT, complete, (q, inst))
+
+        def decide() -> None:
+            if not pending or (not push and busy[0] >= total_slots):
+                return
+            now = loop.now
+            d = policy.decide(now, pending, instances)
+            for q, j in d.assign:
+                if pending[0] is q:
+                    pending.popleft()
+                else:
+                    pending.remove(q)
+                dispatch[q.index] = now
+                where[q.index] = j
+                inst = instances[j]
+                pred_s = latency.predict_ms(inst.type_index, q.model, q.batch_size) / 1000.0
+                if inst.assign(now, pred_s):
+                    start_query(q, inst)
+                else:
+                    inst.queue.append((q, pred_s))
+            for q in d.drop:
+                pending.remove(q)
+                status[q.index] = DROPPED
+                dispatch[q.index] = now
+
+        def arrive(i: int) -> None:
+            pending.append(Query(i, rids[i] if rids else str(i), models[i], batches[i], arrivals[i]))
+            if i + 1 < n:
+                loop.schedule(arrivals[i + 1], NORMAL, arrive, i + 1)
+            if progress and i % step == 0:
+                progress(i, n)
+            decide()
+
+        def complete(item) -> None:
+            q, inst = item
+            now = loop.now
+            i = q.index
+            finish[i] = now
+            busy[0] -= 1
+            inst.finish(now)
+            policy.on_complete(now, q, inst, (now - q.arrival_s) * 1000.0)
+            latency.observe(inst.type_index, q.model, q.batch_size, (now - start[i]) * 1000.0)
+            if inst.queue:
+                nq, pred_s = inst.queue.pop(0)
+                inst.start_queued(now, pred_s)
+                start_query(nq, inst)
+            decide()
+
+        if n:
+            loop.schedule(arrivals[0], NORMAL, arrive, 0)
+        loop.run()
+        if progress:
+            progress(n, n)
+        ids = np.array([inst.instance_id for inst in instances] + [None], dtype=object)
+        types = np.array([inst.instance_type for inst in instances] + [None], dtype=object)
+        where_arr = np.asarray(where)
+        return pd.DataFrame({
+            "request_id": np.asarray(rids, dtype=object) if rids else np.arange(n).astype(str).astype(object),
+            "model": trace.model,
+            "batch_size": trace.batch_size,
+            "arrival_s": trace.arrival_s,
+            "dispatch_s": np.asarray(dispatch, dtype=float),
+            "start_s": np.asarray(start, dtype=float),
+            "finish_s": np.asarray(finish, dtype=float),
+            "instance_id": ids[where_arr],
+            "instance_type": types[where_arr],
+            "policy": np.full(n, self.policy_name, dtype=object),
+            "status": np.asarray(status, dtype=object),
+        })
+
+
+def simulate(trace: Trace, policy: Policy | str, profile: Profile, config: SimConfig,
+             progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Run ``policy`` over ``trace`` on ``config.pool`` and return the per-query records."""
+    return Simulation(trace, policy, profile, config, progress).run()
