@@ -17,9 +17,14 @@ class TraceError(InputError):
     """A trace that breaks the schema; the message names the file, column and first bad row (1-based)."""
 
 
+def _show(value) -> str:
+    """A value as the user wrote it: ``0.3``, not numpy 2's ``np.float64(0.3)``."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _bad(source: str, column: str, mask: np.ndarray, values, need: str) -> TraceError:
     row = int(np.asarray(mask).nonzero()[0][0])
-    return TraceError(f"{source}: column {column!r}, row {row + 1}: {values[row]!r} {need}")
+    return TraceError(f"{source}: column {column!r}, row {row + 1}: {_show(values[row])} {need}")
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,8 @@ class Trace:
             dec = np.diff(arr) < 0
             if dec.any():
                 row = int(dec.nonzero()[0][0]) + 1
-                raise TraceError(f"{source}: column 'arrival_s', row {row + 1}: {raw_arr[row]!r} is before the "
-                                 f"previous row's {raw_arr[row - 1]!r} (arrivals must be non-decreasing)")
+                raise TraceError(f"{source}: column 'arrival_s', row {row + 1}: {_show(raw_arr[row])} is before "
+                                 f"the previous row's {_show(raw_arr[row - 1])} (arrivals must be non-decreasing)")
         raw_b = frame["batch_size"].to_numpy()
         b = pd.to_numeric(frame["batch_size"], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(b) | (b != np.floor(np.nan_to_num(b))) | (np.nan_to_num(b) < 1)

@@ -1,0 +1,72 @@
+"""Rescaling a trace's time axis: hit a target mean rate, or speed up / slow down by a factor.
+
+Only the offsets from the first arrival are multiplied, so every gap shrinks or grows by the same factor
+and the burst structure (the relative gaps, hence their coefficient of variation) is kept.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from harness.errors import InputError
+from traces.schema import Trace
+
+
+def gap_cv(arrival_s: np.ndarray) -> float:
+    """Burstiness: coefficient of variation of the inter-arrival gaps (1 for Poisson); NaN under 2 gaps."""
+    gaps_s = np.diff(np.asarray(arrival_s, dtype=float))
+    if len(gaps_s) < 2 or gaps_s.mean() == 0:
+        return float("nan")
+    return float(gaps_s.std() / gaps_s.mean())
+
+
+def _positive(value, option: str, what: str) -> float:
+    """``value`` as a finite float > 0, else an InputError naming ``option``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not (math.isfinite(number) and number > 0):
+        raise InputError(f"{option} {value!r}: must be {what}")
+    return number
+
+
+def _stretch(trace: Trace, old_span_s: float, new_span_s: float, note: str) -> Trace:
+    """The trace with its arrival offsets multiplied by ``new_span_s / old_span_s``."""
+    t0 = trace.arrival_s[0]
+    # Normalise first so the last offset is exactly new_span_s (x / x == 1 in IEEE arithmetic).
+    offsets_s = (trace.arrival_s - t0) / old_span_s * new_span_s
+    return Trace(t0 + offsets_s, trace.batch_size, trace.model, dict(trace.extra), f"{trace.source} ({note})")
+
+
+def scale_to_rate(trace: Trace, rate_qps: float) -> Trace:
+    """The trace compressed or stretched in time so its mean rate, (n - 1) / span, is ``rate_qps``."""
+    rate_qps = _positive(rate_qps, "--rate", "a positive number of queries per second")
+    if trace.duration_s <= 0:
+        raise InputError(f"{trace.source}: cannot scale to {rate_qps:g} qps: the trace spans zero seconds "
+                         f"({len(trace)} queries, all at the same instant)")
+    n = len(trace)
+    scaled = _stretch(trace, trace.duration_s, (n - 1) / rate_qps, f"scaled to {rate_qps:g} qps")
+    # (n - 1) / span can miss the target by an ulp; nudge the last arrival by a few ulps to the closest
+    # float that makes Trace.mean_rate_qps equal rate_qps (exactly, where one exists).
+    first, last = scaled.arrival_s[0], scaled.arrival_s[-1]
+    candidates = [last]
+    for direction in (np.inf, -np.inf):
+        x = last
+        for _ in range(4):
+            x = np.nextafter(x, direction)
+            candidates.append(x)
+    candidates = [c for c in candidates if c >= scaled.arrival_s[-2]]
+    best = min(candidates, key=lambda c: (abs((n - 1) / (c - first) - rate_qps), abs(c - last)))
+    scaled.arrival_s[-1] = best
+    return scaled
+
+
+def speedup(trace: Trace, factor: float) -> Trace:
+    """The trace played ``factor`` times faster (``factor`` > 1 raises the rate, < 1 lowers it)."""
+    factor = _positive(factor, "--speedup", "a positive number")
+    if trace.duration_s <= 0:  # nothing to stretch; a single query or a single instant stays as it is
+        return trace
+    return _stretch(trace, trace.duration_s, trace.duration_s / factor, f"sped up x{factor:g}")
