@@ -1,7 +1,7 @@
 """Pure metric functions over per-query records: percentiles, violations, throughput, MLPerf-style validity.
 
-Percentiles are exact order statistics by the nearest-rank rule (numpy ``method="inverted_cdf"``: the smallest
-latency with at least p% of queries at or below it). Queries that were dropped, shed or failed count as infinite
+Percentiles are exact order statistics by the nearest-rank rule (the ``ceil(p/100 * n)``-th smallest latency: the smallest
+latency with at least p% of queries at or below it; numpy's ``method="inverted_cdf"`` up to float rounding). Queries that were dropped, shed or failed count as infinite
 latency, so they are QoS violations and can never improve a percentile.
 """
 
@@ -39,9 +39,12 @@ class ValidityRules:
 
 def percentile_ms(lat_ms: np.ndarray, p: float) -> float:
     """Nearest-rank percentile (inf if any of the tail is unserved; nan for no queries)."""
-    if len(lat_ms) == 0:
+    n = len(lat_ms)
+    if n == 0:
         return math.nan
-    return float(np.percentile(lat_ms, p, method="inverted_cdf"))
+    # rank = ceil(p/100 * n), rounded first so 99.9% of 1000 is rank 999, not 1000 by float error
+    rank = min(n, max(1, math.ceil(round(p / 100.0 * n, 9))))
+    return float(np.partition(np.asarray(lat_ms, dtype=float), rank - 1)[rank - 1])
 
 
 def early_stopping_ok(n: int, violations: int, percentile: float = 99.0, confidence: float = 0.99) -> bool:

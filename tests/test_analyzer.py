@@ -1,0 +1,95 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.allowable import SearchConfig, find_allowable
+from harness.analyzer import (ValidityRules, early_stopping_ok, max_violations_allowed, percentile_ci_ms,
+                              percentile_ms, summarize)
+
+
+def records(lat_ms, gap_s=0.01, status=None):
+    n = len(lat_ms)
+    arr = np.arange(n) * gap_s
+    return pd.DataFrame({"arrival_s": arr, "finish_s": arr + np.asarray(lat_ms) / 1000.0,
+                         "status": status if status is not None else ["ok"] * n})
+
+
+def test_percentile_is_nearest_rank():
+    lat = np.arange(1, 101, dtype=float)
+    assert percentile_ms(lat, 99) == 99.0
+    assert percentile_ms(lat, 50) == 50.0
+    assert percentile_ms(np.arange(1, 1001, dtype=float), 99.9) == 999.0
+
+
+def test_early_stopping_thresholds_match_the_binomial_law():
+    # zero violations pass from n = 459 on: 0.99**459 < 0.01 < 0.99**458
+    assert early_stopping_ok(459, 0) and not early_stopping_ok(458, 0)
+    assert max_violations_allowed(459) == 0 and max_violations_allowed(458) == -1
+    t = max_violations_allowed(100000)
+    assert early_stopping_ok(100000, t) and not early_stopping_ok(100000, t + 1)
+    assert 900 < t < 1000
+
+
+def test_summary_counts_violations_drops_and_validity():
+    lat = np.full(5000, 10.0)
+    lat[::50] = 500.0  # 2% violations
+    s = summarize(records(lat), qos_ms=100.0, rules=ValidityRules(min_queries=100, min_duration_s=1.0))
+    assert s.violation_rate == pytest.approx(0.02, abs=0.002)
+    assert not s.valid and "early stopping" in s.invalid_reason
+    status = ["ok"] * 5000
+    status[1000] = "dropped"
+    s = summarize(records(np.full(5000, 10.0), status=status), 100.0, ValidityRules(min_queries=100, min_duration_s=1))
+    assert s.violations == 1 and s.dropped == 1 and s.valid
+    assert s.offered_qps == pytest.approx(100.0, rel=1e-6)
+
+
+def test_too_short_run_is_invalid_with_a_reason():
+    s = summarize(records(np.full(300, 1.0)), 100.0, ValidityRules(min_queries=1000, min_duration_s=60))
+    assert not s.valid and "queries <" in s.invalid_reason and "s <" in s.invalid_reason
+
+
+def test_warmup_is_excluded():
+    lat = np.full(2000, 5.0)
+    lat[:100] = 1000.0  # first 5% slow
+    s = summarize(records(lat), 100.0, ValidityRules(min_queries=100, min_duration_s=1, warmup_fraction=0.05))
+    assert s.violations == 0 and s.measured_queries == 1900
+
+
+def test_p99_interval_is_wider_for_autocorrelated_latency():
+    rng = np.random.default_rng(0)
+    iid = rng.exponential(10, 20000)
+    bursty = np.repeat(rng.exponential(10, 200), 100)  # same total, latencies in runs of 100
+    w_iid = np.subtract(*percentile_ci_ms(iid, 99)[::-1])
+    w_bursty = np.subtract(*percentile_ci_ms(bursty, 99)[::-1])
+    assert w_bursty > 2 * w_iid
+    lo, hi = percentile_ci_ms(iid, 99)
+    assert lo < percentile_ms(iid, 99) < hi
+
+
+class Step:
+    """A fake evaluation: VALID up to ``limit`` qps."""
+
+    def __init__(self, limit):
+        self.limit, self.calls = limit, []
+
+    def __call__(self, rate):
+        from harness.analyzer import PointSummary
+        self.calls.append(rate)
+        ok = rate <= self.limit
+        return PointSummary(1, 1, 1, rate, rate, rate, *([1.0] * 7), 0, 0.0, 0, ok, "" if ok else "x")
+
+
+@pytest.mark.parametrize("start", [1.0, 50.0, 73.0, 500.0])
+def test_allowable_search_brackets_the_limit(start):
+    f = Step(73.3)
+    res = find_allowable(f, start, SearchConfig(rel_tol=0.01))
+    lo, hi = res.bracket_qps
+    assert lo <= 73.3 < hi and (hi - lo) / lo <= 0.01
+    assert res.allowable_qps == lo and res.passing is not None
+
+
+def test_allowable_is_zero_when_nothing_passes():
+    res = find_allowable(Step(-1.0), 10.0, SearchConfig(min_qps=0.5))
+    assert res.allowable_qps == 0.0 and res.passing is None and math.isfinite(res.bracket_qps[1])

@@ -1,0 +1,142 @@
+from collections import deque
+
+import numpy as np
+import pytest
+
+from harness.errors import InputError
+from harness.instances import build_instances
+from harness.latency_model import LatencyModel
+from harness.policies import POLICIES, PolicyContext, Query, make_policy
+
+
+def bind(policy, profile, types, qos_ms=300.0):
+    """Bind ``policy`` to instances of ``types`` (all idle) and return the instances."""
+    lat = LatencyModel(profile, types, ["m"])
+    insts = build_instances(types, lat.type_index)
+    policy.bind(PolicyContext(tuple(lat.instance_types), lat, qos_ms, np.random.default_rng(0)), insts)
+    return insts
+
+
+def queue(*batches, t=0.0):
+    return deque(Query(i, str(i), "m", b, t) for i, b in enumerate(batches))
+
+
+def occupy(inst, now_s, busy_for_s):
+    inst.assign(now_s, busy_for_s)
+
+
+def test_registry_has_every_policy_the_issue_names():
+    assert set(POLICIES) == {"kairos", "fcfs", "deeprecsys", "clockwork", "round_robin", "least_outstanding",
+                             "power_of_two", "least_expected_work"}
+    for name, cls in POLICIES.items():
+        assert cls.__doc__, name
+
+
+def test_make_policy_parses_tunables_and_rejects_unknown():
+    assert make_policy("clockwork:buffer_ms=5").buffer_ms == 5
+    assert make_policy("kairos:safeguard=0.05").safeguard == 0.05
+    with pytest.raises(InputError, match="unknown policy"):
+        make_policy("nope")
+    with pytest.raises(InputError, match="not a tunable of fcfs"):
+        make_policy("fcfs:x=1")
+
+
+def test_fcfs_gives_oldest_queries_to_idle_instances_in_config_order(fixed_profile):
+    policy = make_policy("fcfs")
+    insts = bind(policy, fixed_profile, ["slow", "fast", "fast"])
+    occupy(insts[1], 0.0, 1.0)
+    pending = queue(100, 200, 300)
+    d = policy.decide(0.0, pending, insts)
+    assert [(q.index, j) for q, j in d.assign] == [(0, 0), (1, 2)]
+
+
+def test_kairos_cost_matrix_matches_the_artifact_formula(fixed_profile):
+    policy = make_policy("kairos")
+    insts = bind(policy, fixed_profile, ["fast", "slow"], qos_ms=300.0)
+    occupy(insts[0], 0.0, 0.050)  # fast instance busy for 50 ms more
+    pending = queue(100, 1000)
+    cost = policy.cost_matrix(0.0, list(pending), insts)
+    # c_fast = 1, c_slow = L_fast(1000)/L_slow(1000) = 100/400
+    assert cost[0, 0] == pytest.approx(1.0 * (50 + 10))
+    assert cost[0, 1] == pytest.approx(0.25 * (0 + 40))
+    assert cost[1, 0] == pytest.approx(1.0 * (50 + 100))
+    # 1000 on slow: residual 300 - 400 < 0 -> flat 1000
+    assert cost[1, 1] == 1000.0
+
+
+def test_kairos_safeguard_band_costs_500():
+    from tests.conftest import make_profile_frame
+    from harness.profiles import Profile
+    prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [295.0]}}), drop_max=False)
+    policy = make_policy("kairos")
+    insts = bind(policy, prof, ["a"], qos_ms=300.0)
+    # residual = 300 - 295 = 5 ms, below the 2% safeguard (6 ms) but >= 0 -> 500
+    assert policy.cost_matrix(0.0, list(queue(10)), insts)[0, 0] == 500.0
+
+
+def test_kairos_keeps_large_query_for_busy_fast_instance(fixed_profile):
+    policy = make_policy("kairos")
+    insts = bind(policy, fixed_profile, ["fast", "slow"], qos_ms=300.0)
+    occupy(insts[0], 0.0, 0.020)
+    d = policy.decide(0.0, queue(1000, 100), insts)
+    # the idle slow instance takes the small query; the large one waits for the busy fast instance
+    assert [(q.batch_size, j) for q, j in d.assign] == [(100, 1)]
+
+
+def test_kairos_only_dispatches_to_idle_instances(fixed_profile):
+    policy = make_policy("kairos")
+    insts = bind(policy, fixed_profile, ["fast", "fast"])
+    occupy(insts[0], 0.0, 0.5)
+    occupy(insts[1], 0.0, 0.5)
+    assert policy.decide(0.0, queue(100, 100, 100), insts).assign == []
+
+
+def test_clockwork_drops_queries_no_instance_can_meet(fixed_profile):
+    policy = make_policy("clockwork")
+    insts = bind(policy, fixed_profile, ["fast", "slow"], qos_ms=300.0)
+    pending = deque([Query(0, "old", "m", 1000, -0.25), Query(1, "new", "m", 100, 0.0)])
+    d = policy.decide(0.0, pending, insts)
+    assert [q.request_id for q in d.drop] == ["old"]  # 250 ms waited + 100 ms on the fastest > 294 ms
+    assert [(q.request_id, j) for q, j in d.assign] == [("new", 0)]  # fastest idle instance
+
+
+def test_deeprecsys_splits_by_threshold(fixed_profile):
+    policy = make_policy("deeprecsys:threshold=150:tune=false")
+    insts = bind(policy, fixed_profile, ["fast", "slow", "slow"])
+    d = policy.decide(0.0, queue(100, 1000, 100, 200), insts)
+    assert sorted((q.batch_size, insts[j].instance_type) for q, j in d.assign) == [
+        (100, "slow"), (100, "slow"), (1000, "fast")]
+
+
+def test_deeprecsys_default_threshold_from_latency_model(fixed_profile):
+    policy = make_policy("deeprecsys")
+    bind(policy, fixed_profile, ["fast", "slow"], qos_ms=200.0)
+    assert policy.threshold == 200  # slow serves 200 in 80 ms <= QoS/2, 201+ needs 400 ms
+
+
+def test_push_policies_assign_every_query_even_to_busy_instances(fixed_profile):
+    for name in ("round_robin", "least_outstanding", "power_of_two", "least_expected_work"):
+        policy = make_policy(name)
+        insts = bind(policy, fixed_profile, ["fast", "slow"])
+        occupy(insts[0], 0.0, 1.0)
+        occupy(insts[1], 0.0, 1.0)
+        d = policy.decide(0.0, queue(100, 100, 100), insts)
+        assert len(d.assign) == 3, name
+
+
+def test_least_expected_work_prefers_earliest_predicted_finish(fixed_profile):
+    policy = make_policy("least_expected_work")
+    insts = bind(policy, fixed_profile, ["fast", "slow"])
+    occupy(insts[0], 0.0, 0.035)  # fast frees at 35 ms: 35 + 10 = 45 > slow's 40
+    d = policy.decide(0.0, queue(100), insts)
+    assert d.assign[0][1] == 1
+    d = policy.decide(0.0, queue(1000), insts)
+    assert d.assign[0][1] == 0  # 35 + 100 < 400
+
+
+def test_least_outstanding_spreads_a_burst(fixed_profile):
+    policy = make_policy("least_outstanding")
+    insts = bind(policy, fixed_profile, ["fast", "slow", "slow"])
+    d = policy.decide(0.0, queue(100, 100, 100), insts)
+    assert sorted(j for _, j in d.assign) == [0, 1, 2]
+    assert all(inst.outstanding == 0 for inst in insts)  # provisional counts undone
