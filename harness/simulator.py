@@ -7,7 +7,6 @@ whichever bucket serves it, so two policies run on the same trace and seed see t
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,7 +18,8 @@ from harness.errors import InputError
 from harness.events import NORMAL, URGENT, EventLoop
 from harness.instances import build_instances
 from harness.latency_model import LatencyModel
-from harness.policies import Policy, PolicyContext, Query, make_policy
+from harness.driver import DispatchCore
+from harness.policies import Policy, Query, make_policy
 from harness.profiles import Profile
 from harness.records import DROPPED, OK
 from traces.schema import Trace
@@ -68,9 +68,7 @@ class Simulation:
         rng = np.random.default_rng(config.seed)
         # Separate streams: service-time luck per query, and the policy's own randomness.
         self._u = rng.random(len(trace)).tolist()
-        policy_rng = np.random.default_rng(rng.integers(2**63))
-        self.policy.bind(PolicyContext(tuple(self.latency.instance_types), self.latency, float(config.qos_ms),
-                                       policy_rng), self.instances)
+        self._policy_rng = np.random.default_rng(rng.integers(2**63))
         # Per type: batch size -> the sorted samples of the bucket that serves it.
         self._samples = {}
         for itype, ti in self.latency.type_index.items():
@@ -93,77 +91,47 @@ class Simulation:
         where = [-1] * n
         status = [OK] * n
         loop = EventLoop()
-        pending: deque[Query] = deque()
-        instances = self.instances
-        policy = self.policy
-        push = policy.push
-        latency = self.latency
         samples = self._samples
         u = self._u
-        total_slots = sum(inst.capacity for inst in instances)
-        busy = [0]  # running queries across the pool (pull policies skip decide when every slot is busy)
         progress = self._progress
         step = max(1, n // 100)
 
-        def start_query(q: Query, inst) -> None:
+        def on_assign(q: Query, inst) -> None:
+            dispatch[q.index] = loop.now
+            where[q.index] = inst.index
+
+        def on_start(q: Query, inst) -> None:
             i = q.index
             start[i] = loop.now
             s = samples[(inst.type_index, q.model)][q.batch_size]
-            service_s = s[int(u[i] * len(s))] / 1000.0
-            busy[0] += 1
-            loop.schedule(loop.now + service_s, URGENT, complete, (q, inst))
+            loop.schedule(loop.now + s[int(u[i] * len(s))] / 1000.0, URGENT, complete, (q, inst))
 
-        def decide() -> None:
-            if not pending or (not push and busy[0] >= total_slots):
-                return
-            now = loop.now
-            d = policy.decide(now, pending, instances)
-            for q, j in d.assign:
-                if pending[0] is q:
-                    pending.popleft()
-                else:
-                    pending.remove(q)
-                dispatch[q.index] = now
-                where[q.index] = j
-                inst = instances[j]
-                pred_s = latency.predict_ms(inst.type_index, q.model, q.batch_size) / 1000.0
-                if inst.assign(now, pred_s):
-                    start_query(q, inst)
-                else:
-                    inst.queue.append((q, pred_s))
-            for q in d.drop:
-                pending.remove(q)
-                status[q.index] = DROPPED
-                dispatch[q.index] = now
+        def on_drop(q: Query) -> None:
+            status[q.index] = DROPPED
+            dispatch[q.index] = loop.now
+
+        core = DispatchCore(self.policy, self.latency, self.instances, self.config.qos_ms, self._policy_rng,
+                            on_assign=on_assign, on_start=on_start, on_drop=on_drop)
 
         def arrive(i: int) -> None:
-            pending.append(Query(i, rids[i] if rids else str(i), models[i], batches[i], arrivals[i]))
             if i + 1 < n:
                 loop.schedule(arrivals[i + 1], NORMAL, arrive, i + 1)
             if progress and i % step == 0:
                 progress(i, n)
-            decide()
+            core.arrive(loop.now, Query(i, rids[i] if rids else str(i), models[i], batches[i], arrivals[i]))
 
         def complete(item) -> None:
             q, inst = item
             now = loop.now
-            i = q.index
-            finish[i] = now
-            busy[0] -= 1
-            inst.finish(now)
-            policy.on_complete(now, q, inst, (now - q.arrival_s) * 1000.0)
-            latency.observe(inst.type_index, q.model, q.batch_size, (now - start[i]) * 1000.0)
-            if inst.queue:
-                nq, pred_s = inst.queue.pop(0)
-                inst.start_queued(now, pred_s)
-                start_query(nq, inst)
-            decide()
+            finish[q.index] = now
+            core.complete(now, q, inst, (now - start[q.index]) * 1000.0)
 
         if n:
             loop.schedule(arrivals[0], NORMAL, arrive, 0)
         loop.run()
         if progress:
             progress(n, n)
+        instances = self.instances
         ids = np.array([inst.instance_id for inst in instances] + [None], dtype=object)
         types = np.array([inst.instance_type for inst in instances] + [None], dtype=object)
         where_arr = np.asarray(where)

@@ -1,0 +1,107 @@
+"""The half of a driver that the simulator and the live dispatcher share: central queue, policy calls, instance state.
+
+A driver (virtual clock or real one) feeds it arrivals and completions and is called back when a query is
+assigned to an instance, starts on it, or is dropped. Keeping this in one place means the simulator and the
+dispatcher cannot disagree about what a policy decision does: only the clock and the service times differ.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+import numpy as np
+
+from harness.instances import InstanceState
+from harness.latency_model import LatencyModel
+from harness.policies import Policy, PolicyContext, Query
+
+
+class DispatchCore:
+    """Central FIFO + policy + per-instance state; callbacks ``on_assign``, ``on_start``, ``on_drop``."""
+
+    def __init__(self, policy: Policy, latency: LatencyModel, instances: list[InstanceState], qos_ms: float,
+                 rng: np.random.Generator, *, on_assign: Callable[[Query, InstanceState], None],
+                 on_start: Callable[[Query, InstanceState], None], on_drop: Callable[[Query], None]):
+        self.latency = latency
+        self.instances = instances
+        self.qos_ms = float(qos_ms)
+        self.rng = rng
+        self.pending: deque[Query] = deque()
+        self.total_slots = sum(inst.capacity for inst in instances)
+        self.running = 0
+        self.on_assign, self.on_start, self.on_drop = on_assign, on_start, on_drop
+        self.set_policy(policy)
+
+    def set_policy(self, policy: Policy) -> None:
+        """Bind ``policy`` to this pool (also used to switch policies between test phases)."""
+        policy.bind(PolicyContext(tuple(self.latency.instance_types), self.latency, self.qos_ms, self.rng),
+                    self.instances)
+        self.policy = policy
+        self._push = policy.push
+
+    def arrive(self, now_s: float, query: Query) -> None:
+        """A query enters the central queue; the policy decides right away."""
+        self.pending.append(query)
+        self.decide(now_s)
+
+    def decide(self, now_s: float) -> None:
+        """Ask the policy, then apply its assignments and drops (pull policies are skipped while all are busy)."""
+        pending = self.pending
+        if not pending or (not self._push and self.running >= self.total_slots):
+            return
+        d = self.policy.decide(now_s, pending, self.instances)
+        predict = self.latency.predict_ms
+        for q, j in d.assign:
+            if pending[0] is q:
+                pending.popleft()
+            else:
+                pending.remove(q)
+            inst = self.instances[j]
+            pred_s = predict(inst.type_index, q.model, q.batch_size) / 1000.0
+            self.on_assign(q, inst)
+            if inst.assign(now_s, pred_s):
+                self.running += 1
+                self.on_start(q, inst)
+            else:
+                inst.queue.append((q, pred_s))
+        for q in d.drop:
+            pending.remove(q)
+            self.on_drop(q)
+
+    def complete(self, now_s: float, query: Query, inst: InstanceState, service_ms: float | None) -> None:
+        """A query left ``inst`` (``service_ms`` None when it failed): update state, start queued work, decide."""
+        self.running -= 1
+        inst.finish(now_s)
+        if service_ms is not None:
+            self.policy.on_complete(now_s, query, inst, (now_s - query.arrival_s) * 1000.0)
+            self.latency.observe(inst.type_index, query.model, query.batch_size, service_ms)
+        if inst.queue and inst.alive:
+            nq, pred_s = inst.queue.pop(0)
+            inst.start_queued(now_s, pred_s)
+            self.running += 1
+            self.on_start(nq, inst)
+        self.decide(now_s)
+
+    def requeue(self, now_s: float, queries: list[Query]) -> None:
+        """Put queries back at the head of the central queue (oldest first), e.g. after their instance failed."""
+        for q in sorted(queries, key=lambda q: q.arrival_s, reverse=True):
+            self.pending.appendleft(q)
+        self.decide(now_s)
+
+    def mark_dead(self, now_s: float, inst: InstanceState) -> list[Query]:
+        """Take ``inst`` out of service; returns the queries waiting in its local FIFO (the caller requeues)."""
+        inst.alive = False
+        waiting = [q for q, _ in inst.queue]
+        inst.outstanding -= len(waiting)
+        inst.queue.clear()
+        inst.backlog_s = 0.0
+        self.total_slots -= inst.capacity
+        return waiting
+
+    def mark_alive(self, now_s: float, inst: InstanceState) -> None:
+        """Put ``inst`` back in service."""
+        if not inst.alive:
+            inst.alive = True
+            self.total_slots += inst.capacity
+            self.decide(now_s)
