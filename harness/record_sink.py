@@ -1,0 +1,75 @@
+"""Streaming per-query records to parquet: rows buffered in memory, written as row groups, footer on close.
+
+Rows are flushed every ``flush_rows`` rows (and whenever ``flush()`` is called), so a crash loses at most the
+unflushed tail; ``close()`` writes the footer that makes the file readable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class RecordSink:
+    """Append dict rows; keep them all in memory (``frame()``) and, with a path, stream them to parquet."""
+
+    def __init__(self, path: str | Path | None = None, columns: tuple[str, ...] | None = None,
+                 flush_rows: int = 2000):
+        self.path = Path(path) if path else None
+        self.columns = columns
+        self.flush_rows = flush_rows
+        self.rows: list[dict] = []
+        self._unflushed = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def append(self, row: dict) -> None:
+        """Add one row (flushes a row group when enough rows are waiting)."""
+        self.rows.append(row)
+        self._unflushed += 1
+        if self.path and self._unflushed >= self.flush_rows:
+            self.flush()
+
+    def frame(self) -> pd.DataFrame:
+        """All rows so far as a DataFrame (columns in ``columns`` order first)."""
+        frame = pd.DataFrame(self.rows)
+        if self.columns:
+            for col in self.columns:
+                if col not in frame.columns:
+                    frame[col] = None
+            frame = frame[list(self.columns) + [c for c in frame.columns if c not in self.columns]]
+        return frame
+
+    def flush(self) -> None:
+        """Write the rows not yet written as one row group."""
+        if not self.path or not self._unflushed:
+            return
+        chunk = pd.DataFrame(self.rows[-self._unflushed:])
+        if self.columns:
+            chunk = chunk.reindex(columns=list(self.columns) + [c for c in chunk.columns if c not in self.columns])
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._schema = pa.Schema.from_pandas(chunk, preserve_index=False)
+            self._writer = pq.ParquetWriter(self.path, self._schema)
+        table = pa.Table.from_pandas(chunk, schema=self._schema, preserve_index=False, safe=False)
+        self._writer.write_table(table)
+        self._unflushed = 0
+
+    def close(self) -> None:
+        """Flush and write the footer; with no rows at all, write an empty file with the columns."""
+        if not self.path:
+            return
+        if self._writer is None and not self._unflushed:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(columns=list(self.columns or ())).to_parquet(self.path, index=False)
+            return
+        self.flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
