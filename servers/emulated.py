@@ -1,0 +1,118 @@
+"""An emulated instance: the model server's API and responses, with the service time sampled from a Profile.
+
+Each query's service time is drawn (seeded Generator) from the profile's samples for (instance_type, model, bucket of
+the batch) and awaited with ``asyncio.sleep``; at most ``concurrency`` queries are served at once (default 1, FIFO
+by the semaphore). Outputs are correctly shaped zeros. Response parameters: ``queue_ms``, ``compute_ms`` (the sleep
+as measured), ``sampled_ms`` (the drawn service time), ``batch_size`` and ``instance_type``.
+
+Metadata and input validation come from the model's spec in ``servers.models`` (the ONNX file is never needed); a
+profiled model without a spec accepts any inputs that share a batch dimension and answers one ``output`` ``[B, 1]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from aiohttp import web
+
+from harness.errors import InputError
+from harness.profiles import Profile
+from servers import models, v2
+
+PLATFORM_EMULATED = "kairos_emulated"
+
+
+@dataclass(frozen=True)
+class EmulatedConfig:
+    """One emulated instance: its type, model, profile file (None: the shipped one), seed and concurrency."""
+
+    instance_type: str
+    model: str = "rm2"
+    profiles: Path | None = None
+    seed: int = 0
+    concurrency: int = 1
+    client_max_size: int | None = None
+
+    def __post_init__(self):
+        if self.concurrency < 1:
+            raise InputError(f"--concurrency must be >= 1, got {self.concurrency}")
+
+
+def model_metadata(model: str) -> v2.ModelMetadata:
+    """The V2 metadata of ``model``: its spec's if known, else a permissive one with an ``output [B, 1]``."""
+    if model in models.MODEL_NAMES:
+        return models.get_spec(model).metadata(PLATFORM_EMULATED)
+    return v2.ModelMetadata(model, PLATFORM_EMULATED, inputs=(), outputs=(v2.TensorMeta("output", "FP32", (-1, 1)),))
+
+
+@dataclass
+class EmulatedBackend:
+    """The V2 Backend of an emulated instance."""
+
+    config: EmulatedConfig
+    profile: Profile
+    meta: v2.ModelMetadata
+    rng: np.random.Generator
+    limit: int
+    semaphore: asyncio.Semaphore | None = None
+    served: int = field(default=0)
+    server_name: str = "kairos-emulated-instance"
+
+    def metadata(self, model: str) -> v2.ModelMetadata:
+        """Metadata of the emulated model; 404 for any other."""
+        if model != self.config.model:
+            raise v2.V2Error(404, f"unknown model {model!r} (this instance serves {self.config.model!r})")
+        return self.meta
+
+    def ready(self, model: str | None = None) -> bool:
+        """True once started."""
+        return self.semaphore is not None
+
+    def max_batch(self, model: str) -> int:
+        """The profile's largest bucket for this (type, model)."""
+        return self.limit
+
+    async def infer(self, model: str, req: v2.InferRequest, batch_size: int):
+        """Wait for the instance, sleep a sampled service time, answer zeros of the right shapes."""
+        t0 = time.perf_counter()
+        async with self.semaphore:
+            t1 = time.perf_counter()
+            try:
+                sampled = self.profile.sample_ms(self.config.instance_type, self.config.model, batch_size, self.rng)
+            except InputError as exc:
+                raise v2.V2Error(400, str(exc)) from None
+            await asyncio.sleep(sampled / 1e3)
+            t2 = time.perf_counter()
+        self.served += 1
+        outputs = {t.name: np.zeros((batch_size, *t.shape[1:]), dtype=v2.numpy_dtype(t.datatype))
+                   for t in self.meta.outputs}
+        return outputs, {"queue_ms": (t1 - t0) * 1e3, "compute_ms": (t2 - t1) * 1e3, "sampled_ms": sampled,
+                         "batch_size": batch_size, "instance_type": self.config.instance_type}
+
+
+BACKEND = web.AppKey("emulated_backend", EmulatedBackend)
+
+
+def create_app(config: EmulatedConfig, profile: Profile | None = None) -> web.Application:
+    """The aiohttp app; the profile is read (or taken as given) now, so a bad type/model fails before serving."""
+    profile = profile if profile is not None else Profile.load(config.profiles)
+    table = profile.table(config.instance_type, config.model)  # InputError naming what exists
+    meta = model_metadata(config.model)
+    limit = table.max_batch
+    body_limit = config.client_max_size or v2.max_body_bytes(meta, limit)
+    app = web.Application(client_max_size=body_limit, middlewares=[v2.error_middleware])
+    backend = EmulatedBackend(config, profile, meta, np.random.default_rng(config.seed), limit)
+    app[BACKEND] = backend
+
+    async def lifecycle(app: web.Application):
+        backend.semaphore = asyncio.Semaphore(config.concurrency)
+        yield
+        backend.semaphore = None
+
+    app.cleanup_ctx.append(lifecycle)
+    v2.add_routes(app, BACKEND)
+    return app

@@ -1,0 +1,163 @@
+"""An ONNX Runtime model server speaking the V2 REST protocol (one InferenceSession per model).
+
+Inference runs off the event loop on a dedicated ThreadPoolExecutor; at most ``concurrency`` inferences run at once
+(an asyncio.Semaphore). Response parameters: ``queue_ms`` (waiting for the semaphore), ``compute_ms``
+(``session.run``), ``batch_size`` and, when configured, ``instance_type``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from aiohttp import web
+
+from harness.errors import InputError
+from servers import v2
+from servers.models import build_model, get_spec
+
+PROVIDERS = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ModelServerConfig:
+    """Which models to serve and how: provider, ORT intra-op threads, concurrent inferences, batch limit."""
+
+    models: tuple[str, ...] = ("rm2",)
+    model_dir: Path | None = None
+    provider: str = "cpu"
+    threads: int = 1
+    concurrency: int = 1
+    max_batch: int = 1000
+    seed: int = 0
+    instance_type: str | None = None
+    client_max_size: int | None = None
+
+    def __post_init__(self):
+        if not self.models:
+            raise InputError("model server: no model given")
+        for m in self.models:
+            get_spec(m)
+        if self.provider not in PROVIDERS:
+            raise InputError(f"--provider {self.provider!r}: expected one of {', '.join(PROVIDERS)}")
+        for opt in ("threads", "concurrency", "max_batch"):
+            if getattr(self, opt) < 1:
+                raise InputError(f"--{opt.replace('_', '-')} must be >= 1, got {getattr(self, opt)}")
+
+    def body_limit(self) -> int:
+        """The aiohttp ``client_max_size``: configured, else enough for ``max_batch`` of the largest model."""
+        if self.client_max_size:
+            return self.client_max_size
+        return max(v2.max_body_bytes(get_spec(m).metadata(), self.max_batch) for m in self.models)
+
+
+def choose_providers(provider: str) -> list[str]:
+    """ORT providers for ``cpu``/``cuda``; CUDA missing -> a warning on stderr and CPU."""
+    import onnxruntime as ort
+    if provider == "cuda":
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        print("kairos serve model: warning: CUDAExecutionProvider is not available in this onnxruntime "
+              f"(available: {', '.join(ort.get_available_providers())}); falling back to CPU",
+              file=sys.stderr, flush=True)
+    return ["CPUExecutionProvider"]
+
+
+@dataclass
+class _Loaded:
+    meta: v2.ModelMetadata
+    session: object
+    output_names: list[str]
+
+
+@dataclass
+class OnnxBackend:
+    """The V2 Backend of the model server: sessions, a semaphore and an executor (created at startup)."""
+
+    config: ModelServerConfig
+    models: dict[str, _Loaded] = field(default_factory=dict)
+    semaphore: asyncio.Semaphore | None = None
+    executor: ThreadPoolExecutor | None = None
+    providers: list[str] = field(default_factory=list)
+    server_name: str = "kairos-onnx-model-server"
+
+    def metadata(self, model: str) -> v2.ModelMetadata:
+        """Metadata of a served model; 404 otherwise."""
+        try:
+            return self.models[model].meta
+        except KeyError:
+            raise v2.V2Error(404, f"unknown model {model!r} (served: {', '.join(self.config.models)})") from None
+
+    def ready(self, model: str | None = None) -> bool:
+        """True once every session is loaded."""
+        return self.semaphore is not None and (model is None or model in self.models)
+
+    def max_batch(self, model: str) -> int:
+        """The configured batch limit."""
+        return self.config.max_batch
+
+    def _run(self, loaded: _Loaded, feeds: dict[str, np.ndarray]):
+        t0 = time.perf_counter()
+        outs = loaded.session.run(loaded.output_names, feeds)
+        return outs, (time.perf_counter() - t0) * 1e3
+
+    async def infer(self, model: str, req: v2.InferRequest, batch_size: int):
+        """Run the session off the loop, one of at most ``concurrency`` at a time."""
+        loaded = self.models[model]
+        t0 = time.perf_counter()
+        async with self.semaphore:
+            queue_ms = (time.perf_counter() - t0) * 1e3
+            outs, compute_ms = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self._run, loaded, req.inputs)
+        params = {"queue_ms": queue_ms, "compute_ms": compute_ms, "batch_size": batch_size}
+        if self.config.instance_type:
+            params["instance_type"] = self.config.instance_type
+        return dict(zip(loaded.output_names, outs)), params
+
+
+BACKEND = web.AppKey("onnx_backend", OnnxBackend)
+
+
+def load_session(path: Path, providers: list[str], threads: int):
+    """An InferenceSession with ``threads`` intra-op threads and one inter-op thread."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+
+
+def create_app(config: ModelServerConfig) -> web.Application:
+    """The aiohttp app; models are built if needed and loaded at startup."""
+    app = web.Application(client_max_size=config.body_limit(), middlewares=[v2.error_middleware])
+    backend = OnnxBackend(config)
+    app[BACKEND] = backend
+
+    async def sessions(app: web.Application):
+        backend.providers = choose_providers(config.provider)
+        backend.executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="ort")
+        loop = asyncio.get_running_loop()
+        try:
+            for name in config.models:
+                spec = get_spec(name)
+                path = await loop.run_in_executor(backend.executor, build_model, name, config.model_dir, config.seed)
+                session = await loop.run_in_executor(backend.executor, load_session, path, backend.providers,
+                                                     config.threads)
+                backend.models[name] = _Loaded(spec.metadata(v2.PLATFORM_ONNX), session,
+                                               [t.name for t in spec.outputs])
+            backend.semaphore = asyncio.Semaphore(config.concurrency)
+            yield
+        finally:
+            backend.semaphore = None
+            backend.executor.shutdown(wait=True, cancel_futures=True)
+            backend.models.clear()
+
+    app.cleanup_ctx.append(sessions)
+    v2.add_routes(app, BACKEND)
+    return app

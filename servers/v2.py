@@ -1,0 +1,477 @@
+"""Open Inference Protocol (KServe V2) REST codec shared by every server, client and the dispatcher.
+
+Requests: JSON tensors (``data``) or the binary-tensor extension (header ``Inference-Header-Content-Length`` = length
+of the JSON header; raw little-endian tensor bytes follow in input order, each sized by
+``parameters.binary_data_size``). tritonclient sends binary inputs, sets ``binary_data_output`` and sends no
+Content-Type, so the body is parsed whatever the Content-Type says.
+
+Responses: JSON outputs, or binary ones when asked (request ``parameters.binary_data_output`` or per-output
+``parameters.binary_data``), with response ``parameters`` carrying the server-side ``queue_ms`` and ``compute_ms``.
+
+Every protocol error is a ``V2Error(status, message)``; ``error_middleware`` turns it (and aiohttp's own HTTP errors,
+e.g. 413 from ``client_max_size``) into ``{"error": "..."}`` JSON. ``add_routes`` wires the standard endpoints to a
+``Backend`` (the ONNX Runtime server and the emulated instance both use it).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+import orjson
+from aiohttp import web
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+PLATFORM_ONNX = "onnxruntime_onnx"
+
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+}
+_BY_DTYPE = {dt: name for name, dt in DATATYPES.items()}
+
+
+class V2Error(Exception):
+    """A protocol error with the HTTP status to answer (400 bad request, 404 unknown model, 413 too large...)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def numpy_dtype(datatype: str) -> np.dtype:
+    """The numpy dtype of a V2 datatype name (little-endian); V2Error 400 for an unknown or unsupported one."""
+    try:
+        return DATATYPES[datatype]
+    except (KeyError, TypeError):
+        raise V2Error(400, f"unsupported datatype {datatype!r} (supported: {', '.join(DATATYPES)})") from None
+
+
+def v2_datatype(dtype) -> str:
+    """The V2 datatype name of a numpy dtype."""
+    dt = np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).itemsize > 1 else np.dtype(dtype)
+    try:
+        return _BY_DTYPE[dt]
+    except KeyError:
+        raise V2Error(400, f"numpy dtype {np.dtype(dtype)} has no V2 datatype") from None
+
+
+# -- metadata ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TensorMeta:
+    """An input or output as V2 metadata describes it; -1 marks a variable (batch) dimension."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_json(self) -> dict:
+        """The metadata JSON object."""
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """V2 model metadata; an empty ``inputs`` means "accept any inputs sharing a batch dimension"."""
+
+    name: str
+    platform: str
+    inputs: tuple[TensorMeta, ...]
+    outputs: tuple[TensorMeta, ...]
+    versions: tuple[str, ...] = ("1",)
+
+    def to_json(self) -> dict:
+        """The ``GET /v2/models/{name}`` body."""
+        return {"name": self.name, "versions": list(self.versions), "platform": self.platform,
+                "inputs": [t.to_json() for t in self.inputs], "outputs": [t.to_json() for t in self.outputs]}
+
+
+# -- requests ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RequestedOutput:
+    """An entry of the request's ``outputs``; ``binary`` None means "as the request-level default"."""
+
+    name: str
+    binary: bool | None = None
+
+
+@dataclass
+class InferRequest:
+    """A parsed infer request: input arrays in request order, the requested outputs and parameters."""
+
+    inputs: dict[str, np.ndarray]
+    id: str | None = None
+    outputs: tuple[RequestedOutput, ...] | None = None
+    binary_output: bool = False
+    parameters: dict = field(default_factory=dict)
+
+
+def _header_length(value) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise V2Error(400, f"{HEADER_LENGTH}: {value!r} is not an integer") from None
+    if n < 0:
+        raise V2Error(400, f"{HEADER_LENGTH}: {n} is negative")
+    return n
+
+
+def _shape(value, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in value):
+        raise V2Error(400, f"{where}: 'shape' must be a list of integers >= 0, got {value!r}")
+    return tuple(value)
+
+
+def parse_infer_request(body: bytes, header_length: int | str | None = None) -> InferRequest:
+    """Parse a JSON or binary-extension infer request body; V2Error 400 on anything malformed."""
+    hl = _header_length(header_length)
+    if hl is not None and hl > len(body):
+        raise V2Error(400, f"{HEADER_LENGTH} {hl} exceeds the body length {len(body)}")
+    head, binary = (body, b"") if hl is None else (body[:hl], memoryview(body)[hl:])
+    try:
+        doc = orjson.loads(head)
+    except orjson.JSONDecodeError as exc:
+        raise V2Error(400, f"malformed JSON in infer request: {exc}") from None
+    if not isinstance(doc, dict):
+        raise V2Error(400, "infer request must be a JSON object")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise V2Error(400, "infer request needs a non-empty 'inputs' list")
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise V2Error(400, "'parameters' must be an object")
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for k, item in enumerate(raw_inputs):
+        where = f"inputs[{k}]"
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise V2Error(400, f"{where}: needs a string 'name'")
+        name = item["name"]
+        where = f"input {name!r}"
+        if name in inputs:
+            raise V2Error(400, f"{where}: given twice")
+        dtype = numpy_dtype(item.get("datatype"))
+        shape = _shape(item.get("shape"), where)
+        count = math.prod(shape)
+        iparams = item.get("parameters") or {}
+        if not isinstance(iparams, dict):
+            raise V2Error(400, f"{where}: 'parameters' must be an object")
+        size = iparams.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise V2Error(400, f"{where}: binary_data_size must be an integer >= 0")
+            if hl is None:
+                raise V2Error(400, f"{where}: binary_data_size given without the {HEADER_LENGTH} header")
+            if offset + size > len(binary):
+                raise V2Error(400, f"{where}: binary_data_size {size} runs past the end of the body")
+            if size != count * dtype.itemsize:
+                raise V2Error(400, f"{where}: binary_data_size {size} does not match shape {list(shape)} of "
+                                   f"{item['datatype']} ({count * dtype.itemsize} bytes)")
+            arr = np.frombuffer(binary[offset:offset + size], dtype=dtype).reshape(shape)
+            offset += size
+        else:
+            if "data" not in item:
+                raise V2Error(400, f"{where}: needs 'data' or parameters.binary_data_size")
+            try:
+                arr = np.asarray(item["data"], dtype=dtype)
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise V2Error(400, f"{where}: 'data' is not valid {item['datatype']} ({exc})") from None
+            if arr.size != count:
+                raise V2Error(400, f"{where}: 'data' has {arr.size} elements, shape {list(shape)} needs {count}")
+            arr = arr.reshape(shape)
+        inputs[name] = arr
+    if offset != len(binary):
+        raise V2Error(400, f"{len(binary) - offset} unclaimed byte(s) after the binary input tensors")
+    outputs = None
+    if doc.get("outputs") is not None:
+        if not isinstance(doc["outputs"], list):
+            raise V2Error(400, "'outputs' must be a list")
+        outs = []
+        for k, o in enumerate(doc["outputs"]):
+            if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+                raise V2Error(400, f"outputs[{k}]: needs a string 'name'")
+            op = o.get("parameters") or {}
+            binary_flag = op.get("binary_data") if isinstance(op, dict) else None
+            outs.append(RequestedOutput(o["name"], None if binary_flag is None else bool(binary_flag)))
+        outputs = tuple(outs)
+    rid = doc.get("id")
+    return InferRequest(inputs=inputs, id=None if rid is None else str(rid), outputs=outputs,
+                        binary_output=bool(params.get("binary_data_output", False)), parameters=params)
+
+
+def validate_request(req: InferRequest, meta: ModelMetadata, max_batch: int | None = None) -> int:
+    """Check inputs and requested outputs against ``meta``; returns the batch size (V2Error 400 otherwise)."""
+    if meta.inputs:
+        expected = {t.name: t for t in meta.inputs}
+        for name in req.inputs:
+            if name not in expected:
+                raise V2Error(400, f"unexpected input {name!r} for model {meta.name!r} "
+                                   f"(inputs: {', '.join(expected)})")
+        for name in expected:
+            if name not in req.inputs:
+                raise V2Error(400, f"missing input {name!r} for model {meta.name!r}")
+        for t in meta.inputs:
+            arr = req.inputs[t.name]
+            got = v2_datatype(arr.dtype)
+            if got != t.datatype:
+                raise V2Error(400, f"input {t.name!r}: datatype {got}, model {meta.name!r} expects {t.datatype}")
+            if arr.ndim != len(t.shape) or any(e != -1 and e != d for e, d in zip(t.shape, arr.shape)):
+                raise V2Error(400, f"input {t.name!r}: shape {list(arr.shape)}, model {meta.name!r} expects "
+                                   f"{list(t.shape)}")
+    batches = {name: (arr.shape[0] if arr.ndim else None) for name, arr in req.inputs.items()}
+    if None in batches.values():
+        raise V2Error(400, "every input needs a batch dimension (rank >= 1)")
+    if len(set(batches.values())) != 1:
+        raise V2Error(400, f"inputs disagree on the batch size: {batches}")
+    batch = next(iter(batches.values()))
+    if batch < 1:
+        raise V2Error(400, "batch size 0: nothing to infer")
+    if max_batch is not None and batch > max_batch:
+        raise V2Error(400, f"batch size {batch} above this server's limit {max_batch} for model {meta.name!r}")
+    if req.outputs is not None and meta.outputs:
+        known = {t.name for t in meta.outputs}
+        for o in req.outputs:
+            if o.name not in known:
+                raise V2Error(400, f"unknown output {o.name!r} for model {meta.name!r} (outputs: {', '.join(known)})")
+    return int(batch)
+
+
+# -- responses --------------------------------------------------------------------------------------------------
+def _json_tensor(name: str, arr: np.ndarray) -> dict:
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    if flat.dtype == np.float16:
+        flat = flat.astype(np.float32)
+    return {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape), "data": flat}
+
+
+def encode_infer_response(model_name: str, outputs: Mapping[str, np.ndarray], req: InferRequest,
+                          parameters: Mapping[str, Any] | None = None,
+                          model_version: str = "1") -> tuple[bytes, dict[str, str]]:
+    """The response body and headers: requested outputs (all if none requested), binary where asked."""
+    if req.outputs is None:
+        chosen = [(name, req.binary_output) for name in outputs]
+    else:
+        chosen = [(o.name, req.binary_output if o.binary is None else o.binary) for o in req.outputs]
+    head: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if req.id is not None:
+        head["id"] = req.id
+    if parameters:
+        head["parameters"] = dict(parameters)
+    entries, blobs = [], []
+    for name, binary in chosen:
+        if name not in outputs:
+            raise V2Error(400, f"unknown output {name!r} for model {model_name!r}")
+        arr = outputs[name]
+        if binary:
+            raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<") if arr.dtype.itemsize > 1
+                                       else arr.dtype).tobytes()
+            entries.append({"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape),
+                            "parameters": {"binary_data_size": len(raw)}})
+            blobs.append(raw)
+        else:
+            entries.append(_json_tensor(name, arr))
+    head["outputs"] = entries
+    text = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return text, {"Content-Type": "application/json"}
+    return b"".join([text, *blobs]), {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(text))}
+
+
+@dataclass
+class InferResponse:
+    """A decoded infer response: output arrays, server parameters (queue_ms, compute_ms...), model and id."""
+
+    outputs: dict[str, np.ndarray]
+    parameters: dict
+    model_name: str | None = None
+    id: str | None = None
+
+
+def decode_infer_response(body: bytes, headers: Mapping[str, str] | None = None) -> InferResponse:
+    """Decode a JSON or binary infer response (the inverse of ``encode_infer_response``)."""
+    hl = _header_length((headers or {}).get(HEADER_LENGTH))
+    head, binary = (body, b"") if hl is None else (body[:hl], memoryview(body)[hl:])
+    doc = orjson.loads(head)
+    if "error" in doc:
+        raise V2Error(400, str(doc["error"]))
+    outs, offset = {}, 0
+    for o in doc.get("outputs", []):
+        dtype, shape = numpy_dtype(o["datatype"]), tuple(o["shape"])
+        size = (o.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            outs[o["name"]] = np.frombuffer(binary[offset:offset + size], dtype=dtype).reshape(shape)
+            offset += size
+        else:
+            outs[o["name"]] = np.asarray(o["data"], dtype=dtype).reshape(shape)
+    return InferResponse(outs, doc.get("parameters") or {}, doc.get("model_name"), doc.get("id"))
+
+
+# -- prepared requests (load generators encode once per batch size) --------------------------------------------
+@dataclass(frozen=True)
+class EncodedRequest:
+    """A ready-to-send infer request body with its headers."""
+
+    body: bytes
+    headers: dict[str, str]
+    batch_size: int
+
+
+def encode_infer_request(inputs: Mapping[str, np.ndarray], *, binary: bool = True,
+                         outputs: list[str] | None = None, binary_output: bool = True,
+                         request_id: str | None = None, parameters: Mapping[str, Any] | None = None) -> EncodedRequest:
+    """Encode input arrays as a V2 infer request (binary tensors by default, as tritonclient does)."""
+    head: dict[str, Any] = {}
+    if request_id is not None:
+        head["id"] = request_id
+    params = dict(parameters or {})
+    if outputs is None:
+        params["binary_data_output"] = bool(binary_output)
+    else:
+        head["outputs"] = [{"name": n, "parameters": {"binary_data": bool(binary_output)}} for n in outputs]
+    if params:
+        head["parameters"] = params
+    entries, blobs = [], []
+    for name, arr in inputs.items():
+        arr = np.asarray(arr)
+        if binary:
+            raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<") if arr.dtype.itemsize > 1
+                                       else arr.dtype).tobytes()
+            entries.append({"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape),
+                            "parameters": {"binary_data_size": len(raw)}})
+            blobs.append(raw)
+        else:
+            entries.append(_json_tensor(name, arr))
+    head["inputs"] = entries
+    text = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    batch = int(next(iter(inputs.values())).shape[0]) if inputs else 0
+    if not blobs:
+        return EncodedRequest(text, {"Content-Type": "application/json"}, batch)
+    return EncodedRequest(b"".join([text, *blobs]),
+                          {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(text))}, batch)
+
+
+class PayloadCache:
+    """Encoded requests built once per batch size from ``make_inputs(batch_size)`` and reused."""
+
+    def __init__(self, make_inputs: Callable[[int], Mapping[str, np.ndarray]], **encode_options):
+        self._make = make_inputs
+        self._options = encode_options
+        self._cache: dict[int, EncodedRequest] = {}
+
+    def get(self, batch_size: int) -> EncodedRequest:
+        """The encoded request for ``batch_size`` (built on first use)."""
+        enc = self._cache.get(batch_size)
+        if enc is None:
+            enc = self._cache[batch_size] = encode_infer_request(self._make(batch_size), **self._options)
+        return enc
+
+
+# -- aiohttp plumbing -------------------------------------------------------------------------------------------
+def json_response(obj: Any, status: int = 200) -> web.Response:
+    """A JSON response serialized with orjson."""
+    return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
+
+
+def json_error(status: int, message: str) -> web.Response:
+    """``{"error": message}`` with ``status``."""
+    return json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    """Turn V2Error and aiohttp HTTP errors into JSON ``{"error": ...}``; unexpected bugs into a JSON 500."""
+    try:
+        return await handler(request)
+    except V2Error as exc:
+        return json_error(exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return json_error(exc.status, exc.text or exc.reason)
+    except Exception as exc:  # a bug: say so in JSON, keep the traceback on stderr
+        traceback.print_exc(file=sys.stderr)
+        return json_error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole request body; V2Error 413 above the app's ``client_max_size``."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise V2Error(413, f"request body too large: {exc.text}") from None
+
+
+def max_body_bytes(meta: ModelMetadata, max_batch: int) -> int:
+    """A ``client_max_size`` that fits ``max_batch`` samples even as JSON (~32 bytes per element) plus slack."""
+    per_sample = sum(math.prod(d for d in t.shape[1:] if d > 0) for t in meta.inputs) or 1024
+    return max(1 << 20, max_batch * per_sample * 32 + (64 << 10))
+
+
+class Backend(Protocol):
+    """What ``add_routes`` needs from a server: metadata, readiness, a batch limit, and inference."""
+
+    server_name: str
+
+    def metadata(self, model: str) -> ModelMetadata:
+        """Metadata of ``model``; V2Error 404 if unknown."""
+
+    def ready(self, model: str | None = None) -> bool:
+        """Whether the server (or one model) can take requests."""
+
+    def max_batch(self, model: str) -> int:
+        """The largest batch accepted for ``model``."""
+
+    async def infer(self, model: str, req: InferRequest, batch_size: int) -> tuple[dict[str, np.ndarray], dict]:
+        """Run a validated request; returns (outputs, response parameters such as queue_ms/compute_ms)."""
+
+
+def add_routes(app: web.Application, key: web.AppKey) -> None:
+    """Add the V2 endpoints, served by the Backend stored at ``app[key]`` (set at startup)."""
+
+    async def server_meta(request: web.Request) -> web.Response:
+        return json_response({"name": request.app[key].server_name, "version": "1",
+                              "extensions": ["binary_tensor_data"]})
+
+    async def live(request: web.Request) -> web.Response:
+        return json_response({"live": True})
+
+    async def ready(request: web.Request) -> web.Response:
+        ok = request.app[key].ready()
+        return json_response({"ready": ok}, status=200 if ok else 503)
+
+    async def model_meta(request: web.Request) -> web.Response:
+        return json_response(request.app[key].metadata(request.match_info["name"]).to_json())
+
+    async def model_ready(request: web.Request) -> web.Response:
+        backend, name = request.app[key], request.match_info["name"]
+        backend.metadata(name)
+        ok = backend.ready(name)
+        return json_response({"name": name, "ready": ok}, status=200 if ok else 503)
+
+    async def infer(request: web.Request) -> web.Response:
+        backend, name = request.app[key], request.match_info["name"]
+        meta = backend.metadata(name)
+        body = await read_body(request)
+        req = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
+        batch = validate_request(req, meta, backend.max_batch(name))
+        outputs, params = await backend.infer(name, req, batch)
+        data, headers = encode_infer_response(name, outputs, req, params, meta.versions[0] if meta.versions else "1")
+        return web.Response(body=data, headers=headers)
+
+    app.router.add_get("/v2", server_meta)
+    app.router.add_get("/v2/health/live", live)
+    app.router.add_get("/v2/health/ready", ready)
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        app.router.add_get(prefix, model_meta)
+        app.router.add_get(prefix + "/ready", model_ready)
+        app.router.add_post(prefix + "/infer", infer)

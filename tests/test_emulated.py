@@ -1,0 +1,145 @@
+"""Emulated instances, in-process: profile-driven latency, one query at a time, model-server-shaped responses."""
+
+import asyncio
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.errors import InputError
+from harness.profiles import Profile
+from servers import models, v2
+from servers.emulated import EmulatedConfig, create_app
+
+
+def _profile(path, values_ms, buckets=(10, 20), model="rm2", itype="tiny.x"):
+    rows = [{"instance_type": itype, "model": model, "batch_size": b, "compute_ms": v, "load_ms": 0.0}
+            for b in buckets for v in values_ms]
+    pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+@pytest.fixture
+def fixed20(tmp_path):
+    # 20 ms every time; drop_max removes one of the identical samples, the rest are all 20
+    return _profile(tmp_path / "fixed.parquet", [20.0] * 5)
+
+
+def _req(batch, model="rm2"):
+    return v2.encode_infer_request(models.make_inputs(models.get_spec(model), batch, np.random.default_rng(0)))
+
+
+async def _infer(client, enc, model="rm2"):
+    resp = await client.post(f"/v2/models/{model}/infer", data=enc.body, headers=enc.headers)
+    assert resp.status == 200, await resp.text()
+    return v2.decode_infer_response(await resp.read(), resp.headers)
+
+
+async def test_fixed_service_time_is_slept(aiohttp_client, fixed20, monkeypatch, tmp_path):
+    monkeypatch.setenv(models.MODEL_DIR_ENV, str(tmp_path / "no-models"))
+    client = await aiohttp_client(create_app(EmulatedConfig("tiny.x", "rm2", profiles=fixed20)))
+    computes = []
+    for _ in range(8):
+        out = await _infer(client, _req(7))
+        assert out.outputs["prob"].shape == (7, 1) and out.outputs["prob"].dtype == np.float32
+        assert not out.outputs["prob"].any()
+        p = out.parameters
+        assert p["sampled_ms"] == 20.0 and p["instance_type"] == "tiny.x" and p["batch_size"] == 7
+        computes.append(p["compute_ms"])
+    assert 19.9 <= min(computes) and np.median(computes) < 23.0, computes
+    assert not (tmp_path / "no-models").exists()  # the ONNX file was never needed
+
+
+async def test_one_query_at_a_time_by_default(aiohttp_client, fixed20):
+    client = await aiohttp_client(create_app(EmulatedConfig("tiny.x", "rm2", profiles=fixed20)))
+    enc = _req(10)
+    t0 = time.perf_counter()
+    outs = await asyncio.gather(*(_infer(client, enc) for _ in range(5)))
+    wall = time.perf_counter() - t0
+    assert wall >= 0.099
+    queues = sorted(o.parameters["queue_ms"] for o in outs)
+    # FIFO behind one server: the k-th waited about k service times
+    for k, q in enumerate(queues):
+        assert q >= 20.0 * k - 1.0, queues
+
+
+async def test_concurrency_option_serves_in_parallel(aiohttp_client, fixed20):
+    client = await aiohttp_client(create_app(EmulatedConfig("tiny.x", "rm2", profiles=fixed20, concurrency=5)))
+    enc = _req(10)
+    t0 = time.perf_counter()
+    outs = await asyncio.gather(*(_infer(client, enc) for _ in range(5)))
+    assert time.perf_counter() - t0 < 0.09
+    assert max(o.parameters["queue_ms"] for o in outs) < 5.0
+
+
+async def test_samples_follow_the_profile_bucket(aiohttp_client, tmp_path):
+    # bucket 10: {5, 15} ms; bucket 20: {30} ms. Batch 11..20 uses bucket 20 (rounded up).
+    rows = [{"instance_type": "tiny.x", "model": "rm2", "batch_size": 10, "compute_ms": v, "load_ms": 0.0}
+            for v in [5.0, 15.0] * 10 + [99.0]]  # the single max is dropped, as the shipped tooling does
+    rows += [{"instance_type": "tiny.x", "model": "rm2", "batch_size": 20, "compute_ms": 20.0, "load_ms": 10.0}] * 3
+    path = tmp_path / "two.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    client = await aiohttp_client(create_app(EmulatedConfig("tiny.x", "rm2", profiles=path, seed=3)))
+    sampled, over = [], []
+    for _ in range(24):
+        p = (await _infer(client, _req(4))).parameters
+        sampled.append(p["sampled_ms"])
+        over.append(p["compute_ms"] - p["sampled_ms"])
+    assert set(sampled) == {5.0, 15.0}
+    assert 6 <= sampled.count(5.0) <= 18
+    assert min(over) > -0.1 and np.median(over) < 3.0
+    assert (await _infer(client, _req(11))).parameters["sampled_ms"] == 30.0
+    # the same seed gives the same sequence
+    again = await aiohttp_client(create_app(EmulatedConfig("tiny.x", "rm2", profiles=path, seed=3)))
+    assert [(await _infer(again, _req(4))).parameters["sampled_ms"] for _ in range(24)] == sampled
+
+
+async def test_shipped_profile_mean(aiohttp_client):
+    prof = Profile.load()
+    client = await aiohttp_client(create_app(EmulatedConfig("g4dn.xlarge", "ncf", seed=1), profile=prof))
+    sampled = [(await _infer(client, _req(100, "ncf"), "ncf")).parameters["sampled_ms"] for _ in range(30)]
+    tab, i = prof.bucket("g4dn.xlarge", "ncf", 100)
+    assert set(sampled) <= set(tab.samples_ms[i].tolist())
+    assert abs(np.mean(sampled) - prof.mean_ms("g4dn.xlarge", "ncf", 100)) < 3 * np.std(tab.samples_ms[i]) / np.sqrt(30) + 0.05
+
+
+async def test_api_matches_model_server(aiohttp_client, fixed20):
+    client = await aiohttp_client(create_app(EmulatedConfig("tiny.x", "rm2", profiles=fixed20)))
+    meta = await (await client.get("/v2/models/rm2")).json()
+    assert meta["inputs"] == [t.to_json() for t in models.get_spec("rm2").metadata().inputs]
+    assert meta["outputs"] == [{"name": "prob", "datatype": "FP32", "shape": [-1, 1]}]
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/rm2/ready"):
+        assert (await client.get(path)).status == 200
+    resp = await client.post("/v2/models/rm2/infer", data=_req(21).body, headers=_req(21).headers)
+    assert resp.status == 400 and "limit 20" in (await resp.json())["error"]
+    resp = await client.post("/v2/models/ncf/infer", data=_req(2).body, headers=_req(2).headers)
+    assert resp.status == 404 and "error" in await resp.json()
+    bad = _req(2, "ncf")  # ncf's inputs sent to rm2
+    resp = await client.post("/v2/models/rm2/infer", data=bad.body, headers=bad.headers)
+    assert resp.status == 400 and "input" in (await resp.json())["error"]
+    resp = await client.post("/v2/models/rm2/infer", data=b"{]")
+    assert resp.status == 400 and "malformed JSON" in (await resp.json())["error"]
+
+
+async def test_mtwnd_outputs_four_tasks(aiohttp_client):
+    client = await aiohttp_client(create_app(EmulatedConfig("c5n.2xlarge", "mtwnd")))
+    out = await _infer(client, _req(30, "mtwnd"), "mtwnd")
+    assert out.outputs["probs"].shape == (30, 4)
+
+
+async def test_model_without_spec_accepts_any_inputs(aiohttp_client, tmp_path):
+    path = _profile(tmp_path / "foo.parquet", [1.0] * 3, model="foo")
+    client = await aiohttp_client(create_app(EmulatedConfig("tiny.x", "foo", profiles=path)))
+    enc = v2.encode_infer_request({"x": np.zeros((3, 5), np.float32)})
+    out = await _infer(client, enc, "foo")
+    assert out.outputs["output"].shape == (3, 1)
+
+
+def test_unknown_type_or_model_fails_at_creation(fixed20):
+    with pytest.raises(InputError, match="unknown instance type 'nope'"):
+        create_app(EmulatedConfig("nope", "rm2", profiles=fixed20))
+    with pytest.raises(InputError, match="unknown model 'ncf'"):
+        create_app(EmulatedConfig("tiny.x", "ncf", profiles=fixed20))
+    with pytest.raises(InputError, match="concurrency"):
+        EmulatedConfig("tiny.x", concurrency=0)

@@ -1,0 +1,146 @@
+"""The ONNX Runtime model server, in-process: correct outputs, metadata/health, and 4xx JSON errors (never 500)."""
+
+import asyncio
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+import pytest
+
+from harness.errors import InputError
+from servers import models, v2
+from servers.model_server import ModelServerConfig, choose_providers, create_app
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("models")
+    models.build_model("rm2", out)
+    models.build_model("ncf", out)
+    return out
+
+
+@pytest.fixture
+async def client(aiohttp_client, model_dir):
+    return await aiohttp_client(create_app(ModelServerConfig(models=("rm2", "ncf"), model_dir=model_dir)))
+
+
+def _expected(model_dir, name, feeds):
+    sess = ort.InferenceSession(str(models.model_path(name, model_dir)), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+@pytest.mark.parametrize("binary", [True, False])
+async def test_batch_256_rm2_matches_in_process_ort(client, model_dir, binary):
+    feeds = models.make_inputs(models.get_spec("rm2"), 256, np.random.default_rng(42))
+    enc = v2.encode_infer_request(feeds, binary=binary, binary_output=binary)
+    resp = await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers)
+    assert resp.status == 200, await resp.text()
+    assert (v2.HEADER_LENGTH in resp.headers) == binary
+    out = v2.decode_infer_response(await resp.read(), resp.headers)
+    assert out.outputs["prob"].shape == (256, 1)
+    np.testing.assert_allclose(out.outputs["prob"], _expected(model_dir, "rm2", feeds), rtol=1e-5, atol=1e-6)
+    assert out.parameters["queue_ms"] >= 0 and out.parameters["compute_ms"] > 0
+    assert out.parameters["batch_size"] == 256
+
+
+async def test_second_model_and_versioned_route(client, model_dir):
+    feeds = models.make_inputs(models.get_spec("ncf"), 3, np.random.default_rng(1))
+    enc = v2.encode_infer_request(feeds)
+    resp = await client.post("/v2/models/ncf/versions/1/infer", data=enc.body, headers=enc.headers)
+    out = v2.decode_infer_response(await resp.read(), resp.headers)
+    np.testing.assert_allclose(out.outputs["prob"], _expected(model_dir, "ncf", feeds), rtol=1e-5)
+
+
+async def test_metadata_and_health(client):
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/rm2/ready"):
+        assert (await client.get(path)).status == 200
+    meta = await (await client.get("/v2/models/rm2")).json()
+    assert meta["name"] == "rm2" and meta["platform"] == "onnxruntime_onnx"
+    assert meta["inputs"] == [{"name": "dense", "datatype": "FP32", "shape": [-1, 13]},
+                              {"name": "sparse", "datatype": "INT64", "shape": [-1, 8, 8]}]
+    assert meta["outputs"] == [{"name": "prob", "datatype": "FP32", "shape": [-1, 1]}]
+    assert (await (await client.get("/v2")).json())["extensions"] == ["binary_tensor_data"]
+
+
+async def _error(resp, status):
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    body = await resp.json()
+    assert isinstance(body["error"], str) and body["error"]
+    return body["error"]
+
+
+def _rm2(batch, **changes):
+    x = models.make_inputs(models.get_spec("rm2"), batch, np.random.default_rng(0))
+    x.update(changes)
+    return v2.encode_infer_request(x)
+
+
+async def test_bad_requests_are_4xx_json(client):
+    assert "unknown model 'nope'" in await _error(await client.get("/v2/models/nope"), 404)
+    assert "unknown model" in await _error(await client.get("/v2/models/nope/ready"), 404)
+    enc = _rm2(2)
+    assert "unknown model" in await _error(await client.post("/v2/models/nope/infer", data=enc.body,
+                                                              headers=enc.headers), 404)
+    assert "malformed JSON" in await _error(await client.post("/v2/models/rm2/infer", data=b"{oops"), 400)
+    enc = _rm2(2, dense=np.zeros((2, 13), np.float64))
+    assert "datatype FP64" in await _error(await client.post("/v2/models/rm2/infer", data=enc.body,
+                                                             headers=enc.headers), 400)
+    enc = _rm2(2, sparse=np.zeros((2, 8, 7), np.int64))
+    assert "shape [2, 8, 7]" in await _error(await client.post("/v2/models/rm2/infer", data=enc.body,
+                                                               headers=enc.headers), 400)
+    enc = _rm2(1001)
+    assert "above this server's limit 1000" in await _error(
+        await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers), 400)
+    body = orjson.dumps({"inputs": [{"name": "dense", "datatype": "FP32", "shape": [1, 13], "data": [1] * 13}]})
+    assert "missing input 'sparse'" in await _error(await client.post("/v2/models/rm2/infer", data=body), 400)
+    await _error(await client.get("/v2/models/rm2/infer"), 405)
+    await _error(await client.get("/nowhere"), 404)
+
+
+async def test_oversized_body_is_413(aiohttp_client, model_dir):
+    cfg = ModelServerConfig(models=("rm2",), model_dir=model_dir, max_batch=4, client_max_size=100_000)
+    client = await aiohttp_client(create_app(cfg))
+    enc = _rm2(4)
+    assert (await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers)).status == 200
+    enc = _rm2(300)
+    assert len(enc.body) > 100_000
+    assert "too large" in await _error(await client.post("/v2/models/rm2/infer", data=enc.body,
+                                                         headers=enc.headers), 413)
+
+
+async def test_default_body_limit_fits_batch_1000_as_json(client):
+    x = models.make_inputs(models.get_spec("rm2"), 1000, np.random.default_rng(0))
+    enc = v2.encode_infer_request(x, binary=False, binary_output=False)
+    resp = await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers)
+    assert resp.status == 200
+    assert len((await resp.json())["outputs"][0]["data"]) == 1000
+
+
+async def test_one_inference_at_a_time_by_default(client):
+    enc = _rm2(1000)
+
+    async def one():
+        resp = await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers)
+        return v2.decode_infer_response(await resp.read(), resp.headers).parameters
+
+    params = await asyncio.gather(*(one() for _ in range(4)))
+    # with concurrency 1 the later requests waited for the earlier ones: queue time builds up
+    queues = sorted(p["queue_ms"] for p in params)
+    computes = [p["compute_ms"] for p in params]
+    assert queues[0] < 1.0
+    assert queues[-1] >= 0.9 * sum(sorted(computes)[:2])
+
+
+def test_config_validation_and_cuda_fallback(capsys):
+    with pytest.raises(InputError, match="unknown model"):
+        ModelServerConfig(models=("bogus",))
+    with pytest.raises(InputError, match="--threads"):
+        ModelServerConfig(threads=0)
+    with pytest.raises(InputError, match="--provider"):
+        ModelServerConfig(provider="tpu")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert choose_providers("cuda") == ["CPUExecutionProvider"]
+        assert "falling back to CPU" in capsys.readouterr().err
+    assert choose_providers("cpu") == ["CPUExecutionProvider"]
