@@ -224,7 +224,49 @@ def add_pool_parser(sub) -> None:
     p.set_defaults(func=run_pool)
 
 
-SUBCOMMANDS = [add_model_parser, add_emulated_parser, add_pool_parser]
+# -- kairos serve dispatcher ------------------------------------------------------------------------------------
+def run_dispatcher(args) -> int:
+    """``kairos serve dispatcher``."""
+    from servers.dispatcher import DispatcherConfig, create_app
+    from servers.pool import load_pool_file
+    from harness.policies import make_policy
+    make_policy(args.policy)  # a bad name or tunable fails before binding
+    pool = load_pool_file(args.pool, args.prices)
+    config = DispatcherConfig(pool=pool, policy=args.policy, qos_ms=args.qos_ms,
+                              profiles=Path(args.profiles) if args.profiles else None,
+                              latency_alpha=args.latency_alpha, max_queue=args.max_queue,
+                              concurrency=args.concurrency, records_path=Path(args.records) if args.records else None,
+                              admin_token=args.admin_token, max_retries=args.max_retries, seed=args.seed)
+    info = {"kind": "dispatcher", "policy": args.policy, "model": pool.model, "instances": len(pool.instances),
+            "records": args.records or ""}
+    return serve_app(create_app(config), args.host, args.port, info, args.watch_stdin)
+
+
+def add_dispatcher_parser(sub) -> None:
+    """``kairos serve dispatcher``: the policy-driven proxy in front of a pool."""
+    p = sub.add_parser("dispatcher", help="run the dispatcher proxy in front of a pool",
+                       description="A V2 proxy with a central queue: each query is assigned to an instance of the "
+                                   "pool by the same policy objects the simulator runs. Admin endpoints "
+                                   "(/admin/policy, /admin/drain, /admin/status, /admin/flush) answer on loopback "
+                                   "or with --admin-token; /metrics is Prometheus text.")
+    p.add_argument("--pool", required=True, help="pool file (written by `kairos serve pool`, or by hand)")
+    p.add_argument("--policy", default="kairos", help="policy NAME[:k=v] (default kairos)")
+    p.add_argument("--qos-ms", type=float, default=None, help="p99 target in ms (default: the paper's for the model)")
+    p.add_argument("--profiles", default=None, help="profile seeding the latency model (default: shipped)")
+    p.add_argument("--prices", default=None, help="price CSV for pool entries without usd_per_hour")
+    p.add_argument("--latency-alpha", type=float, default=0.05,
+                   help="weight of each observed service time in the online latency model (0: profile only)")
+    p.add_argument("--max-queue", type=int, default=10_000, help="central queue bound; beyond it 503 (default 10000)")
+    p.add_argument("--concurrency", type=int, default=1, help="queries per instance at once (default 1)")
+    p.add_argument("--max-retries", type=int, default=1, help="retries of a query whose instance failed (default 1)")
+    p.add_argument("--records", default=None, help="stream per-query records to this parquet file")
+    p.add_argument("--admin-token", default=None, help="also accept admin calls from elsewhere with this bearer token")
+    p.add_argument("--seed", type=int, default=0, help="seed of randomized policies (default 0)")
+    add_listen_args(p)
+    p.set_defaults(func=run_dispatcher)
+
+
+SUBCOMMANDS = [add_model_parser, add_emulated_parser, add_pool_parser, add_dispatcher_parser]
 
 
 def register(subparsers) -> None:

@@ -1,0 +1,65 @@
+"""Dispatcher overhead: p99 through the dispatcher minus p99 straight to one emulated instance.
+
+One emulated instance with a fixed 5 ms service time (a user-supplied profile written here), Poisson arrivals at
+--rate QPS (batch 10). Direct and proxied phases alternate --rounds times on the same trace so machine noise hits
+both alike; the figure is the median over rounds of p99(proxied) - p99(direct). Target (issue 3): <= 3 ms here.
+
+Run: python benchmarks/dispatcher_overhead.py [--rate 100] [--seconds 20] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.analyzer import percentile_ms
+from harness.replay import client_frame, replay
+from servers.pool import Instance, PoolFile, spawn_server, stop_processes
+from traces.generate import generate_trace
+
+
+def main() -> None:
+    """Print direct and proxied p50/p99 per round and the median overhead."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--policy", default="kairos")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="kairos-overhead-"))
+    profile = tmp / "fixed5.parquet"
+    pd.DataFrame({"instance_type": "fixed5", "model": "rm2", "batch_size": [10, 1000], "sample": 0,
+                  "compute_ms": 5.0, "load_ms": 0.0}).to_parquet(profile)
+    trace = generate_trace(int(args.rate * args.seconds), args.rate, batch_mix="fixed:10",
+                           rng=np.random.default_rng(7))
+    inst = spawn_server(["emulated", "--instance-type", "fixed5", "--model", "rm2", "--profiles", str(profile)],
+                        name="fixed5")
+    pool = tmp / "pool.json"
+    pool.write_text(__import__("json").dumps({"model": "rm2", "instances": [
+        Instance("fixed5-0", inst.url, "fixed5", 0.0).to_json()]}))
+    disp = spawn_server(["dispatcher", "--pool", str(pool), "--policy", args.policy, "--qos-ms", "100",
+                         "--profiles", str(profile)], name="dispatcher")
+    print(f"# {platform.machine()}, {args.rate:g} qps Poisson, {len(trace)} queries per phase, fixed 5 ms service")
+    print(f"{'round':>5} {'direct p50':>10} {'direct p99':>10} {'proxy p50':>10} {'proxy p99':>10} {'overhead p99':>12}")
+    overheads = []
+    try:
+        for r in range(args.rounds):
+            direct = client_frame(asyncio.run(replay(trace, inst.url)))["latency_ms"].to_numpy()
+            proxied = client_frame(asyncio.run(replay(trace, disp.url)))["latency_ms"].to_numpy()
+            d99, p99 = percentile_ms(direct, 99), percentile_ms(proxied, 99)
+            overheads.append(p99 - d99)
+            print(f"{r:>5} {percentile_ms(direct, 50):10.2f} {d99:10.2f} {percentile_ms(proxied, 50):10.2f} "
+                  f"{p99:10.2f} {p99 - d99:12.2f}", flush=True)
+    finally:
+        stop_processes([disp, inst])
+    print(f"median p99 overhead: {np.median(overheads):.2f} ms (target <= 3 ms)")
+
+
+if __name__ == "__main__":
+    main()
