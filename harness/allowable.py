@@ -1,7 +1,7 @@
 """Allowable throughput: the highest offered rate at which a point is still VALID (p99 within QoS).
 
 The search only needs ``evaluate(rate_qps) -> PointSummary``, so the simulator and the live harness share it:
-exponential widening from a starting rate (x2 up while passing, /2 down while failing), then bisection until
+exponential widening from a starting rate (x growth up while passing, / growth down while failing), then bisection until
 the bracket (last passing, first failing) is within ``rel_tol``.
 """
 
@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from harness.analyzer import PointSummary
+from harness.analyzer import PointSummary, ValidityRules
 from harness.latency_model import LatencyModel
 
 
@@ -24,6 +24,7 @@ class SearchConfig:
     rel_tol: float = 0.02
     max_points: int = 40
     min_qps: float = 0.01
+    growth: float = 2.0  # widening factor; a live sweep seeded by the simulator's answer uses a small one
 
 
 @dataclass
@@ -63,12 +64,12 @@ def find_allowable(evaluate: Callable[[float], PointSummary], start_qps: float,
             lo = rate
             if math.isfinite(hi):
                 break
-            rate *= 2.0
+            rate *= search.growth
         else:
             hi = rate
             if lo > 0:
                 break
-            rate /= 2.0
+            rate /= search.growth
             if rate < search.min_qps:
                 break
     while lo > 0 and math.isfinite(hi) and (hi - lo) / lo > search.rel_tol and len(points) < search.max_points:
@@ -78,6 +79,12 @@ def find_allowable(evaluate: Callable[[float], PointSummary], start_qps: float,
         else:
             hi = mid
     return AllowableResult(allowable_qps=lo, bracket_qps=(lo, hi), points=points)
+
+
+def phase_queries(rate_qps: float, phase_seconds: float, rules: ValidityRules) -> int:
+    """Queries in one phase: ``rate x phase_seconds``, but never fewer than the validity rules' minimum needs."""
+    floor = math.ceil(rules.min_queries / (1.0 - rules.warmup_fraction)) + 1
+    return max(2, floor, int(round(rate_qps * phase_seconds)))
 
 
 def capacity_qps(latency: LatencyModel, instance_types: list[str], model: str, batch_sizes: np.ndarray) -> float:

@@ -36,6 +36,12 @@ class RecordSink:
         if self.path and self._unflushed >= self.flush_rows:
             self.flush()
 
+    def extend(self, rows: list[dict]) -> None:
+        """Add many rows and write them at once as one row group."""
+        self.rows.extend(rows)
+        self._unflushed += len(rows)
+        self.flush()
+
     def frame(self) -> pd.DataFrame:
         """All rows so far as a DataFrame (columns in ``columns`` order first)."""
         frame = pd.DataFrame(self.rows)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.allowable import SearchConfig, capacity_qps, find_allowable
+from harness.allowable import SearchConfig, capacity_qps, find_allowable, phase_queries
 from harness.analyzer import ValidityRules, summarize
 from harness.catalog import load_prices
 from harness.config import PoolConfig
@@ -47,6 +47,7 @@ class SimulateJob:
     rules: ValidityRules
     search: SearchConfig
     cost_per_h: float | None
+    phase_seconds: float | None = None
 
 
 def register(subparsers) -> None:
@@ -71,6 +72,10 @@ def register(subparsers) -> None:
     p.add_argument("--prices", help="CSV instance_type,usd_per_hour (default: shipped AWS prices)")
     p.add_argument("--min-queries", type=int, default=2000, help="validity: minimum measured queries (default 2000)")
     p.add_argument("--min-duration-s", type=float, default=30.0, help="validity: minimum measured span (default 30)")
+    p.add_argument("--criterion", choices=("mlperf", "p99"), default="mlperf",
+                   help="what makes a point pass: MLPerf early stopping (default) or measured p99 <= QoS")
+    p.add_argument("--phase-seconds", type=float, default=None,
+                   help="cut each point to rate x this many seconds of the scaled trace (as live phases are)")
     p.add_argument("--tolerance", type=float, default=0.02, help="allowable search: relative bracket width (default 0.02)")
     p.add_argument("--json", action="store_true", help="one JSON object per policy per line on stdout")
     p.add_argument("--out", help="directory for queries.parquet and summary.parquet")
@@ -117,8 +122,8 @@ def build_job(args: argparse.Namespace) -> SimulateJob:
         cost = None  # prices are optional where no user asked for cost
     return SimulateJob(profile, pool, float(qos_ms), policies, trace, args.rate, allowable, args.seed,
                        args.concurrency, ValidityRules(min_queries=args.min_queries,
-                                                      min_duration_s=args.min_duration_s),
-                       SearchConfig(rel_tol=args.tolerance), cost)
+                                                      min_duration_s=args.min_duration_s, criterion=args.criterion),
+                       SearchConfig(rel_tol=args.tolerance), cost, args.phase_seconds)
 
 
 def _progress_line(policy: str, rate: float, s) -> str:
@@ -132,14 +137,27 @@ def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.Da
     model = job.base_trace.models[0]
     for spec in job.policies:
         config = SimConfig(job.pool, job.qos_ms, job.concurrency, job.seed)
-        cache = {}
+        kept: dict[float, pd.DataFrame] = {}  # records of the best passing point and of the latest point only
+        best_ok: list[float] = []
 
-        def evaluate(rate_qps: float, spec=spec, config=config, cache=cache):
+        def evaluate(rate_qps: float, spec=spec, config=config, kept=kept, best_ok=best_ok):
             trace = scale_to_rate(job.base_trace, rate_qps) if rate_qps else job.base_trace
+            if job.phase_seconds and rate_qps:
+                trace = trace.head(phase_queries(rate_qps, job.phase_seconds, job.rules))
             records = simulate(trace, make_policy(spec), job.profile, config)
             summary = summarize(records, job.qos_ms, job.rules)
-            cache[rate_qps] = records
-            rows.append({"policy": spec, "rate_qps": rate_qps or summary.offered_qps, **summary.as_dict()})
+            if summary.valid and (not best_ok or rate_qps > best_ok[0]):
+                best_ok[:] = [rate_qps]
+            keep = {rate_qps: records.assign(dispatcher=spec, phase=len(rows),
+                                             offered_qps=rate_qps or summary.offered_qps)}
+            if best_ok and best_ok[0] in kept:
+                keep[best_ok[0]] = kept[best_ok[0]]
+            kept.clear()
+            kept.update(keep)
+            rows.append({"dispatcher": spec, "phase": len(rows), **summary.as_dict(),
+                         "offered_qps": rate_qps or summary.offered_qps, "cost_per_h": job.cost_per_h,
+                         "qps_per_dollar": summary.achieved_qps / job.cost_per_h if job.cost_per_h else math.nan,
+                         "allowable_qps": math.nan})
             return summary
 
         t0 = time.perf_counter()
@@ -149,6 +167,10 @@ def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.Da
             found = find_allowable(evaluate, start, job.search,
                                    on_point=(lambda r, s, spec=spec: log(_progress_line(spec, r, s))) if log else None)
             best = found.passing
+            for row in rows:
+                if row["dispatcher"] == spec:
+                    row.update(allowable_qps=found.allowable_qps, bracket_low_qps=found.bracket_qps[0],
+                               bracket_high_qps=found.bracket_qps[1])
             result = {"policy": spec, "allowable_qps": found.allowable_qps,
                       "bracket_qps": [found.bracket_qps[0], found.bracket_qps[1]],
                       "points": len(found.points)}
@@ -166,10 +188,32 @@ def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.Da
                       valid=summary.valid, qos_ms=job.qos_ms, config=job.pool.as_dict(),
                       cost_per_h=job.cost_per_h, seconds=round(time.perf_counter() - t0, 3))
         results.append(result)
-        records = cache.get(final_rate)
-        if records is not None:
-            final_records.append(records.assign(offered_qps=final_rate or summary.offered_qps))
+        if kept.get(final_rate) is not None:
+            final_records.append(kept[final_rate])
     return results, pd.DataFrame(rows), pd.concat(final_records, ignore_index=True) if final_records else None
+
+
+def write_out(out: Path, job: SimulateJob, summary_rows: pd.DataFrame, records: pd.DataFrame | None) -> Path | None:
+    """Write summary.parquet, queries.parquet, run.json and report.html into ``out``."""
+    from harness.run_dir import machine, versions
+    out.mkdir(parents=True, exist_ok=True)
+    summary_rows.to_parquet(out / "summary.parquet", index=False)
+    if records is not None:
+        records.to_parquet(out / "queries.parquet", index=False)
+    meta = {"run_id": out.name, "kind": "simulated", "partial": False, "model": job.base_trace.models[0],
+            "qos_ms": job.qos_ms, "pool_config": str(job.pool), "cost_per_h": job.cost_per_h,
+            "trace": {"source": job.base_trace.source, "queries": len(job.base_trace)},
+            "config": {"policies": list(job.policies), "seed": job.seed, "criterion": job.rules.criterion,
+                       "min_queries": job.rules.min_queries, "min_duration_s": job.rules.min_duration_s,
+                       "tolerance": job.search.rel_tol, "phase_seconds": job.phase_seconds,
+                       "profiles": job.profile.source},
+            "versions": versions(), "machine": machine()}
+    (out / "run.json").write_text(json.dumps(meta, indent=2, default=str))
+    try:
+        from harness.report import build_report
+    except ImportError:
+        return None
+    return build_report(out)
 
 
 def _fmt(x: float, spec: str = ".1f") -> str:
@@ -186,11 +230,9 @@ def run(args: argparse.Namespace) -> int:
             f"{len(job.base_trace)} queries/run, {what}")
     results, summary_rows, records = run_job(job, log)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        summary_rows.to_parquet(out / "summary.parquet", index=False)
-        if records is not None:
-            records.to_parquet(out / "queries.parquet", index=False)
+        report = write_out(Path(args.out), job, summary_rows, records)
+        if log and report:
+            log(f"report: {report}")
     if args.json:
         for r in results:
             print(json.dumps(r, default=float))

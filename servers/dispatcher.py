@@ -428,6 +428,15 @@ async def admin_flush(request: web.Request) -> web.Response:
     return v2.json_response({"records": len(d.sink), "path": str(d.config.records_path or "")})
 
 
+async def admin_records(request: web.Request) -> web.Response:
+    """``GET /admin/records?prefix=P``: finished records whose request_id starts with P, as JSON columns."""
+    d = request.app[DISPATCHER]
+    prefix = request.query.get("prefix", "")
+    rows = [r for r in d.sink.rows if r["request_id"].startswith(prefix)]
+    cols = {c: [r[c] for r in rows] for c in LIVE_COLUMNS}
+    return web.Response(body=orjson.dumps(cols), content_type="application/json")
+
+
 def _label(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"')
 
@@ -500,4 +509,5 @@ def create_app(config: DispatcherConfig, profile: Profile | None = None) -> web.
     app.router.add_route("*", "/admin/policy", admin_policy)
     app.router.add_post("/admin/drain", admin_drain)
     app.router.add_post("/admin/flush", admin_flush)
+    app.router.add_get("/admin/records", admin_records)
     return app

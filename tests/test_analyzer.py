@@ -45,6 +45,18 @@ def test_summary_counts_violations_drops_and_validity():
     assert s.offered_qps == pytest.approx(100.0, rel=1e-6)
 
 
+def test_p99_criterion_ignores_early_stopping_but_reports_it():
+    lat = np.full(1000, 10.0)
+    lat[::200] = 500.0  # 0.5% violations: p99 within QoS, too few queries for early stopping
+    rules = ValidityRules(min_queries=100, min_duration_s=1.0)
+    mlperf = summarize(records(lat), 100.0, rules)
+    p99 = summarize(records(lat), 100.0, ValidityRules(min_queries=100, min_duration_s=1.0, criterion="p99"))
+    assert not mlperf.valid and p99.valid
+    assert not p99.early_stopping_ok and p99.percentile_ok and mlperf.percentile_ok
+    with pytest.raises(Exception, match="criterion"):
+        ValidityRules(criterion="p95")
+
+
 def test_too_short_run_is_invalid_with_a_reason():
     s = summarize(records(np.full(300, 1.0)), 100.0, ValidityRules(min_queries=1000, min_duration_s=60))
     assert not s.valid and "queries <" in s.invalid_reason and "s <" in s.invalid_reason
@@ -78,13 +90,13 @@ class Step:
         from harness.analyzer import PointSummary
         self.calls.append(rate)
         ok = rate <= self.limit
-        return PointSummary(1, 1, 1, rate, rate, rate, *([1.0] * 7), 0, 0.0, 0, ok, "" if ok else "x")
+        return PointSummary(1, 1, 1, rate, rate, rate, *([1.0] * 7), 0, 0.0, 0, ok, "" if ok else "x", ok, ok)
 
 
-@pytest.mark.parametrize("start", [1.0, 50.0, 73.0, 500.0])
-def test_allowable_search_brackets_the_limit(start):
+@pytest.mark.parametrize("start, growth", [(1.0, 2.0), (50.0, 2.0), (73.0, 1.1), (500.0, 2.0), (80.0, 1.1)])
+def test_allowable_search_brackets_the_limit(start, growth):
     f = Step(73.3)
-    res = find_allowable(f, start, SearchConfig(rel_tol=0.01))
+    res = find_allowable(f, start, SearchConfig(rel_tol=0.01, growth=growth))
     lo, hi = res.bracket_qps
     assert lo <= 73.3 < hi and (hi - lo) / lo <= 0.01
     assert res.allowable_qps == lo and res.passing is not None

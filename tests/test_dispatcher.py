@@ -95,7 +95,10 @@ async def test_policy_switch_between_phases(aiohttp_client, profile, backends):
     assert (await infer(client, 10)).status == 200
     drained = await (await client.post("/admin/drain?timeout_s=5")).json()
     assert drained["drained"] and drained["records"] == 1
-    assert client.server.app[DISPATCHER].sink.frame()["policy"].tolist() == ["least_outstanding"]
+    assert (await infer(client, 10, rid="p2-7")).status == 200
+    cols = await (await client.get("/admin/records?prefix=p2-")).json()
+    assert cols["request_id"] == ["p2-7"] and cols["status"] == ["ok"]
+    assert client.server.app[DISPATCHER].sink.frame()["policy"].tolist() == ["least_outstanding"] * 2
     resp = await client.post("/admin/policy", json={"policy": "nope"})
     assert resp.status == 400 and "unknown policy" in (await resp.json())["error"]
 
