@@ -81,10 +81,10 @@ def find_allowable(evaluate: Callable[[float], PointSummary], start_qps: float,
     return AllowableResult(allowable_qps=lo, bracket_qps=(lo, hi), points=points)
 
 
-def phase_queries(rate_qps: float, phase_seconds: float, rules: ValidityRules) -> int:
-    """Queries in one phase: ``rate x phase_seconds``, but never fewer than the validity rules' minimum needs."""
+def phase_queries(rate_qps: float, phase_seconds: float, rules: ValidityRules, min_queries: int = 0) -> int:
+    """Queries in one phase: ``rate x phase_seconds``, but at least ``min_queries`` and what validity needs."""
     floor = math.ceil(rules.min_queries / (1.0 - rules.warmup_fraction)) + 1
-    return max(2, floor, int(round(rate_qps * phase_seconds)))
+    return max(2, floor, int(min_queries), int(round(rate_qps * phase_seconds)))
 
 
 def capacity_qps(latency: LatencyModel, instance_types: list[str], model: str, batch_sizes: np.ndarray) -> float:

@@ -61,7 +61,10 @@ def add_options(parser) -> None:
     parser.add_argument("--sweep", action="store_true", default=False, include_in_web_ui=True,
                         help="search each dispatcher's allowable throughput (default without --rate/--speedup)")
     parser.add_argument("--phase-seconds", type=float, default=10.0, include_in_web_ui=True,
-                        help="length of one phase in seconds (default 10)")
+                        help="length of one phase in seconds (default 10; see --phase-queries)")
+    parser.add_argument("--phase-queries", type=int, default=1000, include_in_web_ui=True,
+                        help="a phase also lasts until this many queries were sent (default 1000: a p99 from "
+                             "fewer is mostly noise)")
     parser.add_argument("--report-dir", default="reports", include_in_web_ui=True,
                         help="where reports/<run-id>/ goes (default reports)")
     parser.add_argument("--seed", type=int, default=0, include_in_web_ui=True, help="seed (default 0)")
@@ -71,6 +74,8 @@ def add_options(parser) -> None:
                         help="sweep stops when the bracket is this narrow, relatively (default 0.05)")
     parser.add_argument("--max-phases", type=int, default=8, include_in_web_ui=True,
                         help="most phases one dispatcher's sweep may run (default 8)")
+    parser.add_argument("--min-queries", type=int, default=200, include_in_web_ui=True,
+                        help="validity: fewest measured queries a phase needs (default 200)")
     parser.add_argument("--criterion", default="p99", choices=["p99", "mlperf"], include_in_web_ui=True,
                         help="what makes a phase pass: measured p99 <= QoS (default; short phases) or MLPerf "
                              "early stopping at 99%% confidence (needs long phases); both are reported")
@@ -83,8 +88,10 @@ def live_options(opts) -> LiveOptions:
         pool_file=Path(opts.pool) if opts.pool else None, config=opts.pool_config, mode=opts.mode,
         dispatchers=tuple(d.strip() for d in opts.dispatchers.split(",") if d.strip()), qos_ms=opts.qos_ms,
         rate_qps=opts.rate, speedup=opts.speedup, sweep=opts.sweep, phase_seconds=opts.phase_seconds,
+        phase_queries=opts.phase_queries,
         report_dir=Path(opts.report_dir), seed=opts.seed, profiles=Path(opts.profiles) if opts.profiles else None,
-        tolerance=opts.tolerance, max_phases=opts.max_phases, criterion=opts.criterion)
+        tolerance=opts.tolerance, max_phases=opts.max_phases, criterion=opts.criterion,
+        min_queries=opts.min_queries)
 
 
 class ShardReplayer:

@@ -3,7 +3,8 @@
 ``LiveRun`` starts (or attaches to) a pool, starts a dispatcher, and for each dispatcher policy replays phases of the
 trace through a ``LoadGenerator`` (the Locust glue in ``harness/kairos_load.py`` is one). A phase is the trace
 rate-scaled to an offered load and cut to ``phase_seconds``. With a sweep, the allowable-throughput search of
-``harness.allowable`` drives the phases; it starts from the simulator's answer for the very same phase traces, so a
+``harness.allowable`` drives the phases (a phase lasts ``phase_seconds`` or ``phase_queries`` queries, whichever
+is longer, so a low rate still gets a stable p99); it starts from the simulator's answer for the very same phase traces, so a
 live sweep needs a few phases, and the simulated answer is reported next to the live one.
 """
 
@@ -52,6 +53,7 @@ class LiveOptions:
     speedup: float | None = None
     sweep: bool = False
     phase_seconds: float = 10.0
+    phase_queries: int = 1000
     report_dir: Path = Path("reports")
     seed: int = 0
     profiles: Path | None = None
@@ -210,7 +212,7 @@ class LiveStack:
 
 
 class LiveRun:
-    """Phases, sweeps and records of one live run; ``run(loadgen)`` does everything, ``abort()`` ends early."""
+    """Phases, sweeps and records of one live run; ``run(loadgen)`` does everything, ``close(partial=True)`` ends early."""
 
     def __init__(self, options: LiveOptions, log: Callable[[str], None] = print):
         self.options = options
@@ -250,14 +252,16 @@ class LiveRun:
         self.pool_config = pf.config
         check_trace(self.base, self.profile, self.pool_config)
         self.run_dir.update_meta(pool=[i.to_json() for i in pf.instances], pool_config=str(self.pool_config),
-                                 cost_per_h=pf.cost_per_h, dispatcher_url=self.stack.url)
+                                 cost_per_h=pf.cost_per_h, dispatcher_url=self.stack.url,
+                                 dispatcher_pid=self.stack.dispatcher.pid)
         self.log(f"run folder {self.run_dir.path}")
 
     # -- phases -----------------------------------------------------------------------------------------------
     def phase_trace(self, rate_qps: float) -> Trace:
         """The base trace at ``rate_qps``, cut to the phase length."""
         scaled = scale_to_rate(self.base, rate_qps)
-        return scaled.head(phase_queries(rate_qps, self.options.phase_seconds, self.options.rules))
+        o = self.options
+        return scaled.head(phase_queries(rate_qps, o.phase_seconds, o.rules, o.phase_queries))
 
     def simulate_point(self, spec: str, trace: Trace) -> PointSummary:
         """The simulator's verdict on a phase trace (same profile, pool, QoS, validity rules)."""
@@ -276,7 +280,7 @@ class LiveRun:
         """Replay one phase through the dispatcher, merge records, summarize, write, log."""
         o = self.options
         trace = self.phase_trace(rate_qps) if rate_qps else self.base.head(
-            max(2, int(round(self.base.mean_rate_qps * o.phase_seconds))))
+            phase_queries(self.base.mean_rate_qps, o.phase_seconds, o.rules, o.phase_queries))
         offered = rate_qps or trace.mean_rate_qps
         index = self._phase
         self._phase += 1
@@ -293,15 +297,8 @@ class LiveRun:
         self.current = None
         summary = summarize(merged, self.qos_ms, o.rules)
         sim = self.simulate_point(spec, trace)
-        cost = self.stack.pool_file.cost_per_h
-        sent = merged["sent_s"].dropna().sort_values().to_numpy()
-        row = {"dispatcher": spec, "phase": index, **summary.as_dict(), "offered_qps": float(offered),
-               "cost_per_h": cost, "qps_per_dollar": summary.achieved_qps / cost if cost else math.nan,
-               "allowable_qps": math.nan, "sim_p99_ms": sim.p99_ms, "sim_valid": sim.valid,
-               "sim_violation_rate": sim.violation_rate,
-               "send_lag_p99_ms": percentile_ms(merged["send_lag_ms"].dropna().to_numpy(), 99),
-               "sent_qps": (len(sent) - 1) / (sent[-1] - sent[0]) if len(sent) > 1 and sent[-1] > sent[0] else math.nan,
-               "loadgen_cpu_percent": output.cpu_percent}
+        row = self.summary_row(plan, merged, summary, output.cpu_percent)
+        row.update(sim_p99_ms=sim.p99_ms, sim_valid=sim.valid, sim_violation_rate=sim.violation_rate)
         self.run_dir.add_phase(merged, row)
         verdict = "VALID" if summary.valid else "INVALID"
         busy = f", load generator CPU {output.cpu_percent:.0f}%" if math.isfinite(output.cpu_percent) else ""
@@ -310,6 +307,17 @@ class LiveRun:
                  f"(sim {sim.p99_ms:.1f}), violations {100 * summary.violation_rate:.2f}%, {verdict}; "
                  f"send lag p99 {row['send_lag_p99_ms']:.1f} ms{busy}{warn}")
         return summary
+
+    def summary_row(self, plan: PhasePlan, merged: pd.DataFrame, summary: PointSummary, cpu_percent: float) -> dict:
+        """One summary.parquet row for a phase."""
+        cost = self.stack.pool_file.cost_per_h if self.stack else math.nan
+        sent = merged["sent_s"].dropna().sort_values().to_numpy()
+        return {"dispatcher": plan.dispatcher, "phase": plan.index, **summary.as_dict(),
+                "offered_qps": plan.offered_qps, "cost_per_h": cost,
+                "qps_per_dollar": summary.achieved_qps / cost if cost else math.nan, "allowable_qps": math.nan,
+                "send_lag_p99_ms": percentile_ms(merged["send_lag_ms"].dropna().to_numpy(), 99),
+                "sent_qps": (len(sent) - 1) / (sent[-1] - sent[0]) if len(sent) > 1 and sent[-1] > sent[0] else math.nan,
+                "loadgen_cpu_percent": cpu_percent}
 
     # -- the whole run ----------------------------------------------------------------------------------------
     def run(self, loadgen: LoadGenerator) -> Path | None:
@@ -352,8 +360,13 @@ class LiveRun:
                 except OSError:
                     cols = {}
                 rows = self.loadgen.partial_rows() if self.loadgen else []
-                self.run_dir.add_queries(merge_phase(plan, rows, cols))
+                merged = merge_phase(plan, rows, cols)
                 self.current = None
+                if len(merged):
+                    summary = summarize(merged, self.qos_ms, self.options.rules)
+                    row = self.summary_row(plan, merged, summary, math.nan)
+                    row.update(valid=False, invalid_reason="interrupted: " + (summary.invalid_reason or "partial phase"))
+                    self.run_dir.add_phase(merged, row)
         finally:
             if self.stack:
                 self.stack.stop()

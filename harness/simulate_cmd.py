@@ -48,6 +48,7 @@ class SimulateJob:
     search: SearchConfig
     cost_per_h: float | None
     phase_seconds: float | None = None
+    phase_min_queries: int = 0
 
 
 def register(subparsers) -> None:
@@ -76,6 +77,8 @@ def register(subparsers) -> None:
                    help="what makes a point pass: MLPerf early stopping (default) or measured p99 <= QoS")
     p.add_argument("--phase-seconds", type=float, default=None,
                    help="cut each point to rate x this many seconds of the scaled trace (as live phases are)")
+    p.add_argument("--phase-queries", type=int, default=0,
+                   help="with --phase-seconds: at least this many queries per point (live default 1000)")
     p.add_argument("--tolerance", type=float, default=0.02, help="allowable search: relative bracket width (default 0.02)")
     p.add_argument("--json", action="store_true", help="one JSON object per policy per line on stdout")
     p.add_argument("--out", help="directory for queries.parquet and summary.parquet")
@@ -123,7 +126,7 @@ def build_job(args: argparse.Namespace) -> SimulateJob:
     return SimulateJob(profile, pool, float(qos_ms), policies, trace, args.rate, allowable, args.seed,
                        args.concurrency, ValidityRules(min_queries=args.min_queries,
                                                       min_duration_s=args.min_duration_s, criterion=args.criterion),
-                       SearchConfig(rel_tol=args.tolerance), cost, args.phase_seconds)
+                       SearchConfig(rel_tol=args.tolerance), cost, args.phase_seconds, args.phase_queries)
 
 
 def _progress_line(policy: str, rate: float, s) -> str:
@@ -143,7 +146,7 @@ def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.Da
         def evaluate(rate_qps: float, spec=spec, config=config, kept=kept, best_ok=best_ok):
             trace = scale_to_rate(job.base_trace, rate_qps) if rate_qps else job.base_trace
             if job.phase_seconds and rate_qps:
-                trace = trace.head(phase_queries(rate_qps, job.phase_seconds, job.rules))
+                trace = trace.head(phase_queries(rate_qps, job.phase_seconds, job.rules, job.phase_min_queries))
             records = simulate(trace, make_policy(spec), job.profile, config)
             summary = summarize(records, job.qos_ms, job.rules)
             if summary.valid and (not best_ok or rate_qps > best_ok[0]):

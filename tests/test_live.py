@@ -1,0 +1,76 @@
+"""Pieces of a live run that need no processes: phase plans, shards, merging client and dispatcher rows."""
+
+import math
+
+import numpy as np
+import pytest
+
+from harness.allowable import phase_queries
+from harness.analyzer import ValidityRules
+from harness.live import LiveOptions, PhasePlan, merge_phase
+from harness.run_dir import QUERY_COLUMNS, RunDir, normalize_queries
+
+
+@pytest.fixture
+def plan():
+    return PhasePlan(3, "kairos", 50.0, "rm2", "http://127.0.0.1:1", 1000.0,
+                     [f"p3-{i}" for i in range(7)], [0.1 * i for i in range(7)], [10, 20, 30, 40, 50, 60, 70])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_shards_cover_every_query_exactly_once(plan, n):
+    shards = [plan.shard(k, n) for k in range(n)]
+    ids = [rid for s in shards for rid in s["request_ids"]]
+    assert sorted(ids) == sorted(plan.request_ids)
+    for s in shards:
+        assert len(s["request_ids"]) == len(s["offsets_s"]) == len(s["batch_sizes"])
+        assert s["start_epoch"] == 1000.0
+
+
+def test_merge_joins_client_and_dispatcher_views(plan):
+    client = [
+        {"request_id": "p3-0", "intended_s": 1000.0, "sent_s": 1000.001, "client_finish_s": 1000.051,
+         "http_status": 200, "worker": "local"},
+        {"request_id": "p3-1", "intended_s": 1000.1, "sent_s": 1000.102, "client_finish_s": 1000.103,
+         "http_status": 503, "worker": "local"},
+    ]
+    disp = {"request_id": ["p3-0", "p3-1", "p3-2"], "status": ["ok", "shed", "ok"],
+            "dispatch_s": [1000.002, 1000.102, 1000.21], "start_s": [1000.002, math.nan, 1000.21],
+            "finish_s": [1000.05, math.nan, 1000.25], "instance_id": ["g-0", "", "r-1"],
+            "instance_type": ["g", "", "r"], "queue_ms": [1.0, math.nan, 0.5], "service_ms": [48.0, math.nan, 40.0],
+            "http_status": [200, 503, 200], "attempts": [1, 0, 1]}
+    m = merge_phase(plan, client, disp).set_index("request_id")
+    # p3-3.. were never sent (interrupted run) and are not rows; p3-2 reached the dispatcher only
+    assert list(m.index) == ["p3-0", "p3-1", "p3-2"]
+    assert m.loc["p3-0", "status"] == "ok" and m.loc["p3-0", "latency_ms"] == pytest.approx(51.0)
+    assert m.loc["p3-0", "send_lag_ms"] == pytest.approx(1.0) and m.loc["p3-0", "instance_type"] == "g"
+    assert m.loc["p3-1", "status"] == "shed" and np.isinf(m.loc["p3-1", "latency_ms"])
+    assert m.loc["p3-2", "status"] == "failed"  # no client answer: not counted as served
+    assert (m["dispatcher"] == "kairos").all() and (m["phase"] == 3).all()
+
+
+def test_phase_length_has_a_floor_for_validity():
+    rules = ValidityRules(min_queries=200)
+    assert phase_queries(100.0, 10.0, rules) == 1000
+    assert phase_queries(5.0, 10.0, rules) == 212  # ceil(200 / 0.95) + 1
+    assert phase_queries(50.0, 10.0, rules, min_queries=1000) == 1000
+
+
+def test_live_defaults_sweep_and_use_the_p99_criterion():
+    o = LiveOptions()
+    assert o.sweeping and o.rules.criterion == "p99"
+    assert not LiveOptions(rate_qps=50.0).sweeping and LiveOptions(rate_qps=50.0, sweep=True).sweeping
+
+
+def test_run_dir_streams_queries_and_marks_partial(tmp_path):
+    rd = RunDir(tmp_path, "r1", meta={"kind": "live"})
+    frame = normalize_queries(__import__("pandas").DataFrame({"request_id": ["a", "b"], "batch_size": [10, 20],
+                                                              "status": ["ok", "shed"]}))
+    rd.add_phase(frame, {"dispatcher": "fcfs", "phase": 0, "p99_ms": 10.0})
+    rd.add_queries(frame.assign(request_id=["c", "d"]))
+    rd.finish(partial=True, build_html=False)
+    import json
+    import pandas as pd
+    q = pd.read_parquet(tmp_path / "r1" / "queries.parquet")
+    assert list(q.columns) == list(QUERY_COLUMNS) and q["request_id"].tolist() == ["a", "b", "c", "d"]
+    assert json.loads((tmp_path / "r1" / "run.json").read_text())["partial"] is True
