@@ -47,7 +47,7 @@ class Instance:
     id: str
     url: str
     instance_type: str
-    usd_per_hour: float
+    usd_per_hour: float | None  # None: no price known (a user's own type); costs are then unknown, not zero
     pid: int | None = None
 
     def to_json(self) -> dict:
@@ -68,7 +68,9 @@ class PoolFile:
 
     @property
     def cost_per_h(self) -> float:
-        """Dollars per hour of all instances."""
+        """Dollars per hour of all instances (NaN when any price is unknown)."""
+        if any(i.usd_per_hour is None for i in self.instances):
+            return float("nan")
         return float(sum(i.usd_per_hour for i in self.instances))
 
     @property
@@ -326,8 +328,9 @@ def start_pool(spec: PoolSpec) -> Pool:
     types = spec.config.instance_types
     prices = load_prices(spec.prices)
     missing = sorted({t for t in types if t not in prices})
-    if missing:
-        raise InputError(f"no price for instance type(s) {', '.join(missing)} (give --prices)")
+    if missing:  # prices are optional: only costs need them
+        print(f"note: no price for instance type(s) {', '.join(missing)}; costs will be unknown (give --prices)",
+              file=sys.stderr)
     if spec.mode == "emulated":
         from harness.profiles import Profile
         Profile.load(spec.profiles).check(sorted(set(types)), [spec.model])  # fail here, not in 11 children
@@ -355,7 +358,8 @@ def start_pool(spec: PoolSpec) -> Pool:
         for iid, itype, p in zip(ids, types, procs):
             info = p.wait_ready(max(1.0, deadline - time.monotonic()))
             wait_healthy(info["url"], max(1.0, deadline - time.monotonic()))
-            instances.append(Instance(iid, info["url"], itype, float(prices[itype]), p.pid))
+            price = prices.get(itype)
+            instances.append(Instance(iid, info["url"], itype, None if price is None else float(price), p.pid))
     except BaseException:
         stop_processes(procs, spec.stop_timeout_s)
         raise
@@ -403,13 +407,12 @@ def load_pool_file(path: str | Path, prices: str | Path | dict[str, float] | Non
         if price is None:
             if catalogue is None:
                 catalogue = load_prices(prices if not isinstance(prices, dict) else None)
-            if itype not in catalogue:
-                raise InputError(f"{where}: missing field 'usd_per_hour' (no catalogue price for {itype!r})")
-            price = catalogue[itype]
+            price = catalogue.get(itype)  # None: unknown, costs are then unknown
         elif isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
             raise InputError(f"{where}: field 'usd_per_hour' must be a number >= 0, got {price!r}")
         pid = item.get("pid")
-        instances.append(Instance(iid, url, itype, float(price), pid if isinstance(pid, int) else None))
+        instances.append(Instance(iid, url, itype, None if price is None else float(price),
+                                  pid if isinstance(pid, int) else None))
     dup = sorted({i.id for i in instances if sum(j.id == i.id for j in instances) > 1})
     if dup:
         raise InputError(f"{path}: duplicate instance id(s) {', '.join(dup)}")
