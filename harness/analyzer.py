@@ -87,7 +87,7 @@ def percentile_ci_ms(lat_ms: np.ndarray, p: float, batches: int = 20, level: flo
     the strong autocorrelation of queueing latencies that a binomial interval over single queries ignores.
     """
     k = min(batches, len(lat_ms) // 100)
-    if k < 2:
+    if k < 5:  # with fewer sections the t-interval is too wide to say anything
         return (math.nan, math.nan)
     parts = np.array_split(lat_ms, k)
     per = np.array([percentile_ms(part, p) for part in parts])
@@ -95,7 +95,7 @@ def percentile_ci_ms(lat_ms: np.ndarray, p: float, batches: int = 20, level: flo
     if not np.all(np.isfinite(per)) or not math.isfinite(overall):
         return (overall, math.inf)
     half = stats.t.ppf(0.5 + level / 2, k - 1) * per.std(ddof=1) / math.sqrt(k)
-    return (overall - half, overall + half)
+    return (max(0.0, overall - half), overall + half)
 
 
 @dataclass(frozen=True)

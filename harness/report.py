@@ -629,13 +629,22 @@ _RENDER_SCRIPT = """
 })();
 """
 
-_EXPLANATION = """
+_EXPLANATION = {
+    "mlperf": """
 <p>A rate step is <b>VALID</b> as in MLPerf LoadGen's Server scenario: after a warm-up it has enough queries over a
 long enough span, and it passes early stopping, i.e. with 99% confidence the true p99 latency is within the QoS
 target (with n queries and t of them over QoS, P[Binomial(n, 0.01) &le; t] &le; 0.01). Dropped, shed or failed
 queries count as infinitely slow. A dispatcher's <b>allowable throughput</b> is the highest offered load (queries/s)
 found VALID by the rate search; the bracket is that passing rate and the lowest failing rate above it.</p>
-"""
+""",
+    "p99": """
+<p>A rate step is <b>VALID</b> when, after a warm-up, it has enough queries over a long enough span and its measured
+p99 latency is within the QoS target (the Kairos paper's criterion; this run's phases are too short for MLPerf's
+early stopping at 99% confidence, whose verdict is still listed per step). Dropped, shed or failed queries count as
+infinitely slow. A dispatcher's <b>allowable throughput</b> is the highest offered load (queries/s) found VALID by
+the rate search; the bracket is that passing rate and the lowest failing rate above it.</p>
+""",
+}
 
 
 def _section(title: str, body: str, anchor: str) -> str:
@@ -752,7 +761,7 @@ def render_report(run: RunData, plotly_js: str | None = None) -> str:
         f'<p class="sub">{escape(" · ".join(facts))}</p></header>',
         banner,
         notes,
-        _EXPLANATION,
+        _EXPLANATION.get(str((meta.get("config") or {}).get("criterion", "mlperf")), _EXPLANATION["mlperf"]),
         *body,
         f'<script type="application/json" id="report-chart-data">{_json_for_script(charts)}</script>',
         f"<script>{_RENDER_SCRIPT}</script>",

@@ -267,11 +267,17 @@ def encode_infer_response(model_name: str, outputs: Mapping[str, np.ndarray], re
         head["id"] = req.id
     if parameters:
         head["parameters"] = dict(parameters)
-    entries, blobs = [], []
-    for name, binary in chosen:
+    for name, _ in chosen:
         if name not in outputs:
             raise V2Error(400, f"unknown output {name!r} for model {model_name!r}")
-        arr = outputs[name]
+    head["outputs"], blobs = _tensor_entries((name, outputs[name], binary) for name, binary in chosen)
+    return _join(head, blobs)
+
+
+def _tensor_entries(items) -> tuple[list[dict], list[bytes]]:
+    """V2 tensor entries for (name, array, binary) items, and the raw bytes of the binary ones, in order."""
+    entries, blobs = [], []
+    for name, arr, binary in items:
         if binary:
             raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<") if arr.dtype.itemsize > 1
                                        else arr.dtype).tobytes()
@@ -280,7 +286,11 @@ def encode_infer_response(model_name: str, outputs: Mapping[str, np.ndarray], re
             blobs.append(raw)
         else:
             entries.append(_json_tensor(name, arr))
-    head["outputs"] = entries
+    return entries, blobs
+
+
+def _join(head: dict, blobs: list[bytes]) -> tuple[bytes, dict[str, str]]:
+    """The JSON header followed by the binary blobs, with the headers that describe them."""
     text = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return text, {"Content-Type": "application/json"}
@@ -340,24 +350,10 @@ def encode_infer_request(inputs: Mapping[str, np.ndarray], *, binary: bool = Tru
         head["outputs"] = [{"name": n, "parameters": {"binary_data": bool(binary_output)}} for n in outputs]
     if params:
         head["parameters"] = params
-    entries, blobs = [], []
-    for name, arr in inputs.items():
-        arr = np.asarray(arr)
-        if binary:
-            raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<") if arr.dtype.itemsize > 1
-                                       else arr.dtype).tobytes()
-            entries.append({"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape),
-                            "parameters": {"binary_data_size": len(raw)}})
-            blobs.append(raw)
-        else:
-            entries.append(_json_tensor(name, arr))
-    head["inputs"] = entries
-    text = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    head["inputs"], blobs = _tensor_entries((name, np.asarray(arr), binary) for name, arr in inputs.items())
+    body, headers = _join(head, blobs)
     batch = int(next(iter(inputs.values())).shape[0]) if inputs else 0
-    if not blobs:
-        return EncodedRequest(text, {"Content-Type": "application/json"}, batch)
-    return EncodedRequest(b"".join([text, *blobs]),
-                          {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(text))}, batch)
+    return EncodedRequest(body, headers, batch)
 
 
 class PayloadCache:
