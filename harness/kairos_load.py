@@ -185,8 +185,8 @@ class LocustLoadGenerator:
     def partial_rows(self) -> list[dict]:
         """Rows received so far, plus this process's own in-progress rows (local runs)."""
         rows = [row for out in self._outputs for row in _rows_of(out)]
-        if self.local is not None and not isinstance(self.environment.runner, MasterRunner):
-            rows += [r for r in self.local.rows if r not in rows]
+        if not rows and self.local is not None and not isinstance(self.environment.runner, MasterRunner):
+            rows = list(self.local.rows)  # a local run reports only when its shard is done
         return rows
 
 
@@ -225,8 +225,8 @@ class KairosSession:
 
     def start(self, environment) -> None:
         """Master side, on test_start: build the run from the options and drive it in a greenlet."""
-        if self.controller is not None:
-            return
+        if self.controller is not None and not self.controller.dead:
+            return  # a run is in progress (web UI: "start" pressed again)
         try:
             self.run = LiveRun(live_options(environment.parsed_options), log=log.info)
         except InputError as exc:
@@ -249,10 +249,16 @@ class KairosSession:
             environment.process_exit_code = 1
             self.run.close(partial=True)
         finally:
-            if environment.parsed_options.headless:
+            opts = environment.parsed_options
+            if opts.headless:
                 gevent.spawn_later(0, environment.runner.quit)
             else:
-                environment.runner.stop()
+                environment.runner.stop()  # the web UI stays up with the results, unless --autostart --autoquit N
+                if getattr(opts, "autostart", False) and getattr(opts, "autoquit", -1) != -1:
+                    gevent.sleep(opts.autoquit)
+                    environment.runner.quit()
+                    if environment.web_ui:
+                        environment.web_ui.stop()
 
     def stop(self) -> None:
         """On quitting: an unfinished run becomes a partial report; processes we started are stopped."""

@@ -92,3 +92,30 @@ def test_ctrl_c_leaves_a_partial_readable_report(tmp_path):
     assert "partial run" in (run / "report.html").read_text()
     time.sleep(0.5)
     assert all(gone(pid) for pid in started_pids(run)), "".join(lines) + out
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_web_ui_mode_runs_and_serves_the_ui(tmp_path):
+    import urllib.request
+    port = free_port()
+    cmd = locust_cmd(tmp_path, "--dispatchers", "fcfs", "--rate", "30")
+    cmd[cmd.index("--headless")] = "--autostart"
+    cmd += ["--autoquit", "2", "--web-host", "127.0.0.1", "--web-port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    status, deadline = None, time.monotonic() + 60
+    while status is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                status = resp.status
+        except OSError:
+            time.sleep(0.3)
+    _, err = proc.communicate(timeout=180)
+    assert status == 200 and proc.returncode == 0, err[-3000:]
+    run = run_dir_of(tmp_path)
+    assert (run / "report.html").exists() and len(pd.read_parquet(run / "queries.parquet")) == 60
