@@ -1,4 +1,4 @@
-"""tritonclient.http (sync) against real server processes: the model server and an emulated instance."""
+"""tritonclient.http (sync) against real server processes: the model server, an emulated instance, the dispatcher."""
 
 import numpy as np
 import onnxruntime as ort
@@ -81,3 +81,30 @@ def test_tritonclient_against_emulated_instance(emulated_server):
     params = result.get_response()["parameters"]
     assert params["instance_type"] == "g4dn.xlarge"
     assert params["compute_ms"] >= params["sampled_ms"] - 0.1 > 0
+
+
+@pytest.fixture(scope="module")
+def dispatcher_server(model_server, emulated_server, tmp_path_factory):
+    """A real dispatcher process in front of the ORT server and the emulated instance."""
+    import json
+    pool = tmp_path_factory.mktemp("pool") / "pool.json"
+    pool.write_text(json.dumps({"model": "rm2", "instances": [
+        {"id": "gpu-0", "url": model_server.url, "instance_type": "g4dn.xlarge"},
+        {"id": "cpu-0", "url": emulated_server.url, "instance_type": "r5n.large"}]}))
+    proc = spawn_server(["dispatcher", "--pool", str(pool), "--policy", "kairos", "--port", "0"], name="dispatcher")
+    yield proc
+    stop_processes([proc])
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tritonclient_through_the_dispatcher(dispatcher_server, binary):
+    client = _client(dispatcher_server)
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("rm2")
+    assert {t["name"] for t in client.get_model_metadata("rm2")["inputs"]} == {"dense", "sparse"}
+    feeds = models.make_inputs(models.get_spec("rm2"), 64, np.random.default_rng(3))
+    outputs = None if binary else [httpclient.InferRequestedOutput("prob", binary_data=False)]
+    for _ in range(3):
+        result = client.infer("rm2", _inputs(feeds, binary), outputs=outputs)
+        assert result.as_numpy("prob").shape == (64, 1)
+    with pytest.raises(InferenceServerException, match="unknown model"):
+        client.infer("bert", _inputs(feeds))
