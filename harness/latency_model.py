@@ -19,28 +19,40 @@ class LatencyModel:
     exponentially weighted step (``alpha`` is the weight of the new observation).
     """
 
-    def __init__(self, profile: Profile, instance_types: list[str], models: list[str], *, alpha: float = 0.0):
+    def __init__(self, profile: Profile, instance_types: list[str], models: list[str], *, alpha: float = 0.0,
+                 tail_percentile: float = 99.0):
         self.instance_types = list(dict.fromkeys(instance_types))
         self.type_index = {t: i for i, t in enumerate(self.instance_types)}
         self.models = list(dict.fromkeys(models))
         self.alpha = float(alpha)
         self.max_batch = {m: profile.max_batch(self.instance_types, m) for m in self.models}
         self._ms: dict[str, np.ndarray] = {}
+        self._tail: dict[str, np.ndarray] = {}
         self._buckets: dict[tuple[int, str], np.ndarray] = {}
         for model in self.models:
             dense = np.full((len(self.instance_types), self.max_batch[model] + 1), np.inf)
+            tail = dense.copy()
             for ti, itype in enumerate(self.instance_types):
                 tab = profile.table(itype, model)
                 sizes = np.arange(1, self.max_batch[model] + 1)
                 idx = np.searchsorted(tab.buckets, sizes, side="left")
                 dense[ti, 1:] = tab.mean_ms[idx]
+                tail[ti, 1:] = np.array([np.percentile(s, tail_percentile) for s in tab.samples_ms])[idx]
                 self._buckets[(ti, model)] = np.concatenate([[-1], idx])
             self._ms[model] = dense
+            self._tail[model] = tail
 
     def table_ms(self, model: str) -> np.ndarray:
         """The dense ``[type_index, batch_size]`` table of predicted ms for ``model`` (read-only use)."""
         try:
             return self._ms[model]
+        except KeyError:
+            raise InputError(f"latency model has no model {model!r} (known: {', '.join(self.models)})") from None
+
+    def tail_ms(self, model: str) -> np.ndarray:
+        """Like ``table_ms`` but the bucket's tail (``tail_percentile`` of its samples): a pessimistic estimate."""
+        try:
+            return self._tail[model]
         except KeyError:
             raise InputError(f"latency model has no model {model!r} (known: {', '.join(self.models)})") from None
 
@@ -63,8 +75,10 @@ class LatencyModel:
         b = bucket_of[batch_size]
         old = table[type_index, batch_size]
         new = old + self.alpha * (service_ms - old)
-        # Every batch size served by the same bucket shares the estimate.
-        table[type_index, bucket_of == b] = new
+        # Every batch size served by the same bucket shares the estimate; the tail moves with the mean.
+        same = bucket_of == b
+        table[type_index, same] = new
+        self._tail[model][type_index, same] += new - old
 
     def largest_batch_within(self, type_index: int, model: str, limit_ms: float) -> int:
         """The largest batch size whose predicted time is <= ``limit_ms`` (0 if none)."""

@@ -247,9 +247,12 @@ def run(args: argparse.Namespace) -> int:
         for r in results:
             lo, hi = r["bracket_qps"]
             ci = r["p99_ci_ms"]
-            print(f"{r['policy']:<22} {r['allowable_qps']:13.2f} {'[' + _fmt(lo) + ', ' + _fmt(hi) + ']':>19} "
+            allowable = f"{r['allowable_qps']:13.2f}" if r["allowable_qps"] > 0 else f"{'none':>13}"
+            print(f"{r['policy']:<22} {allowable} {'[' + _fmt(lo, '.3g') + ', ' + _fmt(hi, '.3g') + ']':>19} "
                   f"{_fmt(r['p99_ms']):>9} {'[' + _fmt(ci[0]) + ', ' + _fmt(ci[1]) + ']':>19} "
                   f"{_fmt(100 * r['violation_rate'], '.2f'):>7}")
+        if any(r["allowable_qps"] <= 0 for r in results):
+            print("none: no tested rate met the QoS target; the bracket's upper end is the lowest rate tried")
     else:
         print(f"{'policy':<22} {'rate qps':>9} {'p50 ms':>9} {'p99 ms':>9} {'p99.9 ms':>9} {'viol %':>7} valid")
         for r in results:

@@ -74,6 +74,26 @@ def test_kairos_safeguard_band_costs_500():
     assert policy.cost_matrix(0.0, list(queue(10)), insts)[0, 0] == 500.0
 
 
+def test_kairos_checks_qos_with_the_tail_by_default():
+    from tests.conftest import make_profile_frame
+    from harness.profiles import Profile
+    # 'bursty' averages 20 ms but its p99 is 60 ms; QoS 30 ms. 'gpu' always takes 10 ms.
+    prof = Profile.from_frame(make_profile_frame({
+        ("gpu", "m"): {10: [10.0] * 100},
+        ("bursty", "m"): {10: [15.0] * 90 + [60.0] * 10},
+    }), drop_max=False)
+    costs = {}
+    for feasibility in ("tail", "mean"):
+        policy = make_policy(f"kairos:feasibility={feasibility}")
+        insts = bind(policy, prof, ["gpu", "bursty"], qos_ms=30.0)
+        costs[feasibility] = policy.cost_matrix(0.0, list(queue(10)), insts)[0]
+    assert costs["tail"][1] == 1000.0  # 60 ms tail misses 30 ms: penalized
+    assert costs["mean"][1] < 100.0  # 19.5 ms mean fits: the artifact's rule would use it
+    assert make_policy("kairos").feasibility == "tail"
+    with pytest.raises(InputError, match="feasibility"):
+        make_policy("kairos:feasibility=median")
+
+
 def test_kairos_keeps_large_query_for_busy_fast_instance(fixed_profile):
     policy = make_policy("kairos")
     insts = bind(policy, fixed_profile, ["fast", "slow"], qos_ms=300.0)
