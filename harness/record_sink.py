@@ -14,24 +14,28 @@ import pyarrow.parquet as pq
 
 
 class RecordSink:
-    """Append dict rows; keep them all in memory (``frame()``) and, with a path, stream them to parquet."""
+    """Append dict rows; with a path, stream them to parquet. ``rows`` holds the most recent ``memory_rows``
+    (all of them without a path), so a long-running dispatcher's memory stays bounded."""
 
     def __init__(self, path: str | Path | None = None, columns: tuple[str, ...] | None = None,
-                 flush_rows: int = 2000):
+                 flush_rows: int = 2000, memory_rows: int = 200_000):
         self.path = Path(path) if path else None
         self.columns = columns
         self.flush_rows = flush_rows
+        self.memory_rows = memory_rows
         self.rows: list[dict] = []
+        self.total = 0
         self._unflushed = 0
         self._writer: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self.total
 
     def append(self, row: dict) -> None:
         """Add one row (flushes a row group when enough rows are waiting)."""
         self.rows.append(row)
+        self.total += 1
         self._unflushed += 1
         if self.path and self._unflushed >= self.flush_rows:
             self.flush()
@@ -39,11 +43,12 @@ class RecordSink:
     def extend(self, rows: list[dict]) -> None:
         """Add many rows and write them at once as one row group."""
         self.rows.extend(rows)
+        self.total += len(rows)
         self._unflushed += len(rows)
         self.flush()
 
     def frame(self) -> pd.DataFrame:
-        """All rows so far as a DataFrame (columns in ``columns`` order first)."""
+        """The rows held in memory as a DataFrame (columns in ``columns`` order first)."""
         frame = pd.DataFrame(self.rows)
         if self.columns:
             for col in self.columns:
@@ -66,6 +71,8 @@ class RecordSink:
         table = pa.Table.from_pandas(chunk, schema=self._schema, preserve_index=False, safe=False)
         self._writer.write_table(table)
         self._unflushed = 0
+        if len(self.rows) > self.memory_rows:  # everything written may go; keep the recent tail for lookups
+            del self.rows[:len(self.rows) - self.memory_rows]
 
     def close(self) -> None:
         """Flush and write the footer; with no rows at all, write an empty file with the columns."""

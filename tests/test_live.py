@@ -74,3 +74,14 @@ def test_run_dir_streams_queries_and_marks_partial(tmp_path):
     q = pd.read_parquet(tmp_path / "r1" / "queries.parquet")
     assert list(q.columns) == list(QUERY_COLUMNS) and q["request_id"].tolist() == ["a", "b", "c", "d"]
     assert json.loads((tmp_path / "r1" / "run.json").read_text())["partial"] is True
+
+
+def test_record_sink_bounds_memory_but_writes_everything(tmp_path):
+    import pandas as pd
+    from harness.record_sink import RecordSink
+    sink = RecordSink(tmp_path / "r.parquet", ("i",), flush_rows=10, memory_rows=25)
+    for i in range(100):
+        sink.append({"i": i})
+    sink.close()
+    assert len(sink) == 100 and len(sink.rows) <= 35 and sink.rows[-1]["i"] == 99
+    assert pd.read_parquet(tmp_path / "r.parquet")["i"].tolist() == list(range(100))
