@@ -20,7 +20,7 @@ import pandas as pd
 
 from harness.analyzer import percentile_ms
 from harness.replay import client_frame, replay
-from servers.pool import Instance, PoolFile, spawn_server, stop_processes
+from servers.pool import Instance, spawn_server, stop_processes
 from traces.generate import generate_trace
 
 

@@ -23,7 +23,6 @@ import pandas as pd
 
 from harness.allowable import SearchConfig, capacity_qps, find_allowable, phase_queries
 from harness.analyzer import PointSummary, ValidityRules, percentile_ms, summarize
-from harness.config import PoolConfig
 from harness.errors import InputError
 from harness.latency_model import LatencyModel
 from harness.models_qos import PAPER_CONFIG, default_qos_ms

@@ -10,7 +10,6 @@ import json
 import math
 import platform
 import os
-import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
