@@ -1,0 +1,309 @@
+"""Simulated allowable throughput of one configuration, cached, in-process or across worker processes.
+
+Every evaluation replays the same base trace (generated at 1 qps or read from a file, then rate-scaled per
+point) with the same seed, so two configurations see the same queries and the same service-time luck (common
+random numbers), and evaluating a configuration twice gives the same answer.
+
+The search knows an upper limit (the fluid bound), so it starts below it: try ``first_fraction x upper``; on a
+pass bisect between it and the upper limit, on a failure step down by ``step_down`` until a pass (or below
+``min_fraction x upper``: allowable 0), then bisect until the bracket is within ``rel_tol``. A pass within
+``rel_tol`` of the upper limit probes above it, so a limit that is not a bound only costs extra points.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from harness.allocate.fluid import FluidModel, fluid_bound
+from harness.allocate.space import AllocationProblem
+from harness.analyzer import ValidityRules, max_violations_allowed, summarize
+from harness.config import PoolConfig
+from harness.errors import InputError
+from harness.policies import make_policy
+from harness.profiles import Profile
+from harness.simulator import SimConfig, simulate
+from traces.scale import scale_to_rate
+from traces.schema import Trace
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How one configuration is measured: queries per simulated point, seed, policy, search and validity rules.
+
+    The defaults are the light search that lets the exhaustive oracle fit in minutes on two cores: 10k
+    queries a point and a 5% bracket. ``min_duration_s`` is 0 because the trace length is fixed in queries,
+    not seconds (a fast model at thousands of qps spans a few seconds). ``abort_early`` stops a simulated point
+    as soon as its measured queries hold more QoS violations than early stopping accepts for the whole run:
+    the verdict is the same (violations only accumulate), a failing point just costs less.
+    """
+
+    queries: int = 10_000
+    seed: int = 0
+    policy: str = "kairos"
+    rel_tol: float = 0.05
+    max_points: int = 12
+    first_fraction: float = 0.8
+    step_down: float = 0.8
+    min_fraction: float = 0.02
+    rules: ValidityRules = ValidityRules(min_queries=100, min_duration_s=0.0)
+    abort_early: bool = True
+
+    def __post_init__(self):
+        if self.queries < 100:
+            raise InputError(f"--queries {self.queries}: must be >= 100")
+        if not 0 < self.rel_tol < 1:
+            raise InputError(f"--tolerance {self.rel_tol}: must be in (0, 1)")
+        make_policy(self.policy)  # fail fast on a bad policy spec
+
+
+FINAL_SETTINGS = EvalSettings(queries=30_000, rel_tol=0.02)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Allowable throughput of one configuration and what it cost to find."""
+
+    counts: tuple[int, ...]
+    allowable_qps: float
+    bracket_qps: tuple[float, float]
+    upper_qps: float
+    points: int
+    seconds: float
+
+
+@dataclass(frozen=True, eq=False)
+class EvalContext:
+    """Everything a worker process needs to evaluate configurations of one problem (picklable)."""
+
+    problem: AllocationProblem
+    profile: Profile
+    trace: Trace
+    fluid: FluidModel
+    settings: EvalSettings = field(default_factory=EvalSettings)
+
+    def with_settings(self, settings: EvalSettings) -> "EvalContext":
+        """The same problem measured with other settings."""
+        return EvalContext(self.problem, self.profile, self.trace, self.fluid, settings)
+
+
+def bracket_search(passes: Callable[[float], bool], upper_qps: float, settings: EvalSettings) -> tuple[float, float, int]:
+    """Largest passing rate below (about) ``upper_qps``: returns (lo, hi, points); lo = 0 if nothing passed."""
+    if not upper_qps > 0:
+        return 0.0, 0.0, 0
+    points = 0
+    lo, hi = 0.0, upper_qps
+    hi_tested = False
+    rate = settings.first_fraction * upper_qps
+    while lo == 0.0:
+        if points >= settings.max_points or rate < settings.min_fraction * upper_qps:
+            return 0.0, hi, points
+        points += 1
+        if passes(rate):
+            lo = rate
+        else:
+            hi, hi_tested = rate, True
+            rate *= settings.step_down
+    while points < settings.max_points:
+        if (hi - lo) / lo <= settings.rel_tol:
+            if hi_tested:
+                break
+            # The bracket closed against the untested limit: test it (and go above if it is no bound).
+            points += 1
+            if passes(hi):
+                lo, hi = hi, hi / settings.step_down
+            else:
+                hi_tested = True
+            continue
+        mid = 0.5 * (lo + hi)
+        points += 1
+        if passes(mid):
+            lo = mid
+        else:
+            hi, hi_tested = mid, True
+    return lo, hi, points
+
+
+class _Abort(Exception):
+    """Raised inside a simulation once its point can no longer be VALID."""
+
+
+class AbortingPolicy:
+    """Wraps a policy; counts QoS violations of measured queries at completion and aborts past ``max_violations``."""
+
+    def __init__(self, inner, qos_ms: float, first_measured: int, max_violations: int):
+        self.inner = inner
+        self.name = inner.name
+        self.push = inner.push
+        self.qos_ms = qos_ms
+        self.first_measured = first_measured
+        self.max_violations = max_violations
+        self.violations = 0
+
+    def bind(self, ctx, instances) -> None:
+        """Bind the wrapped policy."""
+        self.inner.bind(ctx, instances)
+
+    def decide(self, now_s, pending, instances):
+        """The wrapped policy's decision."""
+        return self.inner.decide(now_s, pending, instances)
+
+    def on_complete(self, now_s, query, instance, latency_ms) -> None:
+        """Forward the feedback; abort once the measured violations exceed what the point may have."""
+        self.inner.on_complete(now_s, query, instance, latency_ms)
+        if latency_ms > self.qos_ms and query.index >= self.first_measured:
+            self.violations += 1
+            if self.violations > self.max_violations:
+                raise _Abort
+
+
+def evaluate_config(ctx: EvalContext, counts) -> Evaluation:
+    """Simulate one configuration under ``ctx.settings.policy`` and search its allowable throughput."""
+    t0 = time.perf_counter()
+    counts = tuple(int(c) for c in counts)
+    s = ctx.settings
+    pool = PoolConfig.from_mapping(ctx.problem.as_mapping(counts))
+    trace = ctx.trace.head(min(s.queries, len(ctx.trace)))
+    sim = SimConfig(pool, ctx.problem.qos_ms, seed=s.seed)
+
+    skip = int(len(trace) * s.rules.warmup_fraction)
+    allowed = max_violations_allowed(len(trace) - skip, s.rules.percentile, s.rules.confidence)
+
+    def passes(rate_qps: float) -> bool:
+        policy = make_policy(s.policy)
+        if s.abort_early:
+            policy = AbortingPolicy(policy, ctx.problem.qos_ms, skip, allowed)
+        try:
+            records = simulate(scale_to_rate(trace, rate_qps), policy, ctx.profile, sim)
+        except _Abort:
+            return False
+        return summarize(records, ctx.problem.qos_ms, s.rules).valid
+
+    upper = fluid_bound(ctx.fluid, counts)
+    lo, hi, points = bracket_search(passes, upper, s)
+    return Evaluation(counts, lo, (lo, hi), upper, points, time.perf_counter() - t0)
+
+
+# -- worker processes ------------------------------------------------------------------------------------------
+_WORKER_CTX: dict[str, EvalContext] = {}
+
+
+def _init_worker(ctx: EvalContext) -> None:
+    _WORKER_CTX["ctx"] = ctx
+
+
+def _work(counts: tuple[int, ...]) -> Evaluation:
+    return evaluate_config(_WORKER_CTX["ctx"], counts)
+
+
+def default_workers() -> int:
+    """Worker processes by default: every CPU the OS reports."""
+    return os.cpu_count() or 1
+
+
+def evaluate_many(ctx: EvalContext, configs: Iterable, workers: int | None = None,
+                  progress: Callable[[int, int, Evaluation], None] | None = None) -> list[Evaluation]:
+    """Evaluate several configurations (in ``workers`` processes when > 1); results in input order."""
+    todo = [tuple(int(c) for c in row) for row in configs]
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise InputError(f"--workers {workers}: must be >= 1")
+    out: list[Evaluation | None] = [None] * len(todo)
+    if workers == 1 or len(todo) <= 1:
+        for i, counts in enumerate(todo):
+            out[i] = evaluate_config(ctx, counts)
+            if progress:
+                progress(i + 1, len(todo), out[i])
+        return out  # type: ignore[return-value]
+    # Biggest pools first: they take longest, and finishing with small ones balances the workers.
+    order = sorted(range(len(todo)), key=lambda i: -sum(todo[i]))
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_init_worker, initargs=(ctx,)) as ex:
+        futures = {ex.submit(_work, todo[i]): i for i in order}
+        for done, fut in enumerate(as_completed(futures), 1):
+            i = futures[fut]
+            out[i] = fut.result()
+            if progress:
+                progress(done, len(todo), out[i])
+    return out  # type: ignore[return-value]
+
+
+class Evaluator:
+    """Cached allowable throughput per count vector; ``view()`` gives a method its own count of what it asked."""
+
+    def __init__(self, ctx: EvalContext):
+        self.ctx = ctx
+        self.cache: dict[tuple[int, ...], Evaluation] = {}
+
+    def __call__(self, counts) -> float:
+        """Allowable qps of ``counts`` (simulated once, then cached)."""
+        return self.evaluation(counts).allowable_qps
+
+    def evaluation(self, counts) -> Evaluation:
+        """The cached Evaluation of ``counts``."""
+        key = tuple(int(c) for c in counts)
+        ev = self.cache.get(key)
+        if ev is None:
+            ev = self.cache[key] = evaluate_config(self.ctx, key)
+        return ev
+
+    def prefill(self, evaluations: Iterable[Evaluation]) -> None:
+        """Add evaluations made elsewhere (e.g. by the oracle's workers) to the cache."""
+        for ev in evaluations:
+            self.cache[ev.counts] = ev
+
+    def evaluate_many(self, configs, workers: int | None = None, progress=None) -> list[Evaluation]:
+        """Evaluate the uncached ones in parallel, then answer all from the cache."""
+        keys = [tuple(int(c) for c in row) for row in configs]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        self.prefill(evaluate_many(self.ctx, missing, workers, progress))
+        return [self.cache[k] for k in keys]
+
+    def view(self) -> "CountingView":
+        """A callable that counts the distinct configurations one method asks for."""
+        return CountingView(self)
+
+
+class CountingView:
+    """Front of a shared Evaluator that remembers which configurations its method evaluated, in order."""
+
+    def __init__(self, evaluator: Evaluator):
+        self.evaluator = evaluator
+        self.asked: list[tuple[int, ...]] = []
+        self._seen: set[tuple[int, ...]] = set()
+
+    def __call__(self, counts) -> float:
+        """Allowable qps of ``counts``; counts it once as an evaluation of this method."""
+        key = tuple(int(c) for c in counts)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.asked.append(key)
+        return self.evaluator(key)
+
+    @property
+    def evaluated(self) -> int:
+        """Distinct configurations this method evaluated (its exploration cost)."""
+        return len(self.asked)
+
+
+def stderr_progress(label: str, every_s: float = 5.0) -> Callable[[int, int, Evaluation], None]:
+    """A progress callback printing ``label: done/total, elapsed, ETA`` on stderr at most every ``every_s``."""
+    start = time.perf_counter()
+    last = [-math.inf]
+
+    def report(done: int, total: int, ev: Evaluation) -> None:
+        now = time.perf_counter()
+        if done < total and now - last[0] < every_s:
+            return
+        last[0] = now
+        elapsed = now - start
+        eta = elapsed / done * (total - done) if done else math.nan
+        print(f"{label}: {done}/{total} configurations, {elapsed:.0f} s elapsed, ~{eta:.0f} s left",
+              file=sys.stderr, flush=True)
+
+    return report
+

@@ -1,0 +1,265 @@
+"""One allocation run: bounds for the whole space, the requested methods, their picks measured alike.
+
+Every method answers with one configuration. Methods that search online (homogeneous, ribbon, anneal, oracle)
+measure candidates with the light ``search`` settings through one shared cache, each counting the distinct
+configurations it asked for (its exploration cost). Then every method's pick is re-measured with the
+``final`` settings (more queries, tighter bracket), so the reported ``allowable_qps`` of all methods are
+comparable: simulated, under the same policy (``kairos`` by default), trace and seed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from harness.allocate.anneal import AnnealSettings, anneal_search
+from harness.allocate.bound import (KairosStats, PickRule, kairos_bounds, kairos_stats, pick_candidates,
+                                    pick_medoid, rank_order)
+from harness.allocate.evaluate import (FINAL_SETTINGS, EvalContext, EvalSettings, Evaluator, default_workers,
+                                       stderr_progress)
+from harness.allocate.fluid import fluid_bounds, fluid_model
+from harness.allocate.homogeneous import best_homogeneous, budget_scaled
+from harness.allocate.oracle import run_oracle
+from harness.allocate.ribbon import RibbonSettings, ribbon_search
+from harness.allocate.space import AllocationProblem, BatchMix, config_costs, enumerate_configs
+from harness.errors import InputError
+from harness.profiles import Profile
+from traces.schema import Trace
+
+METHODS = ("kairos", "homogeneous", "fluid", "ribbon", "anneal", "oracle")
+# Online searches run first so that later ones (and the oracle's refinement) reuse the shared cache.
+RUN_ORDER = ("oracle", "homogeneous", "ribbon", "anneal", "kairos", "fluid")
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``all`` or a comma list of METHODS, in the order given (duplicates dropped)."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if names == ["all"]:
+        return METHODS
+    bad = [m for m in names if m not in METHODS]
+    if bad or not names:
+        raise InputError(f"--method {text!r}: unknown method {bad[0] if bad else ''!r} "
+                         f"(choose from {', '.join(METHODS)}, or all)")
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True, eq=False)
+class AllocateJob:
+    """Everything one ``kairos allocate`` does, as data."""
+
+    problem: AllocationProblem
+    profile: Profile
+    trace: Trace
+    methods: tuple[str, ...] = ("kairos",)
+    search: EvalSettings = field(default_factory=EvalSettings)
+    final: EvalSettings = FINAL_SETTINGS
+    pick: PickRule = field(default_factory=PickRule)
+    ribbon: RibbonSettings = field(default_factory=RibbonSettings)
+    anneal: AnnealSettings = field(default_factory=AnnealSettings)
+    oracle_refine: int = 5
+    workers: int | None = None
+    measure: bool = True
+    threshold: str = "mean"
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One method's answer: its configuration, bounds, measured allowable qps and exploration cost."""
+
+    method: str
+    counts: tuple[int, ...]
+    config: dict
+    cost_per_h: float
+    kairos_bound_qps: float
+    fluid_bound_qps: float
+    allowable_qps: float
+    search_allowable_qps: float
+    evaluated: int
+    evaluated_to_best: int | None
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        """The ``--json`` line: method, config, cost_per_h, allowable_qps, evaluated, and the rest."""
+        out = {"method": self.method, "config": self.config, "cost_per_h": round(self.cost_per_h, 6),
+               "allowable_qps": _num(self.allowable_qps), "evaluated": self.evaluated,
+               "kairos_bound_qps": _num(self.kairos_bound_qps), "fluid_bound_qps": _num(self.fluid_bound_qps),
+               "search_allowable_qps": _num(self.search_allowable_qps),
+               "evaluated_to_best": self.evaluated_to_best, "seconds": round(self.seconds, 3)}
+        out.update({k: (_num(v) if isinstance(v, float) else v) for k, v in self.extra.items()})
+        return out
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else float(x)
+
+
+@dataclass(frozen=True, eq=False)
+class AllocationResult:
+    """The ranked table of every configuration, each method's answer, and the Kairos bound's inputs."""
+
+    problem: AllocationProblem
+    table: pd.DataFrame
+    methods: tuple[MethodResult, ...]
+    stats: KairosStats
+    n_configs: int
+
+    def method(self, name: str) -> MethodResult:
+        """The result of one method."""
+        for m in self.methods:
+            if m.method == name:
+                return m
+        raise KeyError(name)
+
+
+def make_context(problem: AllocationProblem, profile: Profile, trace: Trace, settings: EvalSettings) -> EvalContext:
+    """An EvalContext on the first ``settings.queries`` of ``trace``, its fluid limit from those queries' mix."""
+    head = trace.head(min(settings.queries, len(trace)))
+    return EvalContext(problem, profile, head, fluid_model(profile, problem, BatchMix.from_batch_sizes(head.batch_size)),
+                       settings)
+
+
+def run_allocation(job: AllocateJob, log: Callable[[str], None] | None = None) -> AllocationResult:
+    """Compute the bounds, run the requested methods, measure their picks; see the module docstring."""
+    problem, profile = job.problem, job.profile
+    say = log or (lambda line: None)
+    mix = BatchMix.from_batch_sizes(job.trace.batch_size)
+    stats = kairos_stats(profile, problem, mix, job.threshold)
+    configs = enumerate_configs(problem)
+    costs = config_costs(problem, configs)
+    t0 = time.perf_counter()
+    kb = kairos_bounds(stats, configs)
+    fm = fluid_model(profile, problem, mix)
+    fb = np.maximum(fluid_bounds(fm, configs), 0.0)
+    say(f"bounds of {len(configs)} configurations in {time.perf_counter() - t0:.1f} s")
+    k_order = rank_order(kb, costs)
+    f_order = rank_order(fb, costs)
+    k_rank = np.empty(len(configs), dtype=np.int64)
+    k_rank[k_order] = np.arange(1, len(configs) + 1)
+    f_rank = np.empty(len(configs), dtype=np.int64)
+    f_rank[f_order] = np.arange(1, len(configs) + 1)
+    index = {tuple(int(c) for c in row): i for i, row in enumerate(configs)}
+    workers = default_workers() if job.workers is None else job.workers
+
+    search = Evaluator(make_context(problem, profile, job.trace, job.search))
+    final = Evaluator(make_context(problem, profile, job.trace, job.final))
+    raw: dict[str, dict] = {}  # method -> counts, search qps, evaluated, evaluated_to_best, seconds, extra, candidates
+
+    for name in RUN_ORDER:
+        if name not in job.methods:
+            continue
+        t = time.perf_counter()
+        if name == "oracle":
+            say(f"oracle: {len(configs)} configurations, {workers} worker(s), {job.search.queries} queries/point")
+            res = run_oracle(search, configs, workers, stderr_progress("oracle") if log else None)
+            top = res.top(max(1, job.oracle_refine))
+            raw[name] = dict(counts=tuple(int(c) for c in configs[res.best_index]),
+                             search_qps=float(res.allowable_qps[res.best_index]), evaluated=len(configs),
+                             evaluated_to_best=None, candidates=[tuple(int(c) for c in configs[i]) for i in top],
+                             extra={"oracle_seconds": round(res.seconds, 1), "workers": res.workers})
+        elif name == "homogeneous":
+            view = search.view()
+            results = best_homogeneous(problem, view)
+            if not results:
+                raise InputError("homogeneous: no single instance type fits the budget")
+            best = results[0]
+            raw[name] = dict(counts=best.counts, search_qps=best.allowable_qps, evaluated=view.evaluated,
+                             evaluated_to_best=None, candidates=[best.counts],
+                             extra={"per_type": {problem.label(r.counts): round(r.budget_scaled_qps, 3) for r in results}})
+        elif name == "ribbon":
+            view = search.view()
+            res = ribbon_search(configs, view, float(fb.max()), job.ribbon)
+            raw[name] = dict(counts=res.counts, search_qps=res.allowable_qps, evaluated=view.evaluated,
+                             evaluated_to_best=res.evaluated_to_best, candidates=[res.counts], extra={})
+        elif name == "anneal":
+            view = search.view()
+            res = anneal_search(configs, view, job.anneal)
+            raw[name] = dict(counts=res.counts, search_qps=res.allowable_qps, evaluated=view.evaluated,
+                             evaluated_to_best=res.evaluated_to_best, candidates=[res.counts], extra={})
+        elif name == "kairos":
+            i = pick_medoid(configs, kb, costs, job.pick)
+            top1 = tuple(int(c) for c in configs[k_order[0]])
+            raw[name] = dict(counts=tuple(int(c) for c in configs[i]), search_qps=math.nan, evaluated=0,
+                             evaluated_to_best=None, candidates=[tuple(int(c) for c in configs[i]), top1],
+                             extra={"top_k": job.pick.top_k, "within": job.pick.within,
+                                    "candidates": int(len(pick_candidates(kb, costs, job.pick))),
+                                    "top1_config": problem.as_mapping(top1), "pick_rank": int(k_rank[i])})
+        elif name == "fluid":
+            top1 = tuple(int(c) for c in configs[f_order[0]])
+            raw[name] = dict(counts=top1, search_qps=math.nan, evaluated=0, evaluated_to_best=None,
+                             candidates=[top1], extra={})
+        raw[name]["seconds"] = time.perf_counter() - t
+        if name in ("homogeneous", "ribbon", "anneal"):
+            say(f"{name}: {problem.label(raw[name]['counts'])} after {raw[name]['evaluated']} evaluations "
+                f"({raw[name]['seconds']:.0f} s)")
+
+    if job.measure:
+        wanted = list(dict.fromkeys(c for name in raw for c in raw[name]["candidates"]))
+        say(f"measuring {len(wanted)} pick(s) at {job.final.queries} queries/point, tolerance {job.final.rel_tol:g}")
+        final.evaluate_many(wanted, workers, stderr_progress("final") if log else None)
+    measured = (lambda c: final.cache[c].allowable_qps) if job.measure else (lambda c: math.nan)
+
+    results = []
+    for name in job.methods:
+        r = raw[name]
+        counts = r["counts"]
+        extra = dict(r["extra"])
+        if name == "oracle" and job.measure:  # best of the refined top configurations
+            counts = max(r["candidates"], key=lambda c: (measured(c), -problem.cost_per_h(c)))
+            extra["refined"] = len(r["candidates"])
+        if name == "homogeneous":
+            extra["budget_scaled_qps"] = budget_scaled(problem, counts, measured(counts))
+        if name == "kairos":
+            extra["top1_allowable_qps"] = measured(r["candidates"][1])
+        i = index.get(counts)
+        search_qps = search.cache[counts].allowable_qps if counts in search.cache else r["search_qps"]
+        results.append(MethodResult(
+            name, counts, problem.as_mapping(counts), problem.cost_per_h(counts),
+            float(kb[i]) if i is not None else float(kairos_bounds(stats, np.array([counts]))[0]),
+            float(fb[i]) if i is not None else float(np.maximum(fluid_bounds(fm, np.array([counts])), 0)[0]),
+            measured(counts), search_qps, r["evaluated"], r["evaluated_to_best"], r["seconds"], extra))
+
+    table = ranked_table(problem, configs, costs, kb, fb, k_rank, f_rank, search, final, results, stats, fm)
+    return AllocationResult(problem, table, tuple(results), stats, len(configs))
+
+
+def ranked_table(problem, configs, costs, kb, fb, k_rank, f_rank, search: Evaluator, final: Evaluator,
+                 results, stats, fm) -> pd.DataFrame:
+    """One row per configuration (plus evaluated ones outside the space), ranked by the Kairos bound."""
+    rows = [tuple(int(c) for c in r) for r in configs]
+    extra_rows = [c for c in list(search.cache) + list(final.cache) + [m.counts for m in results]
+                  if c not in set(rows)]
+    extra_rows = list(dict.fromkeys(extra_rows))
+    all_rows = rows + extra_rows
+    arr = np.array(all_rows, dtype=np.int64).reshape(-1, len(problem.types))
+    n_extra = len(extra_rows)
+    picked: dict[tuple[int, ...], list[str]] = {}
+    for m in results:
+        picked.setdefault(m.counts, []).append(m.method)
+    frame = pd.DataFrame({"config": [problem.label(c) for c in all_rows]})
+    for j, t in enumerate(problem.types):
+        frame[f"n_{t}"] = arr[:, j]
+    frame["cost_per_h"] = np.concatenate([costs, config_costs(problem, arr[len(rows):])]) if n_extra else costs
+    if n_extra:
+        frame["kairos_bound_qps"] = np.concatenate([kb, kairos_bounds(stats, arr[len(rows):])])
+        frame["fluid_bound_qps"] = np.concatenate([fb, np.maximum(fluid_bounds(fm, arr[len(rows):]), 0.0)])
+    else:
+        frame["kairos_bound_qps"] = kb
+        frame["fluid_bound_qps"] = fb
+    frame["kairos_rank"] = np.concatenate([k_rank, np.zeros(n_extra, dtype=np.int64)])
+    frame["fluid_rank"] = np.concatenate([f_rank, np.zeros(n_extra, dtype=np.int64)])
+    frame["in_space"] = [True] * len(rows) + [False] * n_extra
+    frame["allowable_qps"] = [search.cache[c].allowable_qps if c in search.cache else math.nan for c in all_rows]
+    frame["final_allowable_qps"] = [final.cache[c].allowable_qps if c in final.cache else math.nan for c in all_rows]
+    frame["picked_by"] = [",".join(picked.get(c, [])) for c in all_rows]
+    order = np.lexsort((frame["cost_per_h"].to_numpy(), -frame["kairos_bound_qps"].to_numpy(),
+                        ~frame["in_space"].to_numpy()))
+    frame = frame.iloc[order].reset_index(drop=True)
+    frame.attrs.update({"model": problem.model, "qos_ms": problem.qos_ms, "budget_per_h": problem.budget_per_h,
+                        "base_type": problem.base_type, "types": list(problem.types)})
+    return frame
