@@ -31,6 +31,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--policy", default="kairos")
+    ap.add_argument("--pipeline", type=int, default=1,
+                    help="requests the dispatcher keeps outstanding per instance (its --concurrency; the instance "
+                         "still serves one at a time). 1 = the default: the instance idles during each proxy round "
+                         "trip; 2 hides that gap and leaves the pure hop")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="kairos-overhead-"))
     profile = tmp / "fixed5.parquet"
@@ -44,8 +48,9 @@ def main() -> None:
     pool.write_text(__import__("json").dumps({"model": "rm2", "instances": [
         Instance("fixed5-0", inst.url, "fixed5", 0.0).to_json()]}))
     disp = spawn_server(["dispatcher", "--pool", str(pool), "--policy", args.policy, "--qos-ms", "100",
-                         "--profiles", str(profile)], name="dispatcher")
-    print(f"# {platform.machine()}, {args.rate:g} qps Poisson, {len(trace)} queries per phase, fixed 5 ms service")
+                         "--profiles", str(profile), "--concurrency", str(args.pipeline)], name="dispatcher")
+    print(f"# {platform.machine()}, {args.rate:g} qps Poisson, {len(trace)} queries per phase, fixed 5 ms service, "
+          f"policy {args.policy}, {args.pipeline} outstanding per instance at the dispatcher")
     print(f"{'round':>5} {'direct p50':>10} {'direct p99':>10} {'proxy p50':>10} {'proxy p99':>10} {'overhead p99':>12}")
     overheads = []
     try:

@@ -62,9 +62,9 @@ def add_options(parser) -> None:
                         help="search each dispatcher's allowable throughput (default without --rate/--speedup)")
     parser.add_argument("--phase-seconds", type=float, default=10.0, include_in_web_ui=True,
                         help="length of one phase in seconds (default 10; see --phase-queries)")
-    parser.add_argument("--phase-queries", type=int, default=1000, include_in_web_ui=True,
-                        help="a phase also lasts until this many queries were sent (default 1000: a p99 from "
-                             "fewer is mostly noise)")
+    parser.add_argument("--phase-queries", type=int, default=500, include_in_web_ui=True,
+                        help="a phase also lasts until this many queries were sent (default 500; a p99 from "
+                             "fewer is mostly noise, more gives steadier answers: see README)")
     parser.add_argument("--report-dir", default="reports", include_in_web_ui=True,
                         help="where reports/<run-id>/ goes (default reports)")
     parser.add_argument("--seed", type=int, default=0, include_in_web_ui=True, help="seed (default 0)")

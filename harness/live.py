@@ -52,12 +52,12 @@ class LiveOptions:
     speedup: float | None = None
     sweep: bool = False
     phase_seconds: float = 10.0
-    phase_queries: int = 1000
+    phase_queries: int = 500
     report_dir: Path = Path("reports")
     seed: int = 0
     profiles: Path | None = None
     tolerance: float = 0.05
-    growth: float = 1.1
+    growth: float = 1.15
     max_phases: int = 8
     min_queries: int = 200
     criterion: str = "p99"
