@@ -60,10 +60,6 @@ class LatencyModel:
         """Predicted service time in ms of ``batch_size`` on the type at ``type_index``."""
         return float(self._ms[model][type_index, batch_size])
 
-    def predict_type_ms(self, instance_type: str, model: str, batch_size: int) -> float:
-        """Same as ``predict_ms`` by type name."""
-        return self.predict_ms(self.type_index[instance_type], model, batch_size)
-
     def observe(self, type_index: int, model: str, batch_size: int, service_ms: float) -> None:
         """Fold one observed service time into its bucket's estimate (no-op when alpha == 0)."""
         if self.alpha <= 0.0 or not np.isfinite(service_ms):

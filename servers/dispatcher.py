@@ -13,6 +13,7 @@ of service (its local FIFO goes back to the head of the central queue) and healt
 from __future__ import annotations
 
 import asyncio
+import bisect
 import ipaddress
 import itertools
 import math
@@ -110,7 +111,6 @@ class Dispatcher:
         self.counts: dict[tuple[str, str], int] = {}
         self.hist: dict[str, list[int]] = {}
         self.latency_sum_ms: dict[str, float] = {}
-        self.metadata_cache: bytes | None = None
 
     # -- clock ----------------------------------------------------------------------------------------------------
     def now(self) -> float:
@@ -161,7 +161,7 @@ class Dispatcher:
         if status == OK:
             lat_ms = (row["finish_s"] - row["arrival_s"]) * 1000.0
             hist = self.hist.setdefault(row["policy"], [0] * (len(LATENCY_BUCKETS_MS) + 1))
-            k = next((i for i, b in enumerate(LATENCY_BUCKETS_MS) if lat_ms <= b), len(LATENCY_BUCKETS_MS))
+            k = bisect.bisect_left(LATENCY_BUCKETS_MS, lat_ms)  # first bucket with lat_ms <= le
             hist[k] += 1
             self.latency_sum_ms[row["policy"]] = self.latency_sum_ms.get(row["policy"], 0.0) + lat_ms
 

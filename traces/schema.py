@@ -61,13 +61,6 @@ class Trace:
         cols.update(self.extra)
         return pd.DataFrame(cols)
 
-    def replace(self, **changes) -> "Trace":
-        """A copy with some columns replaced (re-validated)."""
-        frame = self.to_frame()
-        for k, v in changes.items():
-            frame[k] = v
-        return Trace.from_frame(frame, source=self.source)
-
     def head(self, n: int) -> "Trace":
         """The first ``n`` queries."""
         return Trace(self.arrival_s[:n], self.batch_size[:n], self.model[:n],
