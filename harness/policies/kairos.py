@@ -60,7 +60,8 @@ class Kairos(BasePolicy):
         """c per instance type index: L_base(B) / L_type(B), B = largest common batch, base = fastest at B."""
         coef = self._coef.get(model)
         if coef is None:
-            at_max = self.ctx.latency.table_ms(model)[:, -1]
+            # Floored so a profile with zero service times (a user's synthetic one) gives finite coefficients.
+            at_max = np.maximum(self.ctx.latency.table_ms(model)[:, -1], 1e-9)
             coef = self._coef[model] = at_max.min() / at_max
         return coef
 
