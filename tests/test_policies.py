@@ -94,6 +94,17 @@ def test_kairos_checks_qos_with_the_tail_by_default():
         make_policy("kairos:feasibility=median")
 
 
+def test_kairos_accepts_a_profile_of_zero_service_times():
+    from tests.conftest import make_profile_frame
+    from harness.profiles import Profile
+    prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [0.0]}, ("b", "m"): {10: [0.0]}}),
+                              drop_max=False)
+    policy = make_policy("kairos")
+    insts = bind(policy, prof, ["a", "b"], qos_ms=5.0)
+    assert np.isfinite(policy.cost_matrix(0.0, list(queue(10, 10)), insts)).all()
+    assert len(policy.decide(0.0, queue(10, 10), insts).assign) == 2
+
+
 def test_kairos_keeps_large_query_for_busy_fast_instance(fixed_profile):
     policy = make_policy("kairos")
     insts = bind(policy, fixed_profile, ["fast", "slow"], qos_ms=300.0)
