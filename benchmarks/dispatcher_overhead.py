@@ -4,7 +4,7 @@ One emulated instance with a fixed 5 ms service time (a user-supplied profile wr
 --rate QPS (batch 10). Direct and proxied phases alternate --rounds times on the same trace so machine noise hits
 both alike; the figure is the median over rounds of p99(proxied) - p99(direct). Target (issue 3): <= 3 ms here.
 
-Run: python benchmarks/dispatcher_overhead.py [--rate 100] [--seconds 20] [--rounds 3]
+Run: python benchmarks/dispatcher_overhead.py [--rate 100] [--seconds 20] [--rounds 3] [--prefetch-ms MS] [--loop L]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pandas as pd
 
 from harness.analyzer import percentile_ms
 from harness.replay import client_frame, replay
+from servers.cli import loop_factory
 from servers.pool import Instance, spawn_server, stop_processes
 from traces.generate import generate_trace
 
@@ -31,10 +32,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--policy", default="kairos")
-    ap.add_argument("--pipeline", type=int, default=1,
-                    help="requests the dispatcher keeps outstanding per instance (its --concurrency; the instance "
-                         "still serves one at a time). 1 = the default: the instance idles during each proxy round "
-                         "trip; 2 hides that gap and leaves the pure hop")
+    ap.add_argument("--prefetch-ms", type=float, default=None,
+                    help="the dispatcher's --prefetch-ms (default: its own default; 0 = send only to an idle "
+                         "instance, which then idles for every proxy round trip)")
+    ap.add_argument("--loop", default="auto", choices=("auto", "uvloop", "asyncio"),
+                    help="event loop of the dispatcher and this load generator (default auto; the emulated "
+                         "instance keeps its own default, asyncio, for exact sleeps)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="kairos-overhead-"))
     profile = tmp / "fixed5.parquet"
@@ -44,19 +47,26 @@ def main() -> None:
                            rng=np.random.default_rng(7))
     inst = spawn_server(["emulated", "--instance-type", "fixed5", "--model", "rm2", "--profiles", str(profile)],
                         name="fixed5")
+    loop_args = ["--loop", args.loop]
+    prefetch = [] if args.prefetch_ms is None else ["--prefetch-ms", str(args.prefetch_ms)]
     pool = tmp / "pool.json"
     pool.write_text(__import__("json").dumps({"model": "rm2", "instances": [
         Instance("fixed5-0", inst.url, "fixed5", 0.0).to_json()]}))
     disp = spawn_server(["dispatcher", "--pool", str(pool), "--policy", args.policy, "--qos-ms", "100",
-                         "--profiles", str(profile), "--concurrency", str(args.pipeline)], name="dispatcher")
+                         "--profiles", str(profile), *loop_args, *prefetch], name="dispatcher")
     print(f"# {platform.machine()}, {args.rate:g} qps Poisson, {len(trace)} queries per phase, fixed 5 ms service, "
-          f"policy {args.policy}, {args.pipeline} outstanding per instance at the dispatcher")
+          f"policy {args.policy}, dispatcher prefetch {'default' if args.prefetch_ms is None else args.prefetch_ms} ms, "
+          f"{args.loop} event loop")
     print(f"{'round':>5} {'direct p50':>10} {'direct p99':>10} {'proxy p50':>10} {'proxy p99':>10} {'overhead p99':>12}")
     overheads = []
+
+    def run(coro):
+        with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+            return runner.run(coro)
     try:
         for r in range(args.rounds):
-            direct = client_frame(asyncio.run(replay(trace, inst.url)))["latency_ms"].to_numpy()
-            proxied = client_frame(asyncio.run(replay(trace, disp.url)))["latency_ms"].to_numpy()
+            direct = client_frame(run(replay(trace, inst.url)))["latency_ms"].to_numpy()
+            proxied = client_frame(run(replay(trace, disp.url)))["latency_ms"].to_numpy()
             d99, p99 = percentile_ms(direct, 99), percentile_ms(proxied, 99)
             overheads.append(p99 - d99)
             print(f"{r:>5} {percentile_ms(direct, 50):10.2f} {d99:10.2f} {percentile_ms(proxied, 50):10.2f} "

@@ -11,7 +11,7 @@ class InstanceState:
     """One instance: its type, how many queries it holds, and when the driver expects it to be free."""
 
     __slots__ = ("index", "instance_id", "instance_type", "type_index", "capacity", "running",
-                 "outstanding", "expected_free_s", "backlog_s", "queue", "alive")
+                 "outstanding", "expected_free_s", "backlog_s", "queue", "alive", "early")
 
     def __init__(self, index: int, instance_id: str, instance_type: str, type_index: int, capacity: int = 1):
         self.index = index
@@ -25,6 +25,7 @@ class InstanceState:
         self.backlog_s = 0.0  # predicted work waiting in the local FIFO, not yet started
         self.queue: list = []  # local FIFO (push policies); pull policies never fill it
         self.alive = True
+        self.early = False  # live prefetch: one extra slot opened just before the running query's predicted end
 
     @property
     def idle(self) -> bool:

@@ -29,6 +29,7 @@ from locust.contrib.fasthttp import FastHttpSession
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.errors import InputError
+from harness.gc_freeze import frozen_gc
 from harness.live import DEFAULT_DISPATCHERS, LiveOptions, LiveRun, PhaseOutput, PhasePlan
 from harness.models_qos import PAPER_CONFIG
 from harness.replay import payloads_for
@@ -128,13 +129,14 @@ class ShardReplayer:
 
         group = gevent.pool.Group()
         cpu0, wall0 = time.process_time(), time.monotonic()
-        for rid, offset, batch in zip(shard["request_ids"], shard["offsets_s"], shard["batch_sizes"]):
-            target = mono0 + offset
-            delay = target - time.monotonic()
-            if delay > 0:
-                gevent.sleep(delay)
-            group.spawn(send, rid, batch, target)
-        group.join()
+        with frozen_gc():
+            for rid, offset, batch in zip(shard["request_ids"], shard["offsets_s"], shard["batch_sizes"]):
+                target = mono0 + offset
+                delay = target - time.monotonic()
+                if delay > 0:
+                    gevent.sleep(delay)
+                group.spawn(send, rid, batch, target)
+            group.join()
         busy = time.monotonic() - max(wall0, mono0)
         cpu = 100.0 * (time.process_time() - cpu0) / busy if busy > 0 else math.nan
         return PhaseOutput(rows, cpu)

@@ -29,6 +29,7 @@ class LatencyModel:
         self._ms: dict[str, np.ndarray] = {}
         self._tail: dict[str, np.ndarray] = {}
         self._buckets: dict[tuple[int, str], np.ndarray] = {}
+        self._spans: dict[tuple[int, str], np.ndarray] = {}
         for model in self.models:
             dense = np.full((len(self.instance_types), self.max_batch[model] + 1), np.inf)
             tail = dense.copy()
@@ -39,6 +40,10 @@ class LatencyModel:
                 dense[ti, 1:] = tab.mean_ms[idx]
                 tail[ti, 1:] = np.array([np.percentile(s, tail_percentile) for s in tab.samples_ms])[idx]
                 self._buckets[(ti, model)] = np.concatenate([[-1], idx])
+                # Batch sizes sharing a bucket are contiguous (idx is sorted): one slice per bucket for observe().
+                b = np.arange(len(tab.buckets))
+                self._spans[(ti, model)] = np.stack([np.searchsorted(idx, b, "left"), np.searchsorted(idx, b, "right")],
+                                                    axis=1) + 1
             self._ms[model] = dense
             self._tail[model] = tail
 
@@ -67,14 +72,12 @@ class LatencyModel:
         table = self._ms.get(model)
         if table is None or not 1 <= batch_size < table.shape[1]:
             return
-        bucket_of = self._buckets[(type_index, model)]
-        b = bucket_of[batch_size]
-        old = table[type_index, batch_size]
+        lo, hi = self._spans[(type_index, model)][self._buckets[(type_index, model)][batch_size]].tolist()
+        old = float(table[type_index, batch_size])
         new = old + self.alpha * (service_ms - old)
         # Every batch size served by the same bucket shares the estimate; the tail moves with the mean.
-        same = bucket_of == b
-        table[type_index, same] = new
-        self._tail[model][type_index, same] += new - old
+        table[type_index, lo:hi] = new
+        self._tail[model][type_index, lo:hi] += new - old
 
     def largest_batch_within(self, type_index: int, model: str, limit_ms: float) -> int:
         """The largest batch size whose predicted time is <= ``limit_ms`` (0 if none)."""

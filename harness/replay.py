@@ -16,6 +16,7 @@ import aiohttp
 import numpy as np
 import pandas as pd
 
+from harness.gc_freeze import frozen_gc
 from servers import models, v2
 from traces.schema import Trace
 
@@ -72,13 +73,14 @@ async def replay(trace: Trace, base_url: str, *, payloads: v2.PayloadCache | Non
                                       epoch0 + (done - mono0), status, inst, err)
 
         tasks = []
-        for i, off in enumerate(offsets):
-            target = mono0 + off
-            delay = target - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(send(i, target)))
-        await asyncio.gather(*tasks)
+        with frozen_gc():
+            for i, off in enumerate(offsets):
+                target = mono0 + off
+                delay = target - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(send(i, target)))
+            await asyncio.gather(*tasks)
     return records
 
 

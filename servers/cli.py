@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from harness.errors import InputError
+from harness.gc_freeze import frozen_gc
 
 READY_PREFIX = "READY "
 
@@ -92,23 +93,44 @@ async def serve_async(app, host: str = "127.0.0.1", port: int = 0, info: dict | 
             _watch_stdin(loop, stop)
         print_ready({**(info or {}), "url": f"http://{shown}:{actual}", "host": host, "port": actual,
                      "pid": os.getpid()})
-        await stop.wait()
+        with frozen_gc():  # startup's objects (libraries, models, profiles) are never scanned while serving
+            await stop.wait()
     finally:
         await runner.cleanup()
 
 
+def loop_factory(name: str):
+    """The event-loop constructor for ``--loop``: ``uvloop``, ``asyncio``, or ``auto`` (uvloop when installed)."""
+    if name not in ("auto", "uvloop", "asyncio"):
+        raise InputError(f"--loop {name!r}: expected auto, uvloop or asyncio")
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            raise InputError("--loop uvloop: uvloop is not installed (pip install uvloop)") from None
+        return None
+    return uvloop.new_event_loop
+
+
 def serve_app(app, host: str = "127.0.0.1", port: int = 0, info: dict | None = None,
-              watch_stdin: bool = False) -> int:
-    """Blocking ``serve_async``; returns the exit code."""
-    asyncio.run(serve_async(app, host, port, info, watch_stdin))
+              watch_stdin: bool = False, loop: str = "auto") -> int:
+    """Blocking ``serve_async`` on the chosen event loop; returns the exit code."""
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        runner.run(serve_async(app, host, port, info, watch_stdin))
     return 0
 
 
-def add_listen_args(p: argparse.ArgumentParser) -> None:
-    """``--host``, ``--port`` (0: any free port, printed on the READY line) and the hidden ``--watch-stdin``."""
+def add_listen_args(p: argparse.ArgumentParser, loop_default: str = "auto") -> None:
+    """``--host``, ``--port`` (0: any free port, printed on the READY line), ``--loop`` and the hidden
+    ``--watch-stdin``."""
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
     p.add_argument("--watch-stdin", action="store_true", help=argparse.SUPPRESS)
+    # uvloop cuts the event loop's cost per request, a large part of a proxy hop on a small machine.
+    p.add_argument("--loop", default=loop_default, choices=("auto", "uvloop", "asyncio"),
+                   help=f"event loop (default {loop_default}; auto: uvloop when installed, else asyncio)")
 
 
 def _models(text: str) -> tuple[str, ...]:
@@ -126,7 +148,7 @@ def run_model(args) -> int:
     info = {"kind": "model", "models": list(models), "provider": args.provider}
     if args.instance_type:
         info["instance_type"] = args.instance_type
-    return serve_app(create_app(config), args.host, args.port, info, args.watch_stdin)
+    return serve_app(create_app(config), args.host, args.port, info, args.watch_stdin, args.loop)
 
 
 def add_model_parser(sub) -> None:
@@ -156,7 +178,7 @@ def run_emulated(args) -> int:
                             profiles=Path(args.profiles) if args.profiles else None, seed=args.seed,
                             concurrency=args.concurrency)
     info = {"kind": "emulated", "model": args.model, "instance_type": args.instance_type, "seed": args.seed}
-    return serve_app(create_app(config), args.host, args.port, info, args.watch_stdin)
+    return serve_app(create_app(config), args.host, args.port, info, args.watch_stdin, args.loop)
 
 
 def add_emulated_parser(sub) -> None:
@@ -169,7 +191,9 @@ def add_emulated_parser(sub) -> None:
     p.add_argument("--profiles", default=None, help="profile parquet/CSV (default: the shipped AWS profiles)")
     p.add_argument("--seed", type=int, default=0, help="seed of the service-time sampler (default 0)")
     p.add_argument("--concurrency", type=int, default=1, help="queries served at once (default 1)")
-    add_listen_args(p)
+    # asyncio, not uvloop: libuv timers tick in whole milliseconds and may fire up to 1 ms early, too coarse to
+    # emulate service times of a few ms; asyncio's sleeps are never early and late by well under 1 ms.
+    add_listen_args(p, loop_default="asyncio")
     p.set_defaults(func=run_emulated)
 
 
@@ -235,11 +259,12 @@ def run_dispatcher(args) -> int:
     config = DispatcherConfig(pool=pool, policy=args.policy, qos_ms=args.qos_ms,
                               profiles=Path(args.profiles) if args.profiles else None,
                               latency_alpha=args.latency_alpha, max_queue=args.max_queue,
-                              concurrency=args.concurrency, records_path=Path(args.records) if args.records else None,
+                              concurrency=args.concurrency, prefetch_ms=args.prefetch_ms,
+                              records_path=Path(args.records) if args.records else None,
                               admin_token=args.admin_token, max_retries=args.max_retries, seed=args.seed)
     info = {"kind": "dispatcher", "policy": args.policy, "model": pool.model, "instances": len(pool.instances),
             "records": args.records or ""}
-    return serve_app(create_app(config), args.host, args.port, info, args.watch_stdin)
+    return serve_app(create_app(config), args.host, args.port, info, args.watch_stdin, args.loop)
 
 
 def add_dispatcher_parser(sub) -> None:
@@ -258,6 +283,9 @@ def add_dispatcher_parser(sub) -> None:
                    help="weight of each observed service time in the online latency model (0: profile only)")
     p.add_argument("--max-queue", type=int, default=10_000, help="central queue bound; beyond it 503 (default 10000)")
     p.add_argument("--concurrency", type=int, default=1, help="queries per instance at once (default 1)")
+    p.add_argument("--prefetch-ms", type=float, default=2.0,
+                   help="send an instance its next query this long before its running one is predicted to end, "
+                        "hiding the proxy's round trip (default 2; 0: only when idle; needs --concurrency 1)")
     p.add_argument("--max-retries", type=int, default=1, help="retries of a query whose instance failed (default 1)")
     p.add_argument("--records", default=None, help="stream per-query records to this parquet file")
     p.add_argument("--admin-token", default=None, help="also accept admin calls from elsewhere with this bearer token")

@@ -8,6 +8,12 @@ Failure rule: if an instance refuses the connection, resets it, times out or ans
 of service (its local FIFO goes back to the head of the central queue) and health-checked every
 ``health_interval_s`` until it is ready again; the failed query is retried on another instance up to
 ``max_retries`` times (default 1), then answered 502. Every query is recorded exactly once, whatever happens.
+
+Prefetch (``prefetch_ms``, default 2): with one query per instance at a time, an instance would idle for the proxy's
+round trip (response back here, decision, next request out) after every query. So ``prefetch_ms`` before the running
+query's *predicted* end, the dispatcher opens one extra slot on that instance (``DispatchCore.open_early``): the
+policy decides as usual, seeing the instance free in ``prefetch_ms``, and the chosen query waits at the instance,
+which serves FIFO. Its service time is counted from its predecessor's end. 0 turns prefetch off.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import aiohttp
 import numpy as np
 import orjson
 from aiohttp import web
+from yarl import URL
 
 from harness.errors import InputError
 from harness.instances import build_instances
@@ -56,12 +63,19 @@ class DispatcherConfig:
     latency_alpha: float = 0.05
     max_queue: int = 10_000
     concurrency: int = 1
+    prefetch_ms: float = 2.0
     records_path: Path | None = None
     admin_token: str | None = None
     backend_timeout_s: float = 60.0
     max_retries: int = 1
     health_interval_s: float = 1.0
     seed: int = 0
+
+    def __post_init__(self):
+        if self.concurrency < 1:
+            raise InputError(f"--concurrency {self.concurrency}: must be >= 1")
+        if not self.prefetch_ms >= 0:
+            raise InputError(f"--prefetch-ms {self.prefetch_ms}: must be >= 0")
 
     def resolved_qos_ms(self) -> float:
         """The QoS target: given, or the paper's for the pool's model."""
@@ -93,6 +107,8 @@ class Dispatcher:
         self.instances = build_instances(types, self.latency.type_index, config.concurrency,
                                          ids=[i.id for i in pool.instances])
         self.urls = [i.url for i in pool.instances]
+        # Parsed once: building a URL from a string costs more than the rest of a forward's bookkeeping.
+        self.infer_urls = [URL(f"{u}/v2/models/{pool.model}/infer") for u in self.urls]
         self.policy_name = config.policy
         self.waiters: dict[Query, asyncio.Future] = {}
         self.rows: dict[Query, dict] = {}
@@ -105,6 +121,10 @@ class Dispatcher:
         self._epoch0 = time.time()
         self._seq = itertools.count()
         self._health_tasks: dict[int, asyncio.Task] = {}
+        # Prefetch assumes an instance serves one query at a time, in order (see the module docstring).
+        self.prefetch_s = config.prefetch_ms / 1000.0 if config.concurrency == 1 else 0.0
+        self._arm_gen = [0] * len(self.instances)
+        self._last_end = [0.0] * len(self.instances)  # when each instance last answered (monotonic s)
         self._idle = asyncio.Event()
         self._idle.set()
         self.in_system = 0
@@ -132,6 +152,20 @@ class Dispatcher:
         fut = self.waiters.pop(q, None)
         if fut is not None and not fut.done():
             fut.set_result(inst)
+        self.arm_prefetch(inst)
+
+    # -- prefetch -------------------------------------------------------------------------------------------------
+    def arm_prefetch(self, inst) -> None:
+        """Schedule the early slot of a full instance ``prefetch_ms`` before its predicted end (re-arming cancels)."""
+        if self.prefetch_s <= 0.0 or inst.early or not inst.alive or inst.running < inst.capacity:
+            return
+        self._arm_gen[inst.index] += 1
+        delay = inst.expected_free_s - self.now() - self.prefetch_s
+        asyncio.get_running_loop().call_later(max(delay, 0.0), self._prefetch, inst, self._arm_gen[inst.index])
+
+    def _prefetch(self, inst, gen: int) -> None:
+        if gen == self._arm_gen[inst.index]:
+            self.core.open_early(self.now(), inst)
 
     def _on_drop(self, q: Query) -> None:
         self.rows[q]["dispatch_s"] = self.epoch(self.now())
@@ -284,7 +318,7 @@ async def infer(request: web.Request) -> web.Response:
     d.enter()
     try:
         d.core.arrive(t_arrive, q)
-        return await _serve(d, q, fut, request.path, body, headers)
+        return await _serve(d, q, fut, body, headers)
     finally:
         d.waiters.pop(q, None)
         if q in d.rows:  # cancelled (client gone, server stopping): still recorded exactly once
@@ -294,10 +328,8 @@ async def infer(request: web.Request) -> web.Response:
         d.leave()
 
 
-async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, path: str, body: bytes,
-                 headers: dict) -> web.Response:
+async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, body: bytes, headers: dict) -> web.Response:
     row = d.rows[q]
-    timeout = aiohttp.ClientTimeout(total=d.config.backend_timeout_s)
     while True:
         try:
             inst = await fut
@@ -310,8 +342,7 @@ async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, path: str, body: 
         row["queue_ms"] = (t_start - q.arrival_s) * 1000.0
         try:
             try:
-                async with d.session.post(d.urls[inst.index] + path, data=body, headers=headers,
-                                          timeout=timeout) as resp:
+                async with d.session.post(d.infer_urls[inst.index], data=body, headers=headers) as resp:
                     data = await resp.read()
                     if resp.status >= 500:
                         raise InstanceDown(f"{inst.instance_id} answered {resp.status}")
@@ -321,6 +352,7 @@ async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, path: str, body: 
                 raise InstanceDown(f"{inst.instance_id}: {type(exc).__name__}: {exc}") from None
             except asyncio.CancelledError:
                 d.core.complete(d.now(), q, inst, None)  # free the instance slot; infer() records the query
+                d.arm_prefetch(inst)
                 raise
         except InstanceDown as exc:
             d.core.complete(d.now(), q, inst, None)
@@ -332,9 +364,15 @@ async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, path: str, body: 
             d.core.requeue(d.now(), [q])
             continue
         t_end = d.now()
+        # A prefetched query waited at the instance for its predecessor: its service starts when that one ended.
+        began = max(t_start, d._last_end[inst.index]) if d.prefetch_s > 0.0 else t_start
+        d._last_end[inst.index] = t_end
+        row["start_s"] = d.epoch(began)
+        row["queue_ms"] = (began - q.arrival_s) * 1000.0
         row["finish_s"] = d.epoch(t_end)
-        row["service_ms"] = (t_end - t_start) * 1000.0
+        row["service_ms"] = (t_end - began) * 1000.0
         d.core.complete(t_end, q, inst, row["service_ms"])
+        d.arm_prefetch(inst)
         d.finish_record(q, OK if status < 400 else FAILED, status, "" if status < 400 else data[:200].decode(
             "utf-8", "replace"))
         passback["X-Kairos-Instance"] = inst.instance_id
@@ -490,7 +528,9 @@ def create_app(config: DispatcherConfig, profile: Profile | None = None) -> web.
 
     async def lifecycle(app: web.Application):
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
-        dispatcher.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        dispatcher.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=config.backend_timeout_s))
         yield
         for task in list(dispatcher._health_tasks.values()):
             task.cancel()

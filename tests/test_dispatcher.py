@@ -175,3 +175,28 @@ def test_peek_batch_reads_only_the_header():
 def test_admin_guard_loopback_rule():
     assert _is_loopback("127.0.0.1") and _is_loopback("::1")
     assert not _is_loopback("10.0.0.2") and not _is_loopback(None)
+
+
+@pytest.mark.parametrize("prefetch_ms", [0.0, 20.0])
+async def test_prefetch_sends_the_next_query_before_the_instance_frees(aiohttp_client, profile, backends,
+                                                                      prefetch_ms):
+    started = await backends("fast")  # batch 1000: 40 ms each
+    client = await dispatcher(aiohttp_client, profile, started, policy="kairos", prefetch_ms=prefetch_ms)
+    first = asyncio.create_task(infer(client, 1000, rid="a"))
+    await asyncio.sleep(0.005)
+    assert (await infer(client, 1000, rid="b")).status == 200
+    assert (await first).status == 200
+    rows = client.server.app[DISPATCHER].sink.frame().set_index("request_id")
+    a, b = rows.loc["a"], rows.loc["b"]
+    if prefetch_ms:
+        assert b.dispatch_s < a.finish_s - 0.010  # sent about 20 ms before the first query's end
+    else:
+        assert b.dispatch_s >= a.finish_s
+    # Either way b's service is counted from when the instance could start it.
+    assert b.start_s >= a.finish_s - 1e-6
+    assert 35.0 <= b.service_ms <= 60.0
+
+
+def test_prefetch_needs_a_sane_value(profile):
+    with pytest.raises(Exception, match="prefetch-ms"):
+        DispatcherConfig(PoolFile("rm2", ()), prefetch_ms=-1.0)

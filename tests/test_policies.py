@@ -171,3 +171,22 @@ def test_least_outstanding_spreads_a_burst(fixed_profile):
     d = policy.decide(0.0, queue(100, 100, 100), insts)
     assert sorted(j for _, j in d.assign) == [0, 1, 2]
     assert all(inst.outstanding == 0 for inst in insts)  # provisional counts undone
+
+
+def test_latency_model_online_update_moves_exactly_the_observed_bucket():
+    from tests.conftest import make_profile_frame
+    from harness.profiles import Profile
+    prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [1.0], 100: [10.0], 1000: [100.0]},
+                                                  ("b", "m"): {10: [2.0], 100: [20.0], 1000: [200.0]}}),
+                              drop_max=False)
+    lat = LatencyModel(prof, ["a", "b"], ["m"], alpha=0.5)
+    tail_before = lat.tail_ms("m").copy()
+    lat.observe(0, "m", 50, 20.0)  # bucket 100 of type a: 10 -> 15 ms
+    table = lat.table_ms("m")
+    assert (table[0, 11:101] == 15.0).all()
+    assert (table[0, 1:11] == 1.0).all() and (table[0, 101:] == 100.0).all() and (table[1, 1:] != 15.0).all()
+    assert np.allclose(lat.tail_ms("m")[0, 11:101], tail_before[0, 11:101] + 5.0)
+    lat.observe(1, "m", 1000, 100.0)  # largest bucket of b: 200 -> 150
+    assert table[1, 1000] == 150.0 and table[1, 101] == 150.0 and table[1, 100] == 20.0
+    lat.observe(1, "m", 5000, 1.0)  # outside the table: ignored
+    assert table[1, 1000] == 150.0

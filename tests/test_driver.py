@@ -1,0 +1,76 @@
+"""DispatchCore's early slot (the live dispatcher's prefetch), with pull and push policies."""
+
+import numpy as np
+import pytest
+
+from harness.driver import DispatchCore
+from harness.instances import build_instances
+from harness.latency_model import LatencyModel
+from harness.policies import Query, make_policy
+from harness.profiles import Profile
+from tests.conftest import make_profile_frame
+
+
+@pytest.fixture
+def core_for():
+    """A DispatchCore over two 10 ms instances; returns (core, started-list) for a policy name."""
+    prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [10.0]}}), drop_max=False)
+
+    def make(policy):
+        lat = LatencyModel(prof, ["a"], ["m"])
+        insts = build_instances(["a", "a"], lat.type_index)
+        started = []
+        core = DispatchCore(make_policy(policy), lat, insts, 100.0, np.random.default_rng(0),
+                            on_assign=lambda q, i: None, on_start=lambda q, i: started.append((q.index, i.index)),
+                            on_drop=lambda q: None)
+        return core, started
+    return make
+
+
+def q(i, t=0.0):
+    return Query(i, str(i), "m", 10, t)
+
+
+@pytest.mark.parametrize("policy", ["fcfs", "kairos", "least_outstanding"])
+def test_early_slot_starts_the_next_query_before_the_running_one_ends(core_for, policy):
+    core, started = core_for(policy)
+    for i in range(4):
+        core.arrive(0.0, q(i))
+    assert started == [(0, 0), (1, 1)]
+    inst = core.instances[0]
+    core.open_early(0.008, inst)
+    assert started[-1] == (2, 0) and inst.running == 2
+    assert not inst.idle  # the early slot holds one query only
+    core.open_early(0.009, inst)  # already open: no-op
+    assert len(started) == 3
+    core.complete(0.010, q(0), inst, 10.0)
+    assert inst.capacity == 1 and inst.running == 1 and not inst.early
+    assert core.total_slots == 2 and len(started) == 3  # query 3 still waits for a free instance
+    core.complete(0.010, q(1), core.instances[1], 10.0)
+    assert started[-1] == (3, 1)
+
+
+def test_early_slot_left_unused_closes_at_completion(core_for):
+    core, started = core_for("kairos")
+    core.arrive(0.0, q(0))
+    inst = core.instances[0]
+    core.open_early(0.008, inst)
+    assert inst.idle and inst.time_left_s(0.008) == pytest.approx(0.002)
+    core.complete(0.010, q(0), inst, 10.0)
+    assert inst.capacity == 1 and inst.idle and core.total_slots == 2
+
+
+def test_early_slot_on_a_failed_instance_is_given_back(core_for):
+    core, started = core_for("fcfs")
+    for i in range(3):
+        core.arrive(0.0, q(i))
+    inst = core.instances[0]
+    core.open_early(0.005, inst)
+    core.mark_dead(0.006, inst)
+    assert inst.capacity == 1 and core.total_slots == 1
+    core.complete(0.006, q(0), inst, None)
+    core.complete(0.006, q(2), inst, None)
+    core.mark_alive(0.5, inst)
+    assert core.total_slots == 2 and inst.idle
+    core.open_early(0.6, inst)  # idle instance: nothing to open early
+    assert inst.capacity == 1
