@@ -51,10 +51,13 @@ def register(subparsers) -> None:
                    help=f"comma list of {','.join(METHODS)}, or all (default kairos)")
     p.add_argument("--policy", default=SEARCH.policy, help="dispatch policy simulated (default kairos)")
     p.add_argument("--top-k", type=int, default=PickRule().top_k,
-                   help=f"Kairos pick: medoid of at most the top K by bound (default {PickRule().top_k}; 1 = top-1)")
+                   help=f"Kairos pick: choose among the top K by bound (default {PickRule().top_k}; 1 = top-1)")
+    p.add_argument("--pick-by", default=PickRule().by, choices=("queue", "bound"),
+                   help="Kairos pick: score the top K by the queueing-aware estimate (queue, default) or by the "
+                        "bound itself (bound, the paper's near-ties)")
     p.add_argument("--pick-within", type=float, default=PickRule().within,
-                   help=f"Kairos pick: only configurations whose bound is within this fraction of the best "
-                        f"compete (default {PickRule().within:g})")
+                   help=f"Kairos pick: the medoid of those whose score is within this fraction of the best "
+                        f"(default {PickRule().within:g})")
     p.add_argument("--threshold", default="mean",
                    help="Kairos bound: an auxiliary type violates QoS where its bucket mean (mean, the artifact's "
                         "rule, default) or a sample percentile (e.g. p99) exceeds the target")
@@ -143,7 +146,8 @@ def build_job(args: argparse.Namespace) -> AllocateJob:
     final = EvalSettings(queries=args.final_queries, seed=args.seed, policy=args.policy, rel_tol=args.final_tolerance)
     if args.oracle_refine < 1:
         raise InputError(f"--oracle-refine {args.oracle_refine}: must be >= 1")
-    return AllocateJob(problem, profile, trace, methods, search, final, PickRule(args.top_k, args.pick_within),
+    return AllocateJob(problem, profile, trace, methods, search, final,
+                       PickRule(args.top_k, args.pick_within, args.pick_by),
                        RibbonSettings(max_evals=args.ribbon_evals, seed=args.seed),
                        AnnealSettings(max_evals=args.anneal_evals, seed=args.seed),
                        args.oracle_refine, args.workers, not args.no_measure, parse_threshold(args.threshold))
@@ -169,13 +173,13 @@ def print_report(result: AllocationResult, rows: int) -> None:
     w = max([13] + [len(c) for c in shown["config"]] + [len(",".join(f"{k}={v}" for k, v in m.config.items()))
                                                        for m in result.methods])
     print()
-    print(f"{'rank':>4} {'configuration':<{w}} {'$/h':>6} {'kairos ub':>9} {'fluid ub':>9} {'allowable':>9} "
-          f"{'final':>9}  picked by")
+    print(f"{'rank':>4} {'configuration':<{w}} {'$/h':>6} {'kairos ub':>9} {'fluid ub':>9} {'queue est':>9} "
+          f"{'allowable':>9} {'final':>9}  picked by")
     for i, r in shown.iterrows():
         rank = str(int(r["kairos_rank"])) if r["kairos_rank"] > 0 else "-"
         print(f"{rank:>4} {r['config']:<{w}} {r['cost_per_h']:6.3f} {r['kairos_bound_qps']:9.1f} "
-              f"{r['fluid_bound_qps']:9.1f} {_f(r['allowable_qps']):>9} {_f(r['final_allowable_qps']):>9}  "
-              f"{r['picked_by']}")
+              f"{r['fluid_bound_qps']:9.1f} {_f(r['queue_estimate_qps']):>9} {_f(r['allowable_qps']):>9} "
+              f"{_f(r['final_allowable_qps']):>9}  {r['picked_by']}")
     print()
     oracle = next((m for m in result.methods if m.method == "oracle"), None)
     print(f"{'method':<12} {'configuration':<{w}} {'$/h':>6} {'allowable':>9} {'of fluid':>8} "
@@ -190,7 +194,8 @@ def print_report(result: AllocationResult, rows: int) -> None:
         if m.method == "kairos":
             extra = (f"  top-1 {','.join(f'{k}={v}' for k, v in m.extra['top1_config'].items())}: "
                      f"{_f(m.extra.get('top1_allowable_qps'))} (pick is rank {m.extra['pick_rank']}, medoid of "
-                     f"{m.extra['candidates']} within {m.extra['within']:.0%} of the best bound)")
+                     f"{m.extra['candidates']} of the top {m.extra['top_k']} within {m.extra['within']:.0%} of the "
+                     f"best {'queueing-aware estimate' if m.extra['pick_by'] == 'queue' else 'bound'})")
         print(f"{m.method:<12} {label:<{w}} {m.cost_per_h:6.3f} {_f(m.allowable_qps):>9} {_f(of_fluid, '.0%'):>8} "
               f"{_f(of_oracle, '.0%'):>9} {m.evaluated:>9}{extra}")
 

@@ -37,6 +37,15 @@ def fixed_profile() -> Profile:
 
 
 @pytest.fixture
+def fast_slow_profile() -> Profile:
+    """Deterministic service for model 'm': 'fast' 10 ms at batch 100, 20 ms at 200; 'slow' 40 / 80 ms."""
+    return Profile.from_frame(make_profile_frame({
+        ("fast", "m"): {100: [10.0], 200: [20.0]},
+        ("slow", "m"): {100: [40.0], 200: [80.0]},
+    }), drop_max=False)
+
+
+@pytest.fixture
 def paper_pool() -> PoolConfig:
     """The Kairos paper's rm2 pool: 2 GPU + 9 r5n.large."""
     return PoolConfig.parse("g4dn.xlarge=2,r5n.large=9")

@@ -84,17 +84,32 @@ def test_medoid_of_the_top_k():
     configs = np.array([[1, 10, 0], [1, 0, 10], [1, 5, 5], [1, 6, 4], [0, 0, 1]])
     bounds = np.array([100.0, 99.0, 98.0, 97.0, 1.0])
     costs = np.ones(5)
-    within_all = dict(within=0.5)
-    assert pick_medoid(configs, bounds, costs, PickRule(top_k=1)) == 0
+    within_all = dict(within=0.5, by="bound")
+    assert pick_medoid(configs, bounds, costs, PickRule(top_k=1, by="bound")) == 0
     assert pick_medoid(configs, bounds, costs, PickRule(top_k=4, **within_all)) == 2  # [1,5,5] is central
     assert pick_medoid(configs, bounds, costs, PickRule(top_k=2, **within_all)) == 0  # tie: the higher bound
     # Only near-ties compete: within 1.5% of the best leaves [1,10,0] and [1,0,10] (a tie), so top-1.
-    assert pick_medoid(configs, bounds, costs, PickRule(top_k=4, within=0.015)) == 0
-    assert pick_medoid(configs, bounds, costs, PickRule(top_k=10, within=0.025)) == 2
+    assert pick_medoid(configs, bounds, costs, PickRule(top_k=4, within=0.015, by="bound")) == 0
+    assert pick_medoid(configs, bounds, costs, PickRule(top_k=10, within=0.025, by="bound")) == 2
     with pytest.raises(ValueError, match="--top-k"):
         PickRule(top_k=0)
     with pytest.raises(ValueError, match="--pick-within"):
         PickRule(within=1.0)
+    with pytest.raises(ValueError, match="--pick-by"):
+        PickRule(by="nope")
+
+
+def test_queue_scores_choose_among_the_top_k_by_bound():
+    configs = np.array([[1, 10, 0], [1, 0, 10], [1, 5, 5], [1, 6, 4], [0, 0, 1]])
+    bounds = np.array([100.0, 99.0, 98.0, 97.0, 1.0])
+    scores = np.array([60.0, 50.0, 59.0, 80.0, 500.0])  # the last is outside the top 4: never a candidate
+    costs = np.ones(5)
+    assert pick_medoid(configs, bounds, costs, PickRule(top_k=4, within=0.0), scores) == 3
+    assert pick_medoid(configs, bounds, costs, PickRule(top_k=3, within=0.0), scores) == 0
+    # Near-ties by score (60 and 59 within 3%): their medoid, equal distances to the better score.
+    assert pick_medoid(configs, bounds, costs, PickRule(top_k=3, within=0.03), scores) == 0
+    with pytest.raises(ValueError, match="queueing-aware"):
+        pick_medoid(configs, bounds, costs, PickRule())
 
 
 def test_equal_bounds_rank_the_dearer_configuration_first():
@@ -102,7 +117,7 @@ def test_equal_bounds_rank_the_dearer_configuration_first():
     configs = np.array([[1, 1], [2, 0], [1, 0]])
     bounds = np.array([5.0, 5.0, 6.0])
     assert rank_order(bounds, np.array([1.5, 2.0, 1.0])).tolist() == [2, 1, 0]
-    assert pick_medoid(configs[:2], bounds[:2], np.array([1.5, 2.0]), PickRule(top_k=1)) == 1
+    assert pick_medoid(configs[:2], bounds[:2], np.array([1.5, 2.0]), PickRule(top_k=1, by="bound")) == 1
 
 
 def test_threshold_by_percentile_is_stricter_than_the_mean():

@@ -98,8 +98,10 @@ def test_allocation_html_escapes_and_marks_picks():
 def test_console_report(toy_files, capsys):
     assert main(_args(toy_files, "--method", "kairos,fluid", "--top-k", "3", "--pick-within", "0.5")) == 0
     out = capsys.readouterr().out
-    assert "auxiliary type" in out and "medoid of 3 within 50%" in out
-    assert out.count("\n") > 10
+    assert "auxiliary type" in out and "medoid of 3 of the top 3 within 50% of the best queueing-aware" in out
+    assert "queue est" in out and out.count("\n") > 10
+    assert main(_args(toy_files, "--method", "kairos", "--pick-by", "bound", "--top-k", "1")) == 0
+    assert "medoid of 1 of the top 1 within 1% of the best bound" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("extra, message", [

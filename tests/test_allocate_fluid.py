@@ -15,12 +15,9 @@ from traces.generate import generate_trace
 
 
 @pytest.fixture
-def fixed() -> Profile:
-    """Deterministic service: 'fast' 10 ms at batch 100, 20 ms at 200; 'slow' 40 / 80 ms."""
-    return Profile.from_frame(make_profile_frame({
-        ("fast", "m"): {100: [10.0], 200: [20.0]},
-        ("slow", "m"): {100: [40.0], 200: [80.0]},
-    }), drop_max=False)
+def fixed(fast_slow_profile) -> Profile:
+    """'fast' 10 ms at batch 100, 20 ms at 200; 'slow' 40 / 80 ms (conftest)."""
+    return fast_slow_profile
 
 
 def _model(profile, qos_ms, sizes):

@@ -1,7 +1,7 @@
 """Configuration allocation: which instance mix to rent under a budget, and how the choice compares.
 
 ``run_allocation(AllocateJob(...))`` ranks every configuration by the Kairos upper bound and the fluid LP bound,
-runs the requested methods (kairos, homogeneous, fluid, ribbon, anneal, oracle) and measures their picks in
+scores the top ones by a queueing-aware estimate, runs the requested methods (kairos, homogeneous, fluid, ribbon, anneal, oracle) and measures their picks in
 the simulator; ``allocation_html(frame)`` renders the ranked table.
 """
 
@@ -12,6 +12,7 @@ from harness.allocate.fluid import FluidModel, fluid_bound, fluid_bounds, fluid_
 from harness.allocate.homogeneous import best_homogeneous, budget_scaled, homogeneous_configs
 from harness.allocate.html import allocation_html
 from harness.allocate.oracle import OracleResult, run_oracle
+from harness.allocate.queueing import QueueModel, queue_estimate, queue_estimates, queue_model
 from harness.allocate.ribbon import RibbonSettings, ribbon_search
 from harness.allocate.run import METHODS, AllocateJob, AllocationResult, MethodResult, make_context, run_allocation
 from harness.allocate.space import AllocationProblem, BatchMix, enumerate_configs, make_problem
@@ -19,8 +20,8 @@ from harness.allocate.space import AllocationProblem, BatchMix, enumerate_config
 __all__ = [
     "AllocateJob", "AllocationProblem", "AllocationResult", "AnnealSettings", "BatchMix", "EvalContext",
     "EvalSettings", "Evaluation", "Evaluator", "FluidModel", "KairosStats", "METHODS", "MethodResult",
-    "OracleResult", "PickRule", "RibbonSettings", "allocation_html", "anneal_search", "best_homogeneous",
+    "OracleResult", "PickRule", "QueueModel", "RibbonSettings", "allocation_html", "anneal_search", "best_homogeneous",
     "budget_scaled", "enumerate_configs", "evaluate_config", "evaluate_many", "fluid_bound", "fluid_bounds",
     "fluid_model", "homogeneous_configs", "kairos_bound", "kairos_bounds", "kairos_stats", "make_context",
-    "make_problem", "pick_medoid", "ribbon_search", "run_allocation", "run_oracle",
+    "make_problem", "pick_medoid", "queue_estimate", "queue_estimates", "queue_model", "ribbon_search", "run_allocation", "run_oracle",
 ]

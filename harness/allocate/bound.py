@@ -179,33 +179,54 @@ def rank_order(bounds: np.ndarray, costs: np.ndarray) -> np.ndarray:
 class PickRule:
     """Kairos' pick among the top ranks: the medoid, in instance-count space, of the near-ties at the top.
 
-    The candidates are the ``top_k`` best-ranked configurations whose bound is within ``within`` (relative) of
-    the best bound: configurations the bound cannot tell apart. Their medoid (least total Euclidean distance
-    to the others) is picked; equal distances go to the better rank. ``top_k=1`` or ``within=0`` is top-1.
+    The candidates are the ``top_k`` best-ranked configurations by the Kairos bound. They are scored by ``by``:
+    ``queue`` (default), the queueing-aware estimate of ``queueing.py``, which sees what the bound cannot (slack
+    left for waiting, how many instances share a queue); or ``bound``, the bound itself (the paper's rule: near-ties
+    of the ranking). Those whose score is within ``within`` (relative) of the best score are near-ties; their
+    medoid (least total Euclidean distance to the others) is picked, equal distances going to the better score.
+    ``top_k=1`` or ``within=0`` with ``by=bound`` is the top-1.
     """
 
-    top_k: int = 10
-    within: float = 0.03
+    top_k: int = 50
+    within: float = 0.01
+    by: str = "queue"
 
     def __post_init__(self):
         if self.top_k < 1:
             raise InputError(f"--top-k {self.top_k}: must be >= 1")
         if not 0 <= self.within < 1:
             raise InputError(f"--pick-within {self.within}: must be in [0, 1)")
+        if self.by not in ("queue", "bound"):
+            raise InputError(f"--pick-by {self.by!r}: expected queue or bound")
 
 
-def pick_candidates(bounds: np.ndarray, costs: np.ndarray, rule: PickRule = PickRule()) -> np.ndarray:
-    """Row indices the pick chooses among, best rank first."""
-    order = rank_order(bounds, costs)
-    top = order[: rule.top_k]
-    best = bounds[top[0]]
-    return top[bounds[top] >= best * (1.0 - rule.within) - 1e-12]
+def top_rows(bounds: np.ndarray, costs: np.ndarray, rule: PickRule = PickRule()) -> np.ndarray:
+    """Row indices of the ``top_k`` best ranks by bound, best first (the rows the pick scores)."""
+    return rank_order(bounds, costs)[: rule.top_k]
 
 
-def pick_medoid(configs: np.ndarray, bounds: np.ndarray, costs: np.ndarray, rule: PickRule = PickRule()) -> int:
+def pick_candidates(bounds: np.ndarray, costs: np.ndarray, rule: PickRule = PickRule(),
+                    scores: np.ndarray | None = None) -> np.ndarray:
+    """Row indices the pick chooses among (near-ties by score), best score first; ``scores`` (aligned with the
+    rows, needed where ``rule.by`` is ``queue``) at least on ``top_rows``."""
+    top = top_rows(bounds, costs, rule)
+    if rule.by == "queue":
+        if scores is None:
+            raise ValueError("PickRule(by='queue') needs the queueing-aware scores of the top rows")
+        key = np.asarray(scores, dtype=float)[top]
+    else:
+        key = np.asarray(bounds, dtype=float)[top]
+    key = np.where(np.isfinite(key), key, -np.inf)
+    top = top[np.argsort(-key, kind="stable")]
+    key = np.sort(key)[::-1]
+    return top[key >= key[0] * (1.0 - rule.within) - 1e-12]
+
+
+def pick_medoid(configs: np.ndarray, bounds: np.ndarray, costs: np.ndarray, rule: PickRule = PickRule(),
+                scores: np.ndarray | None = None) -> int:
     """Row index of the configuration Kairos picks (see ``PickRule``), without running any."""
-    top = pick_candidates(np.asarray(bounds, dtype=float), np.asarray(costs, dtype=float), rule)
+    top = pick_candidates(np.asarray(bounds, dtype=float), np.asarray(costs, dtype=float), rule, scores)
     x = np.asarray(configs, dtype=float)[top]
     dist = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=2)).sum(axis=1)
-    # Among equal total distances keep the earlier rank (see rank_order).
+    # Among equal total distances keep the better score (candidates come best first).
     return int(top[int(np.argmin(dist))])

@@ -56,6 +56,11 @@ def fluid_model(profile: Profile, problem: AllocationProblem, mix: BatchMix) -> 
 
 def fluid_bound(model: FluidModel, counts) -> float:
     """The LP optimum ``lam`` (qps) for one count vector aligned with ``model.types``."""
+    return fluid_solve(model, counts)[0]
+
+
+def fluid_solve(model: FluidModel, counts) -> tuple[float, np.ndarray]:
+    """The LP optimum ``lam`` (qps) and its routing ``x[type, size]`` (qps) for one count vector."""
     counts = np.asarray(counts, dtype=float)
     pairs = [(t, s) for t in range(len(model.types)) if counts[t] > 0
              for s in range(len(model.probs)) if model.ok[t, s] > 0 and np.isfinite(model.mean_ms[t, s])]
@@ -87,7 +92,10 @@ def fluid_bound(model: FluidModel, counts) -> float:
                   bounds=(0, None), method="highs")
     if res.status != 0:  # infeasible cannot happen (lam = 0 is feasible); anything else is a solver failure
         raise RuntimeError(f"fluid LP failed for counts {counts.tolist()}: {res.message}")
-    return float(res.x[lam])
+    x = np.zeros((len(model.types), n_s))
+    for k, (t, s) in enumerate(pairs):
+        x[t, s] = res.x[k]
+    return float(res.x[lam]), x
 
 
 def fluid_bounds(model: FluidModel, configs: np.ndarray) -> np.ndarray:

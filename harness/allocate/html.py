@@ -31,6 +31,7 @@ def allocation_html(frame: pd.DataFrame, max_rows: int = 25) -> str:
     shown = frame[(frame.index < max_rows) | picked]
     columns = [("kairos_rank", "Kairos rank", 0), ("config", "configuration", None), ("cost_per_h", "$/h", 3),
                ("kairos_bound_qps", "Kairos bound qps", 1), ("fluid_bound_qps", "fluid bound qps", 1),
+               ("queue_estimate_qps", "queueing-aware estimate qps", 1),
                ("allowable_qps", "allowable qps (search)", 1), ("final_allowable_qps", "allowable qps (final)", 1),
                ("picked_by", "picked by", None)]
     columns = [c for c in columns if c[0] in frame.columns]

@@ -19,12 +19,13 @@ import pandas as pd
 
 from harness.allocate.anneal import AnnealSettings, anneal_search
 from harness.allocate.bound import (KairosStats, PickRule, kairos_bounds, kairos_stats, pick_candidates,
-                                    pick_medoid, rank_order)
+                                    pick_medoid, rank_order, top_rows)
 from harness.allocate.evaluate import (FINAL_SETTINGS, EvalContext, EvalSettings, Evaluator, default_workers,
                                        stderr_progress)
 from harness.allocate.fluid import fluid_bounds, fluid_model
 from harness.allocate.homogeneous import best_homogeneous, budget_scaled
 from harness.allocate.oracle import run_oracle
+from harness.allocate.queueing import queue_estimates, queue_model
 from harness.allocate.ribbon import RibbonSettings, ribbon_search
 from harness.allocate.space import AllocationProblem, BatchMix, config_costs, enumerate_configs
 from harness.errors import InputError
@@ -136,6 +137,11 @@ def run_allocation(job: AllocateJob, log: Callable[[str], None] | None = None) -
     kb = kairos_bounds(stats, configs)
     fm = fluid_model(profile, problem, mix)
     fb = np.maximum(fluid_bounds(fm, configs), 0.0)
+    # The queueing-aware estimate costs dozens of LPs per configuration: only the rows the pick scores get one.
+    qe = np.full(len(configs), np.nan)
+    if "kairos" in job.methods and job.pick.by == "queue":
+        top = top_rows(kb, costs, job.pick)
+        qe[top] = queue_estimates(queue_model(profile, problem, mix, fm), configs[top])
     say(f"bounds of {len(configs)} configurations in {time.perf_counter() - t0:.1f} s")
     k_order = rank_order(kb, costs)
     f_order = rank_order(fb, costs)
@@ -182,12 +188,13 @@ def run_allocation(job: AllocateJob, log: Callable[[str], None] | None = None) -
             raw[name] = dict(counts=res.counts, search_qps=res.allowable_qps, evaluated=view.evaluated,
                              evaluated_to_best=res.evaluated_to_best, candidates=[res.counts], extra={})
         elif name == "kairos":
-            i = pick_medoid(configs, kb, costs, job.pick)
+            i = pick_medoid(configs, kb, costs, job.pick, qe)
             top1 = tuple(int(c) for c in configs[k_order[0]])
             raw[name] = dict(counts=tuple(int(c) for c in configs[i]), search_qps=math.nan, evaluated=0,
                              evaluated_to_best=None, candidates=[tuple(int(c) for c in configs[i]), top1],
-                             extra={"top_k": job.pick.top_k, "within": job.pick.within,
-                                    "candidates": int(len(pick_candidates(kb, costs, job.pick))),
+                             extra={"top_k": job.pick.top_k, "within": job.pick.within, "pick_by": job.pick.by,
+                                    "queue_estimate_qps": float(qe[i]),
+                                    "candidates": int(len(pick_candidates(kb, costs, job.pick, qe))),
                                     "top1_config": problem.as_mapping(top1), "pick_rank": int(k_rank[i])})
         elif name == "fluid":
             top1 = tuple(int(c) for c in configs[f_order[0]])
@@ -224,12 +231,12 @@ def run_allocation(job: AllocateJob, log: Callable[[str], None] | None = None) -
             float(fb[i]) if i is not None else float(np.maximum(fluid_bounds(fm, np.array([counts])), 0)[0]),
             measured(counts), search_qps, r["evaluated"], r["evaluated_to_best"], r["seconds"], extra))
 
-    table = ranked_table(problem, configs, costs, kb, fb, k_rank, f_rank, search, final, results, stats, fm)
+    table = ranked_table(problem, configs, costs, kb, fb, k_rank, f_rank, search, final, results, stats, fm, qe)
     return AllocationResult(problem, table, tuple(results), stats, len(configs))
 
 
 def ranked_table(problem, configs, costs, kb, fb, k_rank, f_rank, search: Evaluator, final: Evaluator,
-                 results, stats, fm) -> pd.DataFrame:
+                 results, stats, fm, qe) -> pd.DataFrame:
     """One row per configuration (plus evaluated ones outside the space), ranked by the Kairos bound."""
     rows = [tuple(int(c) for c in r) for r in configs]
     extra_rows = [c for c in list(search.cache) + list(final.cache) + [m.counts for m in results]
@@ -251,6 +258,7 @@ def ranked_table(problem, configs, costs, kb, fb, k_rank, f_rank, search: Evalua
     else:
         frame["kairos_bound_qps"] = kb
         frame["fluid_bound_qps"] = fb
+    frame["queue_estimate_qps"] = np.concatenate([qe, np.full(n_extra, np.nan)])
     frame["kairos_rank"] = np.concatenate([k_rank, np.zeros(n_extra, dtype=np.int64)])
     frame["fluid_rank"] = np.concatenate([f_rank, np.zeros(n_extra, dtype=np.int64)])
     frame["in_space"] = [True] * len(rows) + [False] * n_extra
