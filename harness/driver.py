@@ -75,10 +75,12 @@ class DispatchCore:
         inst.finish(now_s)
         if inst.early:
             self._close_early(inst)
+            if inst.running:  # the prefetched query starts now: re-anchor, so prediction errors do not pile up
+                inst.expected_free_s = now_s + inst.early_pred_s + inst.backlog_s
         if service_ms is not None:
             self.policy.on_complete(now_s, query, inst, (now_s - query.arrival_s) * 1000.0)
             self.latency.observe(inst.type_index, query.model, query.batch_size, service_ms)
-        if inst.queue and inst.alive:
+        if inst.queue and inst.alive and inst.running < inst.capacity:
             nq, pred_s = inst.queue.pop(0)
             inst.start_queued(now_s, pred_s)
             self.running += 1
@@ -96,6 +98,7 @@ class DispatchCore:
         if inst.queue:  # push policies: the head of its local FIFO goes now
             nq, pred_s = inst.queue.pop(0)
             inst.start_queued(max(now_s, inst.expected_free_s - inst.backlog_s), pred_s)
+            inst.early_pred_s = pred_s
             self.running += 1
             self.on_start(nq, inst)
         else:

@@ -11,7 +11,7 @@ class InstanceState:
     """One instance: its type, how many queries it holds, and when the driver expects it to be free."""
 
     __slots__ = ("index", "instance_id", "instance_type", "type_index", "capacity", "running",
-                 "outstanding", "expected_free_s", "backlog_s", "queue", "alive", "early")
+                 "outstanding", "expected_free_s", "backlog_s", "queue", "alive", "early", "early_pred_s")
 
     def __init__(self, index: int, instance_id: str, instance_type: str, type_index: int, capacity: int = 1):
         self.index = index
@@ -26,6 +26,7 @@ class InstanceState:
         self.queue: list = []  # local FIFO (push policies); pull policies never fill it
         self.alive = True
         self.early = False  # live prefetch: one extra slot opened just before the running query's predicted end
+        self.early_pred_s = 0.0  # predicted service of the query sent through that slot
 
     @property
     def idle(self) -> bool:
@@ -44,6 +45,8 @@ class InstanceState:
             self.running += 1
             base = self.expected_free_s if self.expected_free_s > now_s else now_s
             self.expected_free_s = base + predicted_s
+            if self.early:
+                self.early_pred_s = predicted_s
             return True
         self.backlog_s += predicted_s
         self.expected_free_s = (self.expected_free_s if self.expected_free_s > now_s else now_s) + predicted_s

@@ -528,8 +528,9 @@ def create_app(config: DispatcherConfig, profile: Profile | None = None) -> web.
 
     async def lifecycle(app: web.Application):
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
+        # No cookie jar: instances set none, and filtering cookies is per-request work on the hot path.
         dispatcher.session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False,
+            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=config.backend_timeout_s))
         yield
         for task in list(dispatcher._health_tasks.values()):

@@ -74,3 +74,30 @@ def test_early_slot_on_a_failed_instance_is_given_back(core_for):
     assert core.total_slots == 2 and inst.idle
     core.open_early(0.6, inst)  # idle instance: nothing to open early
     assert inst.capacity == 1
+
+
+def test_early_slot_with_a_local_fifo_starts_one_query_at_a_time(core_for):
+    core, started = core_for("round_robin")
+    for i in range(6):  # three per instance: one running, two in each local FIFO
+        core.arrive(0.0, q(i))
+    inst = core.instances[0]
+    assert [s for s in started if s[1] == 0] == [(0, 0)]
+    core.open_early(0.008, inst)
+    assert started[-1] == (2, 0) and inst.running == 2 and len(inst.queue) == 1
+    core.complete(0.010, q(0), inst, 10.0)
+    assert inst.running == 1 and len(inst.queue) == 1  # query 4 waits for the prefetched one
+    assert inst.expected_free_s == pytest.approx(0.010 + 0.010 + 0.010)  # re-anchored: runs now, then query 4
+    core.complete(0.020, q(2), inst, 10.0)
+    assert started[-1] == (4, 0) and inst.running == 1 and not inst.queue
+
+
+def test_prefetched_query_is_reanchored_at_its_predecessors_end(core_for):
+    core, started = core_for("kairos")
+    core.arrive(0.0, q(0))
+    core.arrive(0.0, q(9))  # keeps the other instance busy
+    inst = core.instances[0]
+    core.open_early(0.008, inst)
+    core.arrive(0.008, q(1))
+    assert started[-1] == (1, 0) and inst.expected_free_s == pytest.approx(0.020)
+    core.complete(0.007, q(0), inst, 7.0)  # ended 3 ms earlier than predicted
+    assert inst.expected_free_s == pytest.approx(0.017)
