@@ -53,7 +53,9 @@ async def replay(trace: Trace, base_url: str, *, payloads: v2.PayloadCache | Non
     batches = trace.batch_size.tolist()
     records: list[ClientRecord | None] = [None] * len(trace)
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+    # No cookie jar: inference servers set none, and it is per-request work in the sender's loop.
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
         mono0 = time.perf_counter() + lead_s
         epoch0 = time.time() + lead_s
 

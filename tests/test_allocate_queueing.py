@@ -8,7 +8,6 @@ import pytest
 from harness.allocate.fluid import fluid_bound, fluid_model
 from harness.allocate.queueing import erlang_c, queue_estimate, queue_model
 from harness.allocate.space import BatchMix, make_problem
-from harness.profiles import Profile
 
 
 def models(profile, qos_ms, sizes):

@@ -51,7 +51,7 @@ def test_early_slot_starts_the_next_query_before_the_running_one_ends(core_for, 
 
 
 def test_early_slot_left_unused_closes_at_completion(core_for):
-    core, started = core_for("kairos")
+    core, _ = core_for("kairos")
     core.arrive(0.0, q(0))
     inst = core.instances[0]
     core.open_early(0.008, inst)
@@ -61,7 +61,7 @@ def test_early_slot_left_unused_closes_at_completion(core_for):
 
 
 def test_early_slot_on_a_failed_instance_is_given_back(core_for):
-    core, started = core_for("fcfs")
+    core, _ = core_for("fcfs")
     for i in range(3):
         core.arrive(0.0, q(i))
     inst = core.instances[0]
