@@ -283,9 +283,9 @@ def add_dispatcher_parser(sub) -> None:
                    help="weight of each observed service time in the online latency model (0: profile only)")
     p.add_argument("--max-queue", type=int, default=10_000, help="central queue bound; beyond it 503 (default 10000)")
     p.add_argument("--concurrency", type=int, default=1, help="queries per instance at once (default 1)")
-    p.add_argument("--prefetch-ms", type=float, default=2.0,
+    p.add_argument("--prefetch-ms", type=float, default=3.0,
                    help="send an instance its next query this long before its running one is predicted to end, "
-                        "hiding the proxy's round trip (default 2; 0: only when idle; needs --concurrency 1)")
+                        "hiding the proxy's round trip (default 3; 0: only when idle; needs --concurrency 1)")
     p.add_argument("--max-retries", type=int, default=1, help="retries of a query whose instance failed (default 1)")
     p.add_argument("--records", default=None, help="stream per-query records to this parquet file")
     p.add_argument("--admin-token", default=None, help="also accept admin calls from elsewhere with this bearer token")

@@ -9,11 +9,12 @@ of service (its local FIFO goes back to the head of the central queue) and healt
 ``health_interval_s`` until it is ready again; the failed query is retried on another instance up to
 ``max_retries`` times (default 1), then answered 502. Every query is recorded exactly once, whatever happens.
 
-Prefetch (``prefetch_ms``, default 2): with one query per instance at a time, an instance would idle for the proxy's
+Prefetch (``prefetch_ms``, default 3): with one query per instance at a time, an instance would idle for the proxy's
 round trip (response back here, decision, next request out) after every query. So ``prefetch_ms`` before the running
 query's *predicted* end, the dispatcher opens one extra slot on that instance (``DispatchCore.open_early``): the
 policy decides as usual, seeing the instance free in ``prefetch_ms``, and the chosen query waits at the instance,
-which serves FIFO. Its service time is counted from its predecessor's end. 0 turns prefetch off.
+which serves FIFO. Its service time is counted from its predecessor's end. 0 turns prefetch off. The default covers
+a loopback round trip (about 1 ms here) plus the event loop's timer granularity (uvloop's timers tick in whole ms).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class DispatcherConfig:
     latency_alpha: float = 0.05
     max_queue: int = 10_000
     concurrency: int = 1
-    prefetch_ms: float = 2.0
+    prefetch_ms: float = 3.0
     records_path: Path | None = None
     admin_token: str | None = None
     backend_timeout_s: float = 60.0

@@ -2,8 +2,9 @@
 
 Each query's service time is drawn (seeded Generator) from the profile's samples for (instance_type, model, bucket of
 the batch) and awaited with ``asyncio.sleep``; at most ``concurrency`` queries are served at once (default 1, FIFO
-by the semaphore). Outputs are correctly shaped zeros. Response parameters: ``queue_ms``, ``compute_ms`` (the sleep
-as measured), ``sampled_ms`` (the drawn service time), ``batch_size`` and ``instance_type``.
+by the semaphore). With one at a time, a query that waited starts at its predecessor's due end, so queries run back
+to back as on the real machine however busy the emulating host is. Outputs are correctly shaped zeros. Response
+parameters: ``queue_ms``, ``compute_ms`` (from service start to wake-up, as measured), ``sampled_ms`` (the drawn service time), ``batch_size`` and ``instance_type``.
 
 Metadata and input validation come from the model's spec in ``servers.models`` (the ONNX file is never needed); a
 profiled model without a spec accepts any inputs that share a batch dimension and answers one ``output`` ``[B, 1]``.
@@ -61,6 +62,7 @@ class EmulatedBackend:
     semaphore: asyncio.Semaphore | None = None
     served: int = field(default=0)
     server_name: str = "kairos-emulated-instance"
+    free_at: float = 0.0  # perf_counter time at which the last query's service was due to end
 
     def metadata(self, model: str) -> v2.ModelMetadata:
         """Metadata of the emulated model; 404 for any other."""
@@ -85,12 +87,19 @@ class EmulatedBackend:
                 sampled = self.profile.sample_ms(self.config.instance_type, self.config.model, batch_size, self.rng)
             except InputError as exc:
                 raise v2.V2Error(400, str(exc)) from None
-            await asyncio.sleep(sampled / 1e3)
+            # Back to back, a query's service starts when its predecessor's was due to end, not when this process
+            # got round to it: the emulated machine's cycle must not stretch with the emulating host's CPU load.
+            start = min(max(t0, self.free_at), t1) if self.config.concurrency == 1 else t1
+            end = start + sampled / 1e3
+            self.free_at = end
+            delay = end - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
             t2 = time.perf_counter()
         self.served += 1
         outputs = {t.name: np.zeros((batch_size, *t.shape[1:]), dtype=v2.numpy_dtype(t.datatype))
                    for t in self.meta.outputs}
-        return outputs, {"queue_ms": (t1 - t0) * 1e3, "compute_ms": (t2 - t1) * 1e3, "sampled_ms": sampled,
+        return outputs, {"queue_ms": (start - t0) * 1e3, "compute_ms": (t2 - start) * 1e3, "sampled_ms": sampled,
                          "batch_size": batch_size, "instance_type": self.config.instance_type}
 
 

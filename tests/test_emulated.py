@@ -143,3 +143,25 @@ def test_unknown_type_or_model_fails_at_creation(fixed20):
         create_app(EmulatedConfig("tiny.x", "ncf", profiles=fixed20))
     with pytest.raises(InputError, match="concurrency"):
         EmulatedConfig("tiny.x", concurrency=0)
+
+
+async def test_back_to_back_service_does_not_stretch_with_host_load(aiohttp_client, fixed20):
+    client = await aiohttp_client(create_app(EmulatedConfig("tiny.x", "rm2", profiles=fixed20)))
+    enc = _req(10)
+    await _infer(client, enc)  # warm up the connection and the handler
+
+    async def hog():  # the emulating host is busy: the event loop is blocked 6 ms out of every 8
+        while True:
+            time.sleep(0.006)
+            await asyncio.sleep(0.002)
+
+    task = asyncio.create_task(hog())
+    try:
+        outs = await asyncio.gather(*(_infer(client, enc) for _ in range(6)))
+    finally:
+        task.cancel()
+    # Queries after the first wait for their predecessors' due ends: service starts sit on the 20 ms grid even
+    # though every wake-up of the loop was late.
+    starts = sorted(o.parameters["queue_ms"] for o in outs)
+    gaps = np.diff(starts)
+    assert np.all(np.abs(gaps[1:] - 20.0) < 3.0), starts  # without: 25-26 ms, each late wake-up added
