@@ -152,7 +152,7 @@ async def test_back_to_back_service_does_not_stretch_with_host_load(aiohttp_clie
 
     async def hog():  # the emulating host is busy: the event loop is blocked 6 ms out of every 8
         while True:
-            time.sleep(0.006)
+            time.sleep(0.006)  # noqa: ASYNC251 - blocking on purpose: a busy host
             await asyncio.sleep(0.002)
 
     task = asyncio.create_task(hog())
