@@ -36,7 +36,8 @@ DOC_SERVING = """
   binary tensors (tritonclient works as is). Response `parameters`: `queue_ms`, `compute_ms`, `batch_size`.
 - `kairos serve emulated --instance-type r5n.large --model rm2 [--profiles P] [--seed S] [--concurrency 1]`: the
   same API and validation (from the specs above, no ONNX file needed), but each query sleeps a service time sampled
-  from the latency profile for (type, model, batch bucket); answers zeros of the right shapes, plus `sampled_ms` and
+  from the latency profile for (type, model, batch bucket) (a query that waited starts at its predecessor's due end,
+  so back-to-back queries do not drift with the host's CPU load); answers zeros of the right shapes, plus `sampled_ms` and
   `instance_type` in `parameters`. Batches above the profile's largest bucket are refused (400).
 - `kairos serve pool --config g4dn.xlarge=2,r5n.large=9 --model rm2 [--mode emulated|onnx] --pool-file pool.json`:
   one process per instance on loopback, a pool file
