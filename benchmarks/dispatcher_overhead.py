@@ -20,7 +20,7 @@ import pandas as pd
 
 from harness.analyzer import percentile_ms
 from harness.replay import client_frame, replay
-from servers.cli import loop_factory
+from servers.cli import LOOPS, loop_factory
 from servers.pool import Instance, spawn_server, stop_processes
 from traces.generate import generate_trace
 
@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--prefetch-ms", type=float, default=None,
                     help="the dispatcher's --prefetch-ms (default: its own default; 0 = send only to an idle "
                          "instance, which then idles for every proxy round trip)")
-    ap.add_argument("--loop", default="auto", choices=("auto", "uvloop", "asyncio"),
+    ap.add_argument("--loop", default="auto", choices=LOOPS,
                     help="event loop of the dispatcher and this load generator (default auto; the emulated "
                          "instance keeps its own default, asyncio, for exact sleeps)")
     args = ap.parse_args()
@@ -55,7 +55,8 @@ def main() -> None:
     disp = spawn_server(["dispatcher", "--pool", str(pool), "--policy", args.policy, "--qos-ms", "100",
                          "--profiles", str(profile), *loop_args, *prefetch], name="dispatcher")
     print(f"# {platform.machine()}, {args.rate:g} qps Poisson, {len(trace)} queries per phase, fixed 5 ms service, "
-          f"policy {args.policy}, dispatcher prefetch {'default' if args.prefetch_ms is None else args.prefetch_ms} ms, "
+          f"policy {args.policy}, dispatcher prefetch "
+          f"{'default' if args.prefetch_ms is None else args.prefetch_ms} ms, "
           f"{args.loop} event loop")
     print(f"{'round':>5} {'direct p50':>10} {'direct p99':>10} {'proxy p50':>10} {'proxy p99':>10} {'overhead p99':>12}")
     overheads = []

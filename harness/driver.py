@@ -74,9 +74,7 @@ class DispatchCore:
         self.running -= 1
         inst.finish(now_s)
         if inst.early:
-            self._close_early(inst)
-            if inst.running:  # the prefetched query starts now: re-anchor, so prediction errors do not pile up
-                inst.expected_free_s = now_s + inst.early_pred_s + inst.backlog_s
+            self._close_early(now_s, inst)
         if service_ms is not None:
             self.policy.on_complete(now_s, query, inst, (now_s - query.arrival_s) * 1000.0)
             self.latency.observe(inst.type_index, query.model, query.batch_size, service_ms)
@@ -92,8 +90,7 @@ class DispatchCore:
         to end, so the proxy's round trip overlaps service; the instance queues it. Closed by the next completion."""
         if inst.early or not inst.alive or inst.running < inst.capacity:
             return
-        inst.early = True
-        inst.capacity += 1
+        inst.open_early()
         self.total_slots += 1
         if inst.queue:  # push policies: the head of its local FIFO goes now
             nq, pred_s = inst.queue.pop(0)
@@ -104,9 +101,8 @@ class DispatchCore:
         else:
             self.decide(now_s)
 
-    def _close_early(self, inst: InstanceState) -> None:
-        inst.early = False
-        inst.capacity -= 1
+    def _close_early(self, now_s: float, inst: InstanceState) -> None:
+        inst.close_early(now_s)
         self.total_slots -= 1
 
     def requeue(self, now_s: float, queries: list[Query]) -> None:
@@ -118,7 +114,7 @@ class DispatchCore:
     def mark_dead(self, now_s: float, inst: InstanceState) -> list[Query]:
         """Take ``inst`` out of service; returns the queries waiting in its local FIFO (the caller requeues)."""
         if inst.early:
-            self._close_early(inst)
+            self._close_early(now_s, inst)
         inst.alive = False
         waiting = [q for q, _ in inst.queue]
         inst.outstanding -= len(waiting)

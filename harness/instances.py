@@ -60,6 +60,19 @@ class InstanceState:
             self.expected_free_s = now_s
             self.backlog_s = 0.0
 
+    def open_early(self) -> None:
+        """Live prefetch: one extra slot while the running query nears its predicted end."""
+        self.early = True
+        self.capacity += 1
+
+    def close_early(self, now_s: float) -> None:
+        """Close the early slot; a query sent through it starts now, so re-anchor the estimate on now (prediction
+        errors must not pile up over a burst)."""
+        self.early = False
+        self.capacity -= 1
+        if self.running:
+            self.expected_free_s = now_s + self.early_pred_s + self.backlog_s
+
     def start_queued(self, now_s: float, predicted_s: float) -> None:
         """Move one query from the local FIFO into service."""
         self.running += 1

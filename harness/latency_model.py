@@ -28,8 +28,7 @@ class LatencyModel:
         self.max_batch = {m: profile.max_batch(self.instance_types, m) for m in self.models}
         self._ms: dict[str, np.ndarray] = {}
         self._tail: dict[str, np.ndarray] = {}
-        self._buckets: dict[tuple[int, str], np.ndarray] = {}
-        self._spans: dict[tuple[int, str], np.ndarray] = {}
+        self._spans: dict[tuple[int, str], list[list[int]]] = {}
         for model in self.models:
             dense = np.full((len(self.instance_types), self.max_batch[model] + 1), np.inf)
             tail = dense.copy()
@@ -39,11 +38,11 @@ class LatencyModel:
                 idx = np.searchsorted(tab.buckets, sizes, side="left")
                 dense[ti, 1:] = tab.mean_ms[idx]
                 tail[ti, 1:] = np.array([np.percentile(s, tail_percentile) for s in tab.samples_ms])[idx]
-                self._buckets[(ti, model)] = np.concatenate([[-1], idx])
-                # Batch sizes sharing a bucket are contiguous (idx is sorted): one slice per bucket for observe().
-                b = np.arange(len(tab.buckets))
-                self._spans[(ti, model)] = np.stack([np.searchsorted(idx, b, "left"), np.searchsorted(idx, b, "right")],
-                                                    axis=1) + 1
+                # Batch sizes sharing a bucket are contiguous (idx is sorted): per batch size, its bucket's slice of
+                # the row, so observe() updates the whole bucket with one slice assignment.
+                lo = np.searchsorted(idx, idx, "left") + 1
+                hi = np.searchsorted(idx, idx, "right") + 1
+                self._spans[(ti, model)] = np.concatenate([[[0, 0]], np.stack([lo, hi], axis=1)]).tolist()
             self._ms[model] = dense
             self._tail[model] = tail
 
@@ -72,7 +71,7 @@ class LatencyModel:
         table = self._ms.get(model)
         if table is None or not 1 <= batch_size < table.shape[1]:
             return
-        lo, hi = self._spans[(type_index, model)][self._buckets[(type_index, model)][batch_size]].tolist()
+        lo, hi = self._spans[(type_index, model)][batch_size]
         old = float(table[type_index, batch_size])
         new = old + self.alpha * (service_ms - old)
         # Every batch size served by the same bucket shares the estimate; the tail moves with the mean.

@@ -99,9 +99,12 @@ async def serve_async(app, host: str = "127.0.0.1", port: int = 0, info: dict | 
         await runner.cleanup()
 
 
+LOOPS = ("auto", "uvloop", "asyncio")
+
+
 def loop_factory(name: str):
     """The event-loop constructor for ``--loop``: ``uvloop``, ``asyncio``, or ``auto`` (uvloop when installed)."""
-    if name not in ("auto", "uvloop", "asyncio"):
+    if name not in LOOPS:
         raise InputError(f"--loop {name!r}: expected auto, uvloop or asyncio")
     if name == "asyncio":
         return None
@@ -129,7 +132,7 @@ def add_listen_args(p: argparse.ArgumentParser, loop_default: str = "auto") -> N
     p.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
     p.add_argument("--watch-stdin", action="store_true", help=argparse.SUPPRESS)
     # uvloop cuts the event loop's cost per request, a large part of a proxy hop on a small machine.
-    p.add_argument("--loop", default=loop_default, choices=("auto", "uvloop", "asyncio"),
+    p.add_argument("--loop", default=loop_default, choices=LOOPS,
                    help=f"event loop (default {loop_default}; auto: uvloop when installed, else asyncio)")
 
 
@@ -251,9 +254,9 @@ def add_pool_parser(sub) -> None:
 # -- kairos serve dispatcher ------------------------------------------------------------------------------------
 def run_dispatcher(args) -> int:
     """``kairos serve dispatcher``."""
+    from harness.policies import make_policy
     from servers.dispatcher import DispatcherConfig, create_app
     from servers.pool import load_pool_file
-    from harness.policies import make_policy
     make_policy(args.policy)  # a bad name or tunable fails before binding
     pool = load_pool_file(args.pool, args.prices)
     config = DispatcherConfig(pool=pool, policy=args.policy, qos_ms=args.qos_ms,

@@ -35,6 +35,7 @@ import orjson
 from aiohttp import web
 from yarl import URL
 
+from harness.driver import DispatchCore
 from harness.errors import InputError
 from harness.instances import build_instances
 from harness.latency_model import LatencyModel
@@ -43,7 +44,6 @@ from harness.policies import Query, make_policy
 from harness.profiles import Profile
 from harness.record_sink import RecordSink
 from harness.records import DROPPED, FAILED, OK, RECORD_COLUMNS, SHED
-from harness.driver import DispatchCore
 from servers import v2
 from servers.pool import PoolFile
 
@@ -124,7 +124,7 @@ class Dispatcher:
         self._health_tasks: dict[int, asyncio.Task] = {}
         # Prefetch assumes an instance serves one query at a time, in order (see the module docstring).
         self.prefetch_s = config.prefetch_ms / 1000.0 if config.concurrency == 1 else 0.0
-        self._arm_gen = [0] * len(self.instances)
+        self._prefetch_timers: list[asyncio.TimerHandle | None] = [None] * len(self.instances)
         self._last_end = [0.0] * len(self.instances)  # when each instance last answered (monotonic s)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -157,16 +157,22 @@ class Dispatcher:
 
     # -- prefetch -------------------------------------------------------------------------------------------------
     def arm_prefetch(self, inst) -> None:
-        """Schedule the early slot of a full instance ``prefetch_ms`` before its predicted end (re-arming cancels)."""
+        """Schedule the early slot of a full instance ``prefetch_ms`` before its predicted end, replacing a pending
+        timer unless that one already aims there."""
         if self.prefetch_s <= 0.0 or inst.early or not inst.alive or inst.running < inst.capacity:
             return
-        self._arm_gen[inst.index] += 1
-        delay = inst.expected_free_s - self.now() - self.prefetch_s
-        asyncio.get_running_loop().call_later(max(delay, 0.0), self._prefetch, inst, self._arm_gen[inst.index])
+        loop = asyncio.get_running_loop()
+        when = loop.time() + inst.expected_free_s - self.now() - self.prefetch_s
+        pending = self._prefetch_timers[inst.index]
+        if pending is not None:
+            if abs(pending.when() - when) < 1e-4:
+                return
+            pending.cancel()
+        self._prefetch_timers[inst.index] = loop.call_at(when, self._prefetch, inst)
 
-    def _prefetch(self, inst, gen: int) -> None:
-        if gen == self._arm_gen[inst.index]:
-            self.core.open_early(self.now(), inst)
+    def _prefetch(self, inst) -> None:
+        self._prefetch_timers[inst.index] = None
+        self.core.open_early(self.now(), inst)
 
     def _on_drop(self, q: Query) -> None:
         self.rows[q]["dispatch_s"] = self.epoch(self.now())

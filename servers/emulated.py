@@ -4,7 +4,8 @@ Each query's service time is drawn (seeded Generator) from the profile's samples
 the batch) and awaited with ``asyncio.sleep``; at most ``concurrency`` queries are served at once (default 1, FIFO
 by the semaphore). With one at a time, a query that waited starts at its predecessor's due end, so queries run back
 to back as on the real machine however busy the emulating host is. Outputs are correctly shaped zeros. Response
-parameters: ``queue_ms``, ``compute_ms`` (from service start to wake-up, as measured), ``sampled_ms`` (the drawn service time), ``batch_size`` and ``instance_type``.
+parameters: ``queue_ms``, ``compute_ms`` (from service start to wake-up, as measured), ``sampled_ms`` (the drawn
+service time), ``batch_size`` and ``instance_type``.
 
 Metadata and input validation come from the model's spec in ``servers.models`` (the ONNX file is never needed); a
 profiled model without a spec accepts any inputs that share a batch dimension and answers one ``output`` ``[B, 1]``.

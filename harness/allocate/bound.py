@@ -217,8 +217,8 @@ def pick_candidates(bounds: np.ndarray, costs: np.ndarray, rule: PickRule = Pick
     else:
         key = np.asarray(bounds, dtype=float)[top]
     key = np.where(np.isfinite(key), key, -np.inf)
-    top = top[np.argsort(-key, kind="stable")]
-    key = np.sort(key)[::-1]
+    order = np.argsort(-key, kind="stable")
+    top, key = top[order], key[order]
     return top[key >= key[0] * (1.0 - rule.within) - 1e-12]
 
 

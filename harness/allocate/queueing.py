@@ -6,14 +6,16 @@ type whose queries leave little slack (a GPU at 26 ms on a 35 ms target) cannot 
 instances of a type queue more than many at the same load (Erlang's C formula).
 
 This estimate keeps the LP and adds the queue. Each type ``t`` with ``n_t`` instances is run at a utilization cap
-``rho`` (capacity ``n_t rho``); its waiting time is that of an M/G/c queue at that load in the usual
-exponential approximation, ``P(W > w) = C(n_t, n_t rho) exp(-2 n_t (1 - rho) w / (E[S_t] (1 + cs2_t)))``:
-Erlang's C for the chance to wait, and a decay that is M/M/c's for exponential service and twice as fast for
-constant service (``E[S_t]``, ``cs2_t``: mean and squared coefficient of variation of the type's service time over
-the batch sizes it can serve, weighted by the mix, samples included); and a query of size ``s`` sent to ``t`` is on time with probability
-``P(S + W <= QoS)`` over the profile's samples of ``S``, which replaces the LP's ``ok[t, s]``. The estimate is the
-best LP optimum over a grid of caps shared by all types, then refined per type by coordinate ascent. It is never
-above the fluid bound (a lower capacity and a smaller on-time probability can only lower the optimum).
+``rho`` (capacity ``n_t rho``); its waiting time is that of an M/G/c queue at that load in the usual exponential
+approximation, ``P(W > w) = C(n_t, n_t rho) exp(-2 n_t (1 - rho) w / (E[S_t] (1 + cs2_t)))``: Erlang's C for the
+chance to wait, and a decay that is M/M/c's for exponential service and twice as fast for constant service. A query
+of size ``s`` sent to ``t`` is on time with probability ``P(S + W <= QoS)`` over the profile's samples of ``S``,
+which replaces the LP's ``ok[t, s]``. ``E[S_t]`` and ``cs2_t`` (mean and squared coefficient of variation of the
+type's service time, samples included) start from the mix over the sizes the type can serve and then follow the
+LP's own routing for two fixed-point rounds: a type left with only the large batches waits on large services. The
+estimate is the best LP optimum over a grid of caps shared by all types, then refined per type by one pass of
+coordinate ascent. It is never above the fluid bound (a lower capacity and a smaller on-time probability can only
+lower the optimum).
 """
 
 from __future__ import annotations
@@ -59,13 +61,17 @@ def queue_model(profile: Profile, problem: AllocationProblem, mix: BatchMix, flu
         per_type.append(slack)
         second[i] = [float((x ** 2).mean()) for x in samples]
         usable = (fluid.ok[i] > 0) & np.isfinite(fluid.mean_ms[i])
-        w = mix.probs * usable
-        if w.sum() > 0:
-            w = w / w.sum()
-            m1 = sum(wj * float(s.mean()) for wj, s, u in zip(w, samples, usable) if u)
-            m2 = sum(wj * float((s ** 2).mean()) for wj, s, u in zip(w, samples, usable) if u)
-            mean_s[i], cs2[i] = m1, max(m2 / (m1 * m1) - 1.0, 0.0)
+        if usable.any():
+            mean_s[i], cs2[i] = _moments(fluid.mean_ms[i], second[i], mix.probs * usable)
     return QueueModel(fluid, problem.qos_ms, tuple(per_type), mean_s, cs2, second)
+
+
+def _moments(mean_ms: np.ndarray, second_ms2: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """Mean and squared coefficient of variation of a service time mixing the sizes by ``weights``."""
+    w = weights / weights.sum()
+    m1 = float(w @ np.where(w > 0, mean_ms, 0.0))  # sizes a type cannot serve hold inf
+    m2 = float(w @ np.where(w > 0, second_ms2, 0.0))
+    return m1, max(m2 / (m1 * m1) - 1.0, 0.0)
 
 
 def erlang_c(servers: int, load: float) -> float:
@@ -97,13 +103,8 @@ def _routed_moments(model: QueueModel, x: np.ndarray) -> tuple[np.ndarray, np.nd
     """Mean and cs2 of each type's service time over the sizes the LP routed to it (type default where none)."""
     mean, cs2 = model.mean_service_ms.copy(), model.service_cs2.copy()
     for t in range(len(mean)):
-        w = x[t]
-        if w.sum() <= 0:
-            continue
-        w = w / w.sum()
-        m1 = float(w @ np.where(w > 0, model.fluid.mean_ms[t], 0.0))
-        m2 = float(w @ np.where(w > 0, model.second_moment_ms2[t], 0.0))
-        mean[t], cs2[t] = m1, max(m2 / (m1 * m1) - 1.0, 0.0)
+        if x[t].sum() > 0:
+            mean[t], cs2[t] = _moments(model.fluid.mean_ms[t], model.second_moment_ms2[t], x[t])
     return mean, cs2
 
 
