@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analyzer import percentile_ms
-from harness.replay import client_frame, replay
-from servers.cli import LOOPS, loop_factory
+from harness.measure.analyzer import percentile_ms
+from harness.live.replay import client_frame, replay
+from harness.cli.serve import LOOPS, loop_factory
 from servers.pool import Instance, spawn_server, stop_processes
 from traces.generate import generate_trace
 

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.analyzer import percentile_ms
-from harness.config import PoolConfig
-from harness.models_qos import PAPER_CONFIG
-from harness.profiles import Profile
-from harness.records import latency_ms
-from harness.replay import client_frame, replay
-from harness.simulator import SimConfig, simulate
+from harness.measure.analyzer import percentile_ms
+from harness.core.pool_config import PoolConfig
+from harness.core.paper import PAPER_CONFIG
+from harness.core.profiles import Profile
+from harness.core.records import latency_ms
+from harness.live.replay import client_frame, replay
+from harness.sim.simulator import SimConfig, simulate
 from servers.pool import PoolSpec, spawn_server, start_pool, stop_processes
 from traces.generate import generate_trace
 

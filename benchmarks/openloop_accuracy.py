@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analyzer import percentile_ms
+from harness.measure.analyzer import percentile_ms
 from traces.generate import generate_trace
 from traces.io import write_trace
 

@@ -19,9 +19,9 @@ import sys
 import time
 
 from harness.allocate.run import run_allocation
-from harness.allocate_cmd import build_job
+from harness.cli.allocate import build_job
 from harness.cli import build_parser
-from harness.models_qos import PAPER_BUDGET_PER_H, PAPER_QOS_MS
+from harness.core.paper import PAPER_BUDGET_PER_H, PAPER_QOS_MS
 
 PAPER_TYPES = "g4dn.xlarge,c5n.2xlarge,r5n.large,t3.xlarge"
 LIMIT_S = 15 * 60

@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
-from harness.config import PoolConfig
-from harness.profiles import Profile
-from harness.simulator import SimConfig, simulate
+from harness.core.pool_config import PoolConfig
+from harness.core.profiles import Profile
+from harness.sim.simulator import SimConfig, simulate
 from traces.generate import generate_trace
 
 TARGETS = {"fcfs": 100_000, "kairos": 15_000}

@@ -28,11 +28,11 @@ from locust import User, constant, events, task
 from locust.contrib.fasthttp import FastHttpSession
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.errors import InputError
-from harness.gc_freeze import frozen_gc
-from harness.live import DEFAULT_DISPATCHERS, LiveOptions, LiveRun, PhaseOutput, PhasePlan
-from harness.models_qos import PAPER_CONFIG
-from harness.replay import payloads_for
+from harness.core.errors import InputError
+from harness.core.gc_freeze import frozen_gc
+from harness.live.run import DEFAULT_DISPATCHERS, LiveOptions, LiveRun, PhaseOutput, PhasePlan
+from harness.core.paper import PAPER_CONFIG
+from harness.live.replay import payloads_for
 
 PHASE_MESSAGE = "kairos_phase"
 DONE_MESSAGE = "kairos_phase_done"

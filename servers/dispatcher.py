@@ -35,15 +35,15 @@ import orjson
 from aiohttp import web
 from yarl import URL
 
-from harness.driver import DispatchCore
-from harness.errors import InputError
-from harness.instances import build_instances
-from harness.latency_model import LatencyModel
-from harness.models_qos import default_qos_ms
-from harness.policies import Query, make_policy
-from harness.profiles import Profile
-from harness.record_sink import RecordSink
-from harness.records import DROPPED, FAILED, OK, RECORD_COLUMNS, SHED
+from harness.dispatch.dispatch_core import DispatchCore
+from harness.core.errors import InputError
+from harness.dispatch.instance_state import build_instances
+from harness.dispatch.latency_model import LatencyModel
+from harness.core.paper import default_qos_ms
+from harness.dispatch.policies import Query, make_policy
+from harness.core.profiles import Profile
+from harness.core.record_sink import RecordSink
+from harness.core.records import DROPPED, FAILED, OK, RECORD_COLUMNS, SHED
 from servers import v2
 from servers.pool import PoolFile
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from aiohttp import web
 
-from harness.errors import InputError
-from harness.profiles import Profile
+from harness.core.errors import InputError
+from harness.core.profiles import Profile
 from servers import models, v2
 
 PLATFORM_EMULATED = "kairos_emulated"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from aiohttp import web
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 from servers import v2
 from servers.models import build_model, get_spec
 

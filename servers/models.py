@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 from servers import v2
 
 BUILDER_VERSION = 1

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.catalog import load_prices
-from harness.config import PoolConfig
-from harness.errors import InputError
+from harness.core.prices import load_prices
+from harness.core.pool_config import PoolConfig
+from harness.core.errors import InputError
 
 MODES = ("emulated", "onnx")
 _READY = "READY "
@@ -332,7 +332,7 @@ def start_pool(spec: PoolSpec) -> Pool:
         print(f"note: no price for instance type(s) {', '.join(missing)}; costs will be unknown (give --prices)",
               file=sys.stderr)
     if spec.mode == "emulated":
-        from harness.profiles import Profile
+        from harness.core.profiles import Profile
         Profile.load(spec.profiles).check(sorted(set(types)), [spec.model])  # fail here, not in 11 children
     else:
         from servers.models import build_model

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.config import PoolConfig
-from harness.profiles import Profile
+from harness.core.pool_config import PoolConfig
+from harness.core.profiles import Profile
 
 
 def make_profile_frame(service_ms: dict[tuple[str, str], dict[int, list[float]]]) -> pd.DataFrame:

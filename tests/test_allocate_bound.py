@@ -8,8 +8,8 @@ import pytest
 from harness.allocate.bound import (KairosStats, PickRule, kairos_bound, kairos_bounds, kairos_stats, pick_medoid,
                                     rank_order)
 from harness.allocate.space import BatchMix, enumerate_configs, make_problem
-from harness.catalog import load_prices
-from harness.profiles import Profile
+from harness.core.prices import load_prices
+from harness.core.profiles import Profile
 from tests.conftest import make_profile_frame
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.allocate.html import allocation_html
+from harness.report.allocation import allocation_html
 from harness.cli import main
 from tests.conftest import make_profile_frame
 
@@ -125,12 +125,12 @@ def test_launch_execs_the_pool_or_says_why_not(toy_files, monkeypatch, capsys):
     import sys
     calls = []
     monkeypatch.setattr(os, "execv", lambda exe, argv: calls.append(argv))
-    monkeypatch.setitem(sys.modules, "servers.cli", type(sys)("servers.cli"))  # a cli without a pool command
+    monkeypatch.setitem(sys.modules, "harness.cli.serve", type(sys)("harness.cli.serve"))  # a cli without a pool command
     assert main(_args(toy_files, "--no-measure", "--launch")) == 2
     assert "no `kairos serve pool`" in capsys.readouterr().err and not calls
-    fake = type(sys)("servers.cli")
+    fake = type(sys)("harness.cli.serve")
     fake.add_pool_parser = lambda sub: None
-    monkeypatch.setitem(sys.modules, "servers.cli", fake)
+    monkeypatch.setitem(sys.modules, "harness.cli.serve", fake)
     assert main(_args(toy_files, "--no-measure", "--launch", "--pool-file", "p.json")) == 0
     (argv,) = calls
     assert argv[3:5] == ["serve", "pool"] and argv[argv.index("--pool-file") + 1] == "p.json"

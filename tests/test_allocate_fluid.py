@@ -9,7 +9,7 @@ from harness.allocate.evaluate import EvalSettings, evaluate_config
 from harness.allocate.fluid import fluid_bound, fluid_model
 from harness.allocate.run import make_context
 from harness.allocate.space import BatchMix, make_problem
-from harness.profiles import Profile
+from harness.core.profiles import Profile
 from tests.conftest import make_profile_frame
 from traces.generate import generate_trace
 

@@ -9,7 +9,7 @@ from harness.allocate.evaluate import EvalSettings, Evaluator
 from harness.allocate.oracle import run_oracle
 from harness.allocate.run import make_context
 from harness.allocate.space import enumerate_configs, make_problem
-from harness.profiles import Profile
+from harness.core.profiles import Profile
 from tests.conftest import make_profile_frame
 from traces.generate import generate_trace
 
@@ -58,7 +58,7 @@ def test_aborting_a_failing_point_early_changes_no_verdict(toy):
 
 def test_aborting_policy_raises_only_past_the_allowed_violations():
     from harness.allocate.evaluate import AbortingPolicy, _Abort
-    from harness.policies import Query, make_policy
+    from harness.dispatch.policies import Query, make_policy
     policy = AbortingPolicy(make_policy("fcfs"), qos_ms=10.0, first_measured=2, max_violations=1)
     late = [Query(i, str(i), "m", 1, 0.0) for i in range(4)]
     policy.on_complete(0.0, late[0], None, 50.0)  # warm-up: not counted

@@ -12,7 +12,7 @@ from harness.allocate.evaluate import EvalSettings, Evaluator, bracket_search
 from harness.allocate.gp import GaussianProcess, expected_improvement
 from harness.allocate.ribbon import RibbonSettings, dominated, ribbon_search
 from harness.allocate.space import BatchMix, enumerate_configs, make_problem
-from harness.catalog import load_prices
+from harness.core.prices import load_prices
 
 
 @pytest.fixture(scope="module")

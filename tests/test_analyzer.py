@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.allowable import SearchConfig, find_allowable
-from harness.analyzer import (ValidityRules, early_stopping_ok, max_violations_allowed, percentile_ci_ms,
+from harness.measure.allowable import SearchConfig, find_allowable
+from harness.measure.analyzer import (ValidityRules, early_stopping_ok, max_violations_allowed, percentile_ci_ms,
                               percentile_ms, summarize)
 
 
@@ -87,7 +87,7 @@ class Step:
         self.limit, self.calls = limit, []
 
     def __call__(self, rate):
-        from harness.analyzer import PointSummary
+        from harness.measure.analyzer import PointSummary
         self.calls.append(rate)
         ok = rate <= self.limit
         return PointSummary(1, 1, 1, rate, rate, rate, *([1.0] * 7), 0, 0.0, 0, ok, "" if ok else "x", ok, ok)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 
-from harness.profiles import Profile
+from harness.core.profiles import Profile
 from servers import models, v2
 from servers.dispatcher import DISPATCHER, DispatcherConfig, _is_loopback, create_app, peek_batch
 from servers.emulated import EmulatedConfig, create_app as create_emulated

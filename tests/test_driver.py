@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from harness.driver import DispatchCore
-from harness.instances import build_instances
-from harness.latency_model import LatencyModel
-from harness.policies import Query, make_policy
-from harness.profiles import Profile
+from harness.dispatch.dispatch_core import DispatchCore
+from harness.dispatch.instance_state import build_instances
+from harness.dispatch.latency_model import LatencyModel
+from harness.dispatch.policies import Query, make_policy
+from harness.core.profiles import Profile
 from tests.conftest import make_profile_frame
 
 

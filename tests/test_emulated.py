@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.errors import InputError
-from harness.profiles import Profile
+from harness.core.errors import InputError
+from harness.core.profiles import Profile
 from servers import models, v2
 from servers.emulated import EmulatedConfig, create_app
 

@@ -1,6 +1,6 @@
 import gc
 
-from harness.gc_freeze import frozen_gc
+from harness.core.gc_freeze import frozen_gc
 
 
 def test_frozen_gc_freezes_for_the_block_only():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 from traces.generate import ARRIVALS, arrival_times, batch_sizes, generate_trace, kairos_mix
 from traces.scale import gap_cv
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 from traces.importers import (DEFAULT_MAPPINGS, IMPORTERS, SizeMapping, import_azure_functions,
                               import_azure_llm, import_burstgpt, import_mooncake, import_trace)
 from traces.io import sample_path

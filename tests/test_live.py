@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from harness.allowable import phase_queries
-from harness.analyzer import ValidityRules
-from harness.live import LiveOptions, PhasePlan, merge_phase
-from harness.run_dir import QUERY_COLUMNS, RunDir, normalize_queries
+from harness.measure.allowable import phase_queries
+from harness.measure.analyzer import ValidityRules
+from harness.live.run import LiveOptions, PhasePlan, merge_phase
+from harness.live.run_dir import QUERY_COLUMNS, RunDir, normalize_queries
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_run_dir_streams_queries_and_marks_partial(tmp_path):
 
 def test_record_sink_bounds_memory_but_writes_everything(tmp_path):
     import pandas as pd
-    from harness.record_sink import RecordSink
+    from harness.core.record_sink import RecordSink
     sink = RecordSink(tmp_path / "r.parquet", ("i",), flush_rows=10, memory_rows=25)
     for i in range(100):
         sink.append({"i": i})

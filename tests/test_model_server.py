@@ -7,7 +7,7 @@ import onnxruntime as ort
 import orjson
 import pytest
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 from servers import models, v2
 from servers.model_server import ModelServerConfig, choose_providers, create_app
 

@@ -8,9 +8,9 @@ import onnxruntime as ort
 import pytest
 
 from harness.cli import main as kairos
-from harness.errors import InputError
+from harness.core.errors import InputError
 from servers import models
-from servers.models_cmd import doc_text
+from harness.cli.models import doc_text
 
 ROOT = Path(__file__).resolve().parent.parent
 

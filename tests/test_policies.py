@@ -3,10 +3,10 @@ from collections import deque
 import numpy as np
 import pytest
 
-from harness.errors import InputError
-from harness.instances import build_instances
-from harness.latency_model import LatencyModel
-from harness.policies import POLICIES, PolicyContext, Query, make_policy
+from harness.core.errors import InputError
+from harness.dispatch.instance_state import build_instances
+from harness.dispatch.latency_model import LatencyModel
+from harness.dispatch.policies import POLICIES, PolicyContext, Query, make_policy
 
 
 def bind(policy, profile, types, qos_ms=300.0):
@@ -66,7 +66,7 @@ def test_kairos_cost_matrix_matches_the_artifact_formula(fixed_profile):
 
 def test_kairos_safeguard_band_costs_500():
     from tests.conftest import make_profile_frame
-    from harness.profiles import Profile
+    from harness.core.profiles import Profile
     prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [295.0]}}), drop_max=False)
     policy = make_policy("kairos")
     insts = bind(policy, prof, ["a"], qos_ms=300.0)
@@ -76,7 +76,7 @@ def test_kairos_safeguard_band_costs_500():
 
 def test_kairos_checks_qos_with_the_tail_by_default():
     from tests.conftest import make_profile_frame
-    from harness.profiles import Profile
+    from harness.core.profiles import Profile
     # 'bursty' averages 20 ms but its p99 is 60 ms; QoS 30 ms. 'gpu' always takes 10 ms.
     prof = Profile.from_frame(make_profile_frame({
         ("gpu", "m"): {10: [10.0] * 100},
@@ -96,7 +96,7 @@ def test_kairos_checks_qos_with_the_tail_by_default():
 
 def test_kairos_accepts_a_profile_of_zero_service_times():
     from tests.conftest import make_profile_frame
-    from harness.profiles import Profile
+    from harness.core.profiles import Profile
     prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [0.0]}, ("b", "m"): {10: [0.0]}}),
                               drop_max=False)
     policy = make_policy("kairos")
@@ -175,7 +175,7 @@ def test_least_outstanding_spreads_a_burst(fixed_profile):
 
 def test_latency_model_online_update_moves_exactly_the_observed_bucket():
     from tests.conftest import make_profile_frame
-    from harness.profiles import Profile
+    from harness.core.profiles import Profile
     prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [1.0], 100: [10.0], 1000: [100.0]},
                                                   ("b", "m"): {10: [2.0], 100: [20.0], 1000: [200.0]}}),
                               drop_max=False)

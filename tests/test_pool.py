@@ -12,7 +12,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 from servers import models, v2
 from servers.pool import PoolSpec, load_pool_file, spawn_server, start_pool, stop_processes
 

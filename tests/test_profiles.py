@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.catalog import load_prices
-from harness.config import PoolConfig
-from harness.errors import InputError
-from harness.profiles import Profile
+from harness.core.prices import load_prices
+from harness.core.pool_config import PoolConfig
+from harness.core.errors import InputError
+from harness.core.profiles import Profile
 from tests.conftest import make_profile_frame
 
 

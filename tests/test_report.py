@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import report
+from harness.report import page as report
 from harness.cli import main
-from harness.report import (CHART_IDS, PARTIAL_BANNER, batch_heatmap, bracket, build_report, cdf_points,
+from harness.report.page import (CHART_IDS, PARTIAL_BANNER, batch_heatmap, bracket, build_report, cdf_points,
                             normalize_queries, shown_step, step_queries, utilization)
 
 # (dispatcher, offered qps, p99 ms, valid, allowable qps, cost $/h): kairos passes at 100, fcfs drops queries at
@@ -275,7 +275,7 @@ def test_report_of_kairos_simulate_out(tmp_path):
 
 
 def test_allocation_section_when_present(run_dir):
-    pytest.importorskip("harness.allocate.html")
+    pytest.importorskip("harness.report.allocation")
     pd.DataFrame({"kairos_rank": [1, 2], "config": ["g4dn.xlarge=1", "r5n.large=4"], "cost_per_h": [0.5, 0.6],
                   "kairos_bound_qps": [90.0, 80.0], "picked_by": ["kairos", ""]}).to_parquet(
         run_dir / "allocation.parquet")

@@ -2,13 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.config import PoolConfig
-from harness.errors import InputError
-from harness.events import EventLoop
-from harness.records import RECORD_COLUMNS, latency_ms
-from harness.simulator import SimConfig, simulate
+from harness.core.pool_config import PoolConfig
+from harness.core.errors import InputError
+from harness.sim.events import EventLoop
+from harness.core.records import RECORD_COLUMNS, latency_ms
+from harness.sim.simulator import SimConfig, simulate
 from tests.conftest import make_profile_frame
-from harness.profiles import Profile
+from harness.core.profiles import Profile
 from traces.generate import generate_trace
 from traces.schema import Trace
 

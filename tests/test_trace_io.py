@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 from traces.generate import generate_trace
 from traces.io import DEFAULT_TRACE, read_trace, sample_path, write_trace
 from traces.schema import Trace, TraceError

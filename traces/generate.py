@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 from traces.schema import Trace
 
 BATCH_MIXES = ("kairos", "fixed:N", "uniform:A:B", "lognormal:MU:SIGMA")

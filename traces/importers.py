@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 from traces.schema import Trace, TraceError
 
 LLM_FIELDS = ("tokens_in", "tokens_out", "tokens_total")

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 from traces.schema import Trace
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 
 REQUIRED_COLUMNS = ("arrival_s", "batch_size", "model")
 OPTIONAL_COLUMNS = ("request_id", "tokens_in", "tokens_out")

@@ -10,7 +10,7 @@ from harness.allocate.bound import KairosStats, PickRule, kairos_bound, kairos_b
 from harness.allocate.evaluate import EvalContext, EvalSettings, Evaluation, Evaluator, evaluate_config, evaluate_many
 from harness.allocate.fluid import FluidModel, fluid_bound, fluid_bounds, fluid_model
 from harness.allocate.homogeneous import best_homogeneous, budget_scaled, homogeneous_configs
-from harness.allocate.html import allocation_html
+from harness.report.allocation import allocation_html
 from harness.allocate.oracle import OracleResult, run_oracle
 from harness.allocate.queueing import QueueModel, queue_estimate, queue_estimates, queue_model
 from harness.allocate.ribbon import RibbonSettings, ribbon_search

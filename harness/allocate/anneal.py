@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from harness.allocate.ribbon import SearchResult, result_from_history
-from harness.errors import InputError
+from harness.core.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.allocate.space import AllocationProblem, BatchMix
-from harness.errors import InputError
-from harness.latency_model import LatencyModel
-from harness.profiles import Profile
+from harness.core.errors import InputError
+from harness.dispatch.latency_model import LatencyModel
+from harness.core.profiles import Profile
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,12 @@ from typing import Callable, Iterable
 
 from harness.allocate.fluid import FluidModel, fluid_bound
 from harness.allocate.space import AllocationProblem
-from harness.analyzer import ValidityRules, max_violations_allowed, summarize
-from harness.config import PoolConfig
-from harness.errors import InputError
-from harness.policies import make_policy
-from harness.profiles import Profile
-from harness.simulator import SimConfig, simulate
+from harness.measure.analyzer import ValidityRules, max_violations_allowed, summarize
+from harness.core.pool_config import PoolConfig
+from harness.core.errors import InputError
+from harness.dispatch.policies import make_policy
+from harness.core.profiles import Profile
+from harness.sim.simulator import SimConfig, simulate
 from traces.scale import scale_to_rate
 from traces.schema import Trace
 

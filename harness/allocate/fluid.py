@@ -24,7 +24,7 @@ from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
 from harness.allocate.space import AllocationProblem, BatchMix
-from harness.profiles import Profile
+from harness.core.profiles import Profile
 
 
 @dataclass(frozen=True, eq=False)

@@ -26,7 +26,7 @@ import numpy as np
 
 from harness.allocate.fluid import FluidModel, fluid_solve
 from harness.allocate.space import AllocationProblem, BatchMix
-from harness.profiles import Profile
+from harness.core.profiles import Profile
 
 RHO_GRID = (0.1, 0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from harness.allocate.gp import GaussianProcess, expected_improvement
-from harness.errors import InputError
+from harness.core.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from harness.allocate.oracle import run_oracle
 from harness.allocate.queueing import queue_estimates, queue_model
 from harness.allocate.ribbon import RibbonSettings, ribbon_search
 from harness.allocate.space import AllocationProblem, BatchMix, config_costs, enumerate_configs
-from harness.errors import InputError
-from harness.profiles import Profile
+from harness.core.errors import InputError
+from harness.core.profiles import Profile
 from traces.schema import Trace
 
 METHODS = ("kairos", "homogeneous", "fluid", "ribbon", "anneal", "oracle")

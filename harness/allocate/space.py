@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.errors import InputError
-from harness.profiles import Profile
+from harness.core.errors import InputError
+from harness.core.profiles import Profile
 
 COST_EPS = 1e-9  # float slack when comparing a configuration's cost with the budget
 

@@ -12,9 +12,9 @@ from typing import Callable
 
 import numpy as np
 
-from harness.instances import InstanceState
-from harness.latency_model import LatencyModel
-from harness.policies import Policy, PolicyContext, Query
+from harness.dispatch.instance_state import InstanceState
+from harness.dispatch.latency_model import LatencyModel
+from harness.dispatch.policies import Policy, PolicyContext, Query
 
 
 class DispatchCore:

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: plotly and the report code load only when a report is asked for.
     from pathlib import Path
 
-    from harness.report import build_report
+    from harness.report.page import build_report
 
     path = build_report(Path(args.run_dir), out=Path(args.out) if args.out else None)
     print(path)

@@ -3,7 +3,7 @@
 ``LiveRun`` starts (or attaches to) a pool, starts a dispatcher, and for each dispatcher policy replays phases of the
 trace through a ``LoadGenerator`` (the Locust glue in ``harness/kairos_load.py`` is one). A phase is the trace
 rate-scaled to an offered load and cut to ``phase_seconds``. With a sweep, the allowable-throughput search of
-``harness.allowable`` drives the phases (a phase lasts ``phase_seconds`` or ``phase_queries`` queries, whichever
+``harness.measure.allowable`` drives the phases (a phase lasts ``phase_seconds`` or ``phase_queries`` queries, whichever
 is longer, so a low rate still gets a stable p99); it starts from the simulator's answer for the very same phase traces, so a
 live sweep needs a few phases, and the simulated answer is reported next to the live one.
 """
@@ -21,15 +21,15 @@ from typing import Callable, Protocol
 import numpy as np
 import pandas as pd
 
-from harness.allowable import SearchConfig, capacity_qps, find_allowable, phase_queries
-from harness.analyzer import PointSummary, ValidityRules, percentile_ms, summarize
-from harness.errors import InputError
-from harness.latency_model import LatencyModel
-from harness.models_qos import PAPER_CONFIG, default_qos_ms
-from harness.policies import make_policy
-from harness.profiles import Profile
-from harness.run_dir import RunDir
-from harness.simulator import SimConfig, check_trace, simulate
+from harness.measure.allowable import SearchConfig, capacity_qps, find_allowable, phase_queries
+from harness.measure.analyzer import PointSummary, ValidityRules, percentile_ms, summarize
+from harness.core.errors import InputError
+from harness.dispatch.latency_model import LatencyModel
+from harness.core.paper import PAPER_CONFIG, default_qos_ms
+from harness.dispatch.policies import make_policy
+from harness.core.profiles import Profile
+from harness.live.run_dir import RunDir
+from harness.sim.simulator import SimConfig, check_trace, simulate
 from traces.io import read_trace, sample_path
 from traces.scale import scale_to_rate, speedup
 from traces.schema import Trace

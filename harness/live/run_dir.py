@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.record_sink import RecordSink
+from harness.core.record_sink import RecordSink
 
 # The live queries.parquet columns: the shared record schema, then what the load generator and dispatcher add.
 QUERY_COLUMNS = ("request_id", "model", "batch_size", "arrival_s", "dispatch_s", "start_s", "finish_s",
@@ -119,7 +119,7 @@ class RunDir:
         if not build_html or not self.summary_rows:
             return None
         try:
-            from harness.report import build_report
+            from harness.report.page import build_report
         except ImportError:  # the report module is optional for a bare install
             return None
         return build_report(self.path)

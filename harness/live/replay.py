@@ -16,7 +16,7 @@ import aiohttp
 import numpy as np
 import pandas as pd
 
-from harness.gc_freeze import frozen_gc
+from harness.core.gc_freeze import frozen_gc
 from servers import models, v2
 from traces.schema import Trace
 

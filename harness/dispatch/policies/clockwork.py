@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.policies.base import NOTHING, BasePolicy, Decision
+from harness.dispatch.policies.base import NOTHING, BasePolicy, Decision
 
 
 class Clockwork(BasePolicy):

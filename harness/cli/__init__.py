@@ -10,16 +10,16 @@ import argparse
 import importlib
 import sys
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 
 # Command modules, imported lazily so `kairos trace info` does not pay for onnxruntime or aiohttp.
 COMMAND_MODULES = {
-    "simulate": "harness.simulate_cmd",
-    "trace": "traces.cli",
-    "allocate": "harness.allocate_cmd",
-    "serve": "servers.cli",
-    "models": "servers.models_cmd",
-    "report": "harness.report_cmd",
+    "simulate": "harness.cli.simulate",
+    "trace": "harness.cli.trace",
+    "allocate": "harness.cli.allocate",
+    "serve": "harness.cli.serve",
+    "models": "harness.cli.models",
+    "report": "harness.cli.report",
 }
 
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from harness.errors import InputError
-from harness.policies.base import NOTHING, BasePolicy, Decision
+from harness.core.errors import InputError
+from harness.dispatch.policies.base import NOTHING, BasePolicy, Decision
 
 
 class Kairos(BasePolicy):

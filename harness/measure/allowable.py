@@ -13,8 +13,8 @@ from typing import Callable
 
 import numpy as np
 
-from harness.analyzer import PointSummary, ValidityRules
-from harness.latency_model import LatencyModel
+from harness.measure.analyzer import PointSummary, ValidityRules
+from harness.dispatch.latency_model import LatencyModel
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from typing import ClassVar, Protocol, Sequence
 
 import numpy as np
 
-from harness.instances import InstanceState
-from harness.latency_model import LatencyModel
+from harness.dispatch.instance_state import InstanceState
+from harness.dispatch.latency_model import LatencyModel
 
 
 class Query:

@@ -18,8 +18,8 @@ import sys
 import threading
 from pathlib import Path
 
-from harness.errors import InputError
-from harness.gc_freeze import frozen_gc
+from harness.core.errors import InputError
+from harness.core.gc_freeze import frozen_gc
 
 READY_PREFIX = "READY "
 
@@ -254,7 +254,7 @@ def add_pool_parser(sub) -> None:
 # -- kairos serve dispatcher ------------------------------------------------------------------------------------
 def run_dispatcher(args) -> int:
     """``kairos serve dispatcher``."""
-    from harness.policies import make_policy
+    from harness.dispatch.policies import make_policy
     from servers.dispatcher import DispatcherConfig, create_app
     from servers.pool import load_pool_file
     make_policy(args.policy)  # a bad name or tunable fails before binding
@@ -310,7 +310,7 @@ def register(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m servers.cli SUBCOMMAND ...`` is ``kairos serve SUBCOMMAND ...``."""
+    """``python -m harness.cli.serve SUBCOMMAND ...`` is ``kairos serve SUBCOMMAND ...``."""
     from harness.cli import main as kairos_main
     return kairos_main(["serve", *(sys.argv[1:] if argv is None else argv)])
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import inspect
 
-from harness.errors import InputError
-from harness.policies.base import NOTHING, BasePolicy, Decision, Policy, PolicyContext, Query
-from harness.policies.clockwork import Clockwork
-from harness.policies.deeprecsys import DeepRecSys
-from harness.policies.fcfs import FCFS
-from harness.policies.kairos import Kairos
-from harness.policies.push import LeastExpectedWork, LeastOutstanding, PowerOfTwo, RoundRobin
+from harness.core.errors import InputError
+from harness.dispatch.policies.base import NOTHING, BasePolicy, Decision, Policy, PolicyContext, Query
+from harness.dispatch.policies.clockwork import Clockwork
+from harness.dispatch.policies.deeprecsys import DeepRecSys
+from harness.dispatch.policies.fcfs import FCFS
+from harness.dispatch.policies.kairos import Kairos
+from harness.dispatch.policies.push import LeastExpectedWork, LeastOutstanding, PowerOfTwo, RoundRobin
 
 POLICIES: dict[str, type] = {
     cls.name: cls

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.policies.base import NOTHING, BasePolicy, Decision
+from harness.dispatch.policies.base import NOTHING, BasePolicy, Decision
 
 
 class FCFS(BasePolicy):

@@ -14,14 +14,14 @@ import numpy as np
 from harness.allocate.anneal import AnnealSettings
 from harness.allocate.bound import PickRule, parse_threshold
 from harness.allocate.evaluate import FINAL_SETTINGS, EvalSettings
-from harness.allocate.html import allocation_html
+from harness.report.allocation import allocation_html
 from harness.allocate.ribbon import RibbonSettings
 from harness.allocate.run import METHODS, AllocateJob, AllocationResult, parse_methods, run_allocation
 from harness.allocate.space import make_problem
-from harness.catalog import load_prices
-from harness.errors import InputError
-from harness.models_qos import default_qos_ms
-from harness.profiles import Profile
+from harness.core.prices import load_prices
+from harness.core.errors import InputError
+from harness.core.paper import default_qos_ms
+from harness.core.profiles import Profile
 from traces.generate import generate_trace
 from traces.io import read_trace
 
@@ -203,7 +203,7 @@ def print_report(result: AllocationResult, rows: int) -> None:
 def launch(result: AllocationResult, pool_file: str, args: argparse.Namespace) -> int:
     """Replace this process with ``kairos serve pool`` for the chosen configuration."""
     try:
-        import servers.cli as serve_cli
+        import harness.cli.serve as serve_cli
     except ModuleNotFoundError:
         serve_cli = None
     if serve_cli is None or not hasattr(serve_cli, "add_pool_parser"):

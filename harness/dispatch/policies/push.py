@@ -7,7 +7,7 @@ power-of-two-choices is Mitzenmacher (2001); least-expected-work is join-the-sho
 
 from __future__ import annotations
 
-from harness.policies.base import NOTHING, BasePolicy, Decision
+from harness.dispatch.policies.base import NOTHING, BasePolicy, Decision
 
 
 class RoundRobin(BasePolicy):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 
 SHIPPED_PROFILES = "aws_recsys_latency.parquet"
 PROFILE_COLUMNS = ("instance_type", "model", "batch_size", "compute_ms", "load_ms")
@@ -54,7 +54,7 @@ class Profile:
         tooling did before use (one cold-start outlier per bucket).
         """
         if path is None:
-            src = resources.files("harness") / "data" / SHIPPED_PROFILES
+            src = resources.files("harness.core") / "data" / SHIPPED_PROFILES
             with src.open("rb") as fh:
                 frame = pd.read_parquet(fh)
             name = f"<shipped {SHIPPED_PROFILES}>"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.errors import InputError
-from harness.profiles import Profile
+from harness.core.errors import InputError
+from harness.core.profiles import Profile
 
 
 class LatencyModel:

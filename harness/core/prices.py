@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 
 SHIPPED_PRICES = "aws_prices.csv"
 
 
 def load_prices(path: str | Path | None = None) -> dict[str, float]:
     """Read ``instance_type,usd_per_hour`` rows; without a path, the shipped AWS on-demand table."""
-    src = Path(path) if path else resources.files("harness") / "data" / SHIPPED_PRICES
+    src = Path(path) if path else resources.files("harness.core") / "data" / SHIPPED_PRICES
     try:
         with src.open("rb") as fh:
             frame = pd.read_csv(fh)

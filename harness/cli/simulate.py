@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.allowable import SearchConfig, capacity_qps, find_allowable, phase_queries
-from harness.analyzer import ValidityRules, summarize
-from harness.catalog import load_prices
-from harness.config import PoolConfig
-from harness.errors import InputError
-from harness.latency_model import LatencyModel
-from harness.models_qos import PAPER_CONFIG, default_qos_ms
-from harness.policies import make_policy
-from harness.profiles import Profile
-from harness.simulator import SimConfig, check_trace, simulate
+from harness.measure.allowable import SearchConfig, capacity_qps, find_allowable, phase_queries
+from harness.measure.analyzer import ValidityRules, summarize
+from harness.core.prices import load_prices
+from harness.core.pool_config import PoolConfig
+from harness.core.errors import InputError
+from harness.dispatch.latency_model import LatencyModel
+from harness.core.paper import PAPER_CONFIG, default_qos_ms
+from harness.dispatch.policies import make_policy
+from harness.core.profiles import Profile
+from harness.sim.simulator import SimConfig, check_trace, simulate
 from traces.generate import generate_trace
 from traces.io import read_trace
 from traces.scale import scale_to_rate
@@ -198,7 +198,7 @@ def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.Da
 
 def write_out(out: Path, job: SimulateJob, summary_rows: pd.DataFrame, records: pd.DataFrame | None) -> Path | None:
     """Write summary.parquet, queries.parquet, run.json and report.html into ``out``."""
-    from harness.run_dir import machine, versions
+    from harness.live.run_dir import machine, versions
     out.mkdir(parents=True, exist_ok=True)
     summary_rows.to_parquet(out / "summary.parquet", index=False)
     if records is not None:
@@ -213,7 +213,7 @@ def write_out(out: Path, job: SimulateJob, summary_rows: pd.DataFrame, records: 
             "versions": versions(), "machine": machine()}
     (out / "run.json").write_text(json.dumps(meta, indent=2, default=str))
     try:
-        from harness.report import build_report
+        from harness.report.page import build_report
     except ImportError:
         return None
     return build_report(out)

@@ -13,15 +13,15 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from harness.config import PoolConfig
-from harness.errors import InputError
-from harness.events import NORMAL, URGENT, EventLoop
-from harness.instances import build_instances
-from harness.latency_model import LatencyModel
-from harness.driver import DispatchCore
-from harness.policies import Policy, Query, make_policy
-from harness.profiles import Profile
-from harness.records import DROPPED, OK
+from harness.core.pool_config import PoolConfig
+from harness.core.errors import InputError
+from harness.sim.events import NORMAL, URGENT, EventLoop
+from harness.dispatch.instance_state import build_instances
+from harness.dispatch.latency_model import LatencyModel
+from harness.dispatch.dispatch_core import DispatchCore
+from harness.dispatch.policies import Policy, Query, make_policy
+from harness.core.profiles import Profile
+from harness.core.records import DROPPED, OK
 from traces.schema import Trace
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.policies.base import NOTHING, BasePolicy, Decision
+from harness.dispatch.policies.base import NOTHING, BasePolicy, Decision
 
 
 class DeepRecSys(BasePolicy):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.errors import InputError
+from harness.core.errors import InputError
 
 CHART_P99 = "chart-p99-vs-load"
 CHART_CDF = "chart-latency-cdf"
@@ -561,11 +561,11 @@ def config_section(meta: dict) -> str:
 
 
 def _allocation_section(run: RunData) -> str:
-    """The allocation table when allocation.parquet exists and harness.allocate.html provides allocation_html."""
+    """The allocation table when allocation.parquet exists and harness.report.allocation provides allocation_html."""
     if run.allocation is None:
         return ""
     try:
-        from harness.allocate.html import allocation_html
+        from harness.report.allocation import allocation_html
     except ImportError:
         return ""
     try:

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.errors import InputError
-from harness.records import OK, latency_ms
+from harness.core.errors import InputError
+from harness.core.records import OK, latency_ms
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 CRITERIA = ("mlperf", "p99")

@@ -1,0 +1,1 @@
+"""Pure metric functions over records: percentiles, validity, summary rows, allowable-throughput search."""
