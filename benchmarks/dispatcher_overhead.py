@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from harness.measure.analyzer import percentile_ms
-from harness.live.replay import client_frame, replay
+from harness.live.phase import client_frame
+from harness.live.replay import replay
 from harness.cli.serve import LOOPS, loop_factory
 from servers.pool import Instance, spawn_server, stop_processes
 from traces.generate import generate_trace

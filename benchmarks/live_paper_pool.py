@@ -24,7 +24,8 @@ from harness.core.pool_config import PoolConfig
 from harness.core.paper import PAPER_CONFIG
 from harness.core.profiles import Profile
 from harness.core.records import latency_ms
-from harness.live.replay import client_frame, replay
+from harness.live.phase import client_frame
+from harness.live.replay import replay
 from harness.sim.simulator import SimConfig, simulate
 from servers.pool import PoolSpec, spawn_server, start_pool, stop_processes
 from traces.generate import generate_trace

@@ -9,7 +9,7 @@ How it uses Locust: options come through ``init_command_line_parser`` (so they w
 locust.conf, as LOCUST_* environment variables and in the web UI); the run starts on ``test_start`` and ends itself
 when the last phase is done; each phase is broadcast to every load-generating process (``--processes N`` or
 ``--master``/``--worker``) with ``register_message``, each process replays its interleaved shard open loop with one
-greenlet per query (so no user count caps the arrival rate), and sends its per-query rows back to the master. Every
+greenlet per query (so no user count caps the arrival rate), and sends its per-query records back to the master. Every
 request also fires Locust's ``request`` event, so Locust's own statistics, ``--html`` and ``--csv`` keep working.
 Locust owns ``--config`` (its config-file option), so the instance mix is ``--pool-config``.
 """
@@ -30,28 +30,38 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from harness.core.errors import InputError
 from harness.core.gc_freeze import frozen_gc
-from harness.live.run import DEFAULT_DISPATCHERS, LiveOptions, LiveRun, PhaseOutput, PhasePlan
-from harness.core.paper import PAPER_CONFIG
+from harness.live.options import LiveOptions
+from harness.live.phase import ClientRecord, PhaseOutput, PhasePlan, from_columns, to_columns
 from harness.live.replay import payloads_for
+from harness.live.run import LiveRun
+from servers.pool import MODES
 
 PHASE_MESSAGE = "kairos_phase"
 DONE_MESSAGE = "kairos_phase_done"
 log = logging.getLogger("kairos")
+# The field names of LiveOptions (and of the values library errors are about) as this locustfile's options.
+FLAGS = {"trace": "--trace", "model": "--model", "pool_file": "--pool", "pool_config": "--pool-config",
+         "mode": "--mode", "policy": "--dispatchers", "dispatchers": "--dispatchers", "qos_ms": "--qos-ms",
+         "rate": "--rate", "rate_qps": "--rate", "speedup": "--speedup", "phase_seconds": "--phase-seconds",
+         "phase_queries": "--phase-queries", "report_dir": "--report-dir", "seed": "--seed", "profiles": "--profiles",
+         "tolerance": "--tolerance", "max_phases": "--max-phases", "min_queries": "--min-queries",
+         "criterion": "--criterion"}
 
 
 @events.init_command_line_parser.add_listener
 def add_options(parser) -> None:
     """The harness's options (command line, locust.conf, LOCUST_* environment variables, web UI)."""
+    D = LiveOptions  # defaults are stated once, on the dataclass
     parser.add_argument("--trace", default="", include_in_web_ui=True,
                         help="trace file (parquet/CSV); default: the shipped Kairos-mix rm2 trace")
     parser.add_argument("--model", default="", include_in_web_ui=True, help="model (default: the trace's)")
     parser.add_argument("--pool", default="", include_in_web_ui=True,
                         help="pool file of running instances (default: start a local pool from --pool-config)")
-    parser.add_argument("--pool-config", default=PAPER_CONFIG, include_in_web_ui=True,
-                        help=f"instance mix TYPE=N,... for the local pool (default {PAPER_CONFIG})")
-    parser.add_argument("--mode", default="emulated", choices=["emulated", "onnx"], include_in_web_ui=True,
+    parser.add_argument("--pool-config", default=D.pool_config, include_in_web_ui=True,
+                        help=f"instance mix TYPE=N,... for the local pool (default {D.pool_config})")
+    parser.add_argument("--mode", default=D.mode, choices=list(MODES), include_in_web_ui=True,
                         help="local pool of emulated instances (default) or ONNX Runtime servers")
-    parser.add_argument("--dispatchers", default=",".join(DEFAULT_DISPATCHERS), include_in_web_ui=True,
+    parser.add_argument("--dispatchers", default=",".join(D.dispatchers), include_in_web_ui=True,
                         help="policies compared head-to-head, NAME[:k=v],...")
     parser.add_argument("--qos-ms", type=float, default=None, include_in_web_ui=True,
                         help="p99 target in ms (default: the paper's for the model)")
@@ -61,23 +71,23 @@ def add_options(parser) -> None:
                         help="replay the trace this many times faster than recorded (one phase per dispatcher)")
     parser.add_argument("--sweep", action="store_true", default=False, include_in_web_ui=True,
                         help="search each dispatcher's allowable throughput (default without --rate/--speedup)")
-    parser.add_argument("--phase-seconds", type=float, default=10.0, include_in_web_ui=True,
-                        help="length of one phase in seconds (default 10; see --phase-queries)")
-    parser.add_argument("--phase-queries", type=int, default=500, include_in_web_ui=True,
-                        help="a phase also lasts until this many queries were sent (default 500; a p99 from "
+    parser.add_argument("--phase-seconds", type=float, default=D.phase_seconds, include_in_web_ui=True,
+                        help=f"length of one phase in seconds (default {D.phase_seconds:g}; see --phase-queries)")
+    parser.add_argument("--phase-queries", type=int, default=D.phase_queries, include_in_web_ui=True,
+                        help=f"a phase also lasts until this many queries were sent (default {D.phase_queries}; a p99 from "
                              "fewer is mostly noise, more gives steadier answers: see README)")
-    parser.add_argument("--report-dir", default="reports", include_in_web_ui=True,
-                        help="where reports/<run-id>/ goes (default reports)")
-    parser.add_argument("--seed", type=int, default=0, include_in_web_ui=True, help="seed (default 0)")
+    parser.add_argument("--report-dir", default=str(D.report_dir), include_in_web_ui=True,
+                        help=f"where reports/<run-id>/ goes (default {D.report_dir})")
+    parser.add_argument("--seed", type=int, default=D.seed, include_in_web_ui=True, help=f"seed (default {D.seed})")
     parser.add_argument("--profiles", default="", include_in_web_ui=True,
                         help="latency profile for emulated instances and the simulator (default: shipped)")
-    parser.add_argument("--tolerance", type=float, default=0.05, include_in_web_ui=True,
-                        help="sweep stops when the bracket is this narrow, relatively (default 0.05)")
-    parser.add_argument("--max-phases", type=int, default=8, include_in_web_ui=True,
-                        help="most phases one dispatcher's sweep may run (default 8)")
-    parser.add_argument("--min-queries", type=int, default=200, include_in_web_ui=True,
-                        help="validity: fewest measured queries a phase needs (default 200)")
-    parser.add_argument("--criterion", default="p99", choices=["p99", "mlperf"], include_in_web_ui=True,
+    parser.add_argument("--tolerance", type=float, default=D.tolerance, include_in_web_ui=True,
+                        help=f"sweep stops when the bracket is this narrow, relatively (default {D.tolerance:g})")
+    parser.add_argument("--max-phases", type=int, default=D.max_phases, include_in_web_ui=True,
+                        help=f"most phases one dispatcher's sweep may run (default {D.max_phases})")
+    parser.add_argument("--min-queries", type=int, default=D.min_queries, include_in_web_ui=True,
+                        help=f"validity: fewest measured queries a phase needs (default {D.min_queries})")
+    parser.add_argument("--criterion", default=D.criterion, choices=["p99", "mlperf"], include_in_web_ui=True,
                         help="what makes a phase pass: measured p99 <= QoS (default; short phases) or MLPerf "
                              "early stopping at 99%% confidence (needs long phases); both are reported")
 
@@ -86,7 +96,7 @@ def live_options(opts) -> LiveOptions:
     """Translate Locust's parsed options into LiveOptions."""
     return LiveOptions(
         trace=Path(opts.trace) if opts.trace else None, model=opts.model or None,
-        pool_file=Path(opts.pool) if opts.pool else None, config=opts.pool_config, mode=opts.mode,
+        pool_file=Path(opts.pool) if opts.pool else None, pool_config=opts.pool_config, mode=opts.mode,
         dispatchers=tuple(d.strip() for d in opts.dispatchers.split(",") if d.strip()), qos_ms=opts.qos_ms,
         rate_qps=opts.rate, speedup=opts.speedup, sweep=opts.sweep, phase_seconds=opts.phase_seconds,
         phase_queries=opts.phase_queries,
@@ -96,26 +106,26 @@ def live_options(opts) -> LiveOptions:
 
 
 class ShardReplayer:
-    """Replays one shard of a phase open loop in this process; rows accumulate in ``rows`` as queries finish."""
+    """Replays one shard of a phase open loop in this process; records accumulate in ``records`` as queries finish."""
 
     def __init__(self, environment, worker: str):
         self.environment = environment
         self.worker = worker
-        self.rows: list[dict] = []
+        self.records: list[ClientRecord] = []
         self._payloads = {}
 
-    def run(self, shard: dict) -> PhaseOutput:
+    def run(self, plan: PhasePlan) -> PhaseOutput:
         """Sleep to each absolute send time on the monotonic clock and fire the query in its own greenlet."""
-        model = shard["model"]
+        model = plan.model
         payloads = self._payloads.get(model) or self._payloads.setdefault(model, payloads_for(model))
-        for b in set(shard["batch_sizes"]):
+        for b in set(plan.batch_sizes):
             payloads.get(b)  # encode once per batch size, before the clock starts
-        session = FastHttpSession(shard["url"], self.environment.events.request, None, concurrency=10_000,
+        session = FastHttpSession(plan.url, self.environment.events.request, None, concurrency=10_000,
                                   network_timeout=600.0, connection_timeout=60.0)
         path = f"/v2/models/{model}/infer"
-        start_epoch = shard["start_epoch"]
+        start_epoch = plan.start_epoch
         mono0 = time.monotonic() + (start_epoch - time.time())
-        rows = self.rows = []
+        records = self.records = []
         worker = self.worker
 
         def send(rid: str, batch: int, target: float) -> None:
@@ -123,14 +133,14 @@ class ShardReplayer:
             sent = time.monotonic()
             resp = session.post(path, data=enc.body, headers={**enc.headers, "X-Request-ID": rid}, name=path)
             done = time.monotonic()
-            rows.append({"request_id": rid, "intended_s": start_epoch + (target - mono0),
-                         "sent_s": start_epoch + (sent - mono0), "client_finish_s": start_epoch + (done - mono0),
-                         "http_status": int(resp.status_code or 0), "worker": worker})
+            records.append(ClientRecord(rid, start_epoch + (target - mono0), start_epoch + (sent - mono0),
+                                        start_epoch + (done - mono0), int(resp.status_code or 0), worker,
+                                        "" if getattr(resp, "error", None) is None else str(resp.error)[:200]))
 
         group = gevent.pool.Group()
         cpu0, wall0 = time.process_time(), time.monotonic()
         with frozen_gc():
-            for rid, offset, batch in zip(shard["request_ids"], shard["offsets_s"], shard["batch_sizes"]):
+            for rid, offset, batch in zip(plan.request_ids, plan.offsets_s, plan.batch_sizes):
                 target = mono0 + offset
                 delay = target - time.monotonic()
                 if delay > 0:
@@ -139,11 +149,11 @@ class ShardReplayer:
             group.join()
         busy = time.monotonic() - max(wall0, mono0)
         cpu = 100.0 * (time.process_time() - cpu0) / busy if busy > 0 else math.nan
-        return PhaseOutput(rows, cpu)
+        return PhaseOutput(records, cpu)
 
 
 class LocustLoadGenerator:
-    """The master's side: broadcast shards to every load-generating process, gather their rows."""
+    """The master's side: broadcast shards to every load-generating process, gather their records."""
 
     def __init__(self, environment):
         self.environment = environment
@@ -167,14 +177,14 @@ class LocustLoadGenerator:
         self._outputs, self._expect, self._index = [], len(workers), plan.index
         self._done.clear()
         for k, client_id in enumerate(workers):
-            self.environment.runner.send_message(PHASE_MESSAGE, plan.shard(k, len(workers)), client_id=client_id)
+            self.environment.runner.send_message(PHASE_MESSAGE, plan.shard(k, len(workers)).to_message(),
+                                                 client_id=client_id)
         timeout = plan.offsets_s[-1] + 600.0 if plan.offsets_s else 600.0
         if not self._done.wait(timeout=timeout):
             log.warning("phase %d: %d of %d load generators answered in time", plan.index, len(self._outputs),
                         self._expect)
-        rows = [row for out in self._outputs for row in _rows_of(out)]
         cpus = [out["cpu_percent"] for out in self._outputs if out.get("cpu_percent") is not None]
-        return PhaseOutput(rows, max(cpus) if cpus else math.nan)
+        return PhaseOutput(self._received(), max(cpus) if cpus else math.nan)
 
     def on_done(self, environment, msg, **kwargs) -> None:
         """A process finished its shard."""
@@ -184,23 +194,15 @@ class LocustLoadGenerator:
         if len(self._outputs) >= self._expect:
             self._done.set()
 
-    def partial_rows(self) -> list[dict]:
-        """Rows received so far, plus this process's own in-progress rows (local runs)."""
-        rows = [row for out in self._outputs for row in _rows_of(out)]
-        if not rows and self.local is not None and not isinstance(self.environment.runner, MasterRunner):
-            rows = list(self.local.rows)  # a local run reports only when its shard is done
-        return rows
+    def _received(self) -> list[ClientRecord]:
+        return [r for out in self._outputs for r in from_columns(out["records"])]
 
-
-def _columns(rows: list[dict]) -> dict:
-    keys = ("request_id", "intended_s", "sent_s", "client_finish_s", "http_status", "worker")
-    return {k: [r[k] for r in rows] for k in keys}
-
-
-def _rows_of(out: dict) -> list[dict]:
-    cols = out["rows"]
-    keys = list(cols)
-    return [dict(zip(keys, values)) for values in zip(*(cols[k] for k in keys))]
+    def partial_records(self) -> list[ClientRecord]:
+        """Records received so far, plus this process's own in-progress ones (local runs)."""
+        records = self._received()
+        if not records and self.local is not None and not isinstance(self.environment.runner, MasterRunner):
+            records = list(self.local.records)  # a local run reports only when its shard is done
+        return records
 
 
 class KairosSession:
@@ -219,8 +221,9 @@ class KairosSession:
     def on_phase(self, environment, msg, **kwargs) -> None:
         """Worker side: replay the shard in a greenlet (the message loop must not block), then report."""
         def work():
-            output = self.replayer.run(msg.data)
-            environment.runner.send_message(DONE_MESSAGE, {"index": msg.data["index"], "rows": _columns(output.rows),
+            output = self.replayer.run(PhasePlan(**msg.data))
+            environment.runner.send_message(DONE_MESSAGE, {"index": msg.data["index"],
+                                                           "records": to_columns(output.records),
                                                            "cpu_percent": output.cpu_percent,
                                                            "worker": self.replayer.worker})
         gevent.spawn(work)
@@ -232,7 +235,7 @@ class KairosSession:
         try:
             self.run = LiveRun(live_options(environment.parsed_options), log=log.info)
         except InputError as exc:
-            log.error("kairos: %s", exc)
+            log.error("kairos: %s", exc.shown_as(FLAGS))
             environment.process_exit_code = 2
             gevent.spawn_later(0, environment.runner.quit)
             return
@@ -243,7 +246,7 @@ class KairosSession:
             self.run.start()
             self.run.run(self.loadgen)
         except InputError as exc:
-            log.error("kairos: %s", exc)
+            log.error("kairos: %s", exc.shown_as(FLAGS))
             environment.process_exit_code = 2
             self.run.close(partial=True)
         except Exception:

@@ -23,7 +23,8 @@ from aiohttp import web
 
 from harness.core.errors import InputError
 from harness.core.profiles import Profile
-from servers import models, v2
+from servers import models, v2, v2_http
+from servers.serving import ServerKind
 
 PLATFORM_EMULATED = "kairos_emulated"
 
@@ -41,7 +42,7 @@ class EmulatedConfig:
 
     def __post_init__(self):
         if self.concurrency < 1:
-            raise InputError(f"--concurrency must be >= 1, got {self.concurrency}")
+            raise InputError(f"{self.concurrency}: must be >= 1", field="concurrency")
 
 
 def model_metadata(model: str) -> v2.ModelMetadata:
@@ -113,8 +114,8 @@ def create_app(config: EmulatedConfig, profile: Profile | None = None) -> web.Ap
     table = profile.table(config.instance_type, config.model)  # InputError naming what exists
     meta = model_metadata(config.model)
     limit = table.max_batch
-    body_limit = config.client_max_size or v2.max_body_bytes(meta, limit)
-    app = web.Application(client_max_size=body_limit, middlewares=[v2.error_middleware])
+    body_limit = config.client_max_size or v2_http.max_body_bytes(meta, limit)
+    app = web.Application(client_max_size=body_limit, middlewares=[v2_http.error_middleware])
     backend = EmulatedBackend(config, profile, meta, np.random.default_rng(config.seed), limit)
     app[BACKEND] = backend
 
@@ -124,5 +125,13 @@ def create_app(config: EmulatedConfig, profile: Profile | None = None) -> web.Ap
         backend.semaphore = None
 
     app.cleanup_ctx.append(lifecycle)
-    v2.add_routes(app, BACKEND)
+    v2_http.add_routes(app, BACKEND)
     return app
+
+
+KIND = ServerKind(
+    "emulated", EmulatedConfig, create_app,
+    describe=lambda c: {"model": c.model, "instance_type": c.instance_type, "seed": c.seed},
+    # asyncio, not uvloop: libuv timers tick in whole milliseconds and may fire up to 1 ms early, too coarse to
+    # emulate service times of a few ms; asyncio's sleeps are never early and late by well under 1 ms.
+    default_loop="asyncio")

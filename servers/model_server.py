@@ -18,8 +18,9 @@ import numpy as np
 from aiohttp import web
 
 from harness.core.errors import InputError
-from servers import v2
+from servers import v2_http, v2
 from servers.models import build_model, get_spec
+from servers.serving import ServerKind
 
 PROVIDERS = ("cpu", "cuda")
 
@@ -40,25 +41,25 @@ class ModelServerConfig:
 
     def __post_init__(self):
         if not self.models:
-            raise InputError("model server: no model given")
+            raise InputError("none given", field="models")
         for m in self.models:
             get_spec(m)
         if self.provider not in PROVIDERS:
-            raise InputError(f"--provider {self.provider!r}: expected one of {', '.join(PROVIDERS)}")
+            raise InputError(f"{self.provider!r}: expected one of {', '.join(PROVIDERS)}", field="provider")
         for opt in ("threads", "concurrency", "max_batch"):
             if getattr(self, opt) < 1:
-                raise InputError(f"--{opt.replace('_', '-')} must be >= 1, got {getattr(self, opt)}")
+                raise InputError(f"{getattr(self, opt)}: must be >= 1", field=opt)
 
     def body_limit(self) -> int:
         """The aiohttp ``client_max_size``: configured, else enough for ``max_batch`` of the largest model."""
         if self.client_max_size:
             return self.client_max_size
-        return max(v2.max_body_bytes(get_spec(m).metadata(), self.max_batch) for m in self.models)
+        return max(v2_http.max_body_bytes(get_spec(m).metadata(), self.max_batch) for m in self.models)
 
 
 def choose_providers(provider: str) -> list[str]:
     """ORT providers for ``cpu``/``cuda``; CUDA missing -> a warning on stderr and CPU."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # loaded in the server process only: pools and clients import this module too
     if provider == "cuda":
         if "CUDAExecutionProvider" in ort.get_available_providers():
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -135,7 +136,7 @@ def load_session(path: Path, providers: list[str], threads: int):
 
 def create_app(config: ModelServerConfig) -> web.Application:
     """The aiohttp app; models are built if needed and loaded at startup."""
-    app = web.Application(client_max_size=config.body_limit(), middlewares=[v2.error_middleware])
+    app = web.Application(client_max_size=config.body_limit(), middlewares=[v2_http.error_middleware])
     backend = OnnxBackend(config)
     app[BACKEND] = backend
 
@@ -159,5 +160,10 @@ def create_app(config: ModelServerConfig) -> web.Application:
             backend.models.clear()
 
     app.cleanup_ctx.append(sessions)
-    v2.add_routes(app, BACKEND)
+    v2_http.add_routes(app, BACKEND)
     return app
+
+
+KIND = ServerKind("model", ModelServerConfig, create_app,
+                  describe=lambda c: {"models": list(c.models), "provider": c.provider,
+                                      **({"instance_type": c.instance_type} if c.instance_type else {})})

@@ -18,14 +18,14 @@ BATCH_MIXES = ("kairos", "fixed:N", "uniform:A:B", "lognormal:MU:SIGMA")
 ARRIVALS = ("poisson", "gamma:K", "constant", "artifact", "mmpp:RATIO:MEAN_STATE_S", "diurnal:AMPLITUDE:PERIOD_S")
 
 
-def _args(spec: str, option: str, n: int, usage: str) -> list[float]:
+def _args(spec: str, field: str, n: int, usage: str) -> list[float]:
     parts = spec.split(":")[1:]
     try:
         values = [float(p) for p in parts]
     except ValueError:
         values = []
     if len(values) != n:
-        raise InputError(f"{option} {spec!r}: expected {usage}")
+        raise InputError(f"{spec!r}: expected {usage}", field=field)
     return values
 
 
@@ -48,21 +48,21 @@ def batch_sizes(spec: str, n: int, rng: np.random.Generator) -> np.ndarray:
     if kind == "kairos" and spec == "kairos":
         return kairos_mix(n, rng)
     if kind == "fixed":
-        (size,) = _args(spec, "--batch-mix", 1, "fixed:N with N >= 1")
+        (size,) = _args(spec, "batch_mix", 1, "fixed:N with N >= 1")
         if size < 1 or size != int(size):
-            raise InputError(f"--batch-mix {spec!r}: N must be an integer >= 1")
+            raise InputError(f"{spec!r}: N must be an integer >= 1", field="batch_mix")
         return np.full(n, int(size), dtype=np.int64)
     if kind == "uniform":
-        lo, hi = _args(spec, "--batch-mix", 2, "uniform:A:B with 1 <= A <= B")
+        lo, hi = _args(spec, "batch_mix", 2, "uniform:A:B with 1 <= A <= B")
         if not 1 <= lo <= hi or lo != int(lo) or hi != int(hi):
-            raise InputError(f"--batch-mix {spec!r}: expected integers 1 <= A <= B")
+            raise InputError(f"{spec!r}: expected integers 1 <= A <= B", field="batch_mix")
         return rng.integers(int(lo), int(hi) + 1, n).astype(np.int64)
     if kind == "lognormal":
-        mu, sigma = _args(spec, "--batch-mix", 2, "lognormal:MU:SIGMA with SIGMA >= 0")
+        mu, sigma = _args(spec, "batch_mix", 2, "lognormal:MU:SIGMA with SIGMA >= 0")
         if sigma < 0:
-            raise InputError(f"--batch-mix {spec!r}: SIGMA must be >= 0")
+            raise InputError(f"{spec!r}: SIGMA must be >= 0", field="batch_mix")
         return np.maximum(1, np.ceil(rng.lognormal(mu, sigma, n))).astype(np.int64)
-    raise InputError(f"--batch-mix {spec!r}: unknown mix (choose from {', '.join(BATCH_MIXES)})")
+    raise InputError(f"{spec!r}: unknown mix (choose from {', '.join(BATCH_MIXES)})", field="batch_mix")
 
 
 def _time_change(n: int, rate_qps: float, grid_s: np.ndarray, intensity: np.ndarray,
@@ -83,14 +83,14 @@ def _time_change(n: int, rate_qps: float, grid_s: np.ndarray, intensity: np.ndar
 def arrival_times(spec: str, n: int, rate_qps: float, rng: np.random.Generator) -> np.ndarray:
     """``n`` non-decreasing arrival times (s, first at 0) with mean rate ``rate_qps`` from an arrival spec."""
     if not rate_qps > 0 or not math.isfinite(rate_qps):
-        raise InputError(f"--rate {rate_qps!r}: must be a positive number of queries per second")
+        raise InputError(f"{rate_qps!r}: must be a positive number of queries per second", field="rate")
     kind = spec.split(":")[0]
     if spec == "poisson":
         gaps = rng.exponential(1.0 / rate_qps, n)
     elif kind == "gamma":
-        (k,) = _args(spec, "--arrivals", 1, "gamma:K with K > 0 (K=1 is Poisson, K<1 burstier)")
+        (k,) = _args(spec, "arrivals", 1, "gamma:K with K > 0 (K=1 is Poisson, K<1 burstier)")
         if k <= 0:
-            raise InputError(f"--arrivals {spec!r}: K must be > 0")
+            raise InputError(f"{spec!r}: K must be > 0", field="arrivals")
         gaps = rng.gamma(k, 1.0 / (k * rate_qps), n)
     elif spec == "constant":
         gaps = np.full(n, 1.0 / rate_qps)
@@ -98,9 +98,9 @@ def arrival_times(spec: str, n: int, rate_qps: float, rng: np.random.Generator) 
         # The Kairos artifact draws integer-millisecond gaps from a Poisson law with mean 1000/rate ms.
         gaps = rng.poisson(1000.0 / rate_qps, n) / 1000.0
     elif kind == "mmpp":
-        ratio, mean_state_s = _args(spec, "--arrivals", 2, "mmpp:RATIO:MEAN_STATE_S with RATIO >= 1")
+        ratio, mean_state_s = _args(spec, "arrivals", 2, "mmpp:RATIO:MEAN_STATE_S with RATIO >= 1")
         if ratio < 1 or mean_state_s <= 0:
-            raise InputError(f"--arrivals {spec!r}: need RATIO >= 1 and MEAN_STATE_S > 0")
+            raise InputError(f"{spec!r}: need RATIO >= 1 and MEAN_STATE_S > 0", field="arrivals")
         # Two states with equal mean sojourn; high rate = RATIO x low rate; overall mean rate = rate_qps.
         n_states = max(2, int(4 * n / max(rate_qps * mean_state_s, 1e-9)) + 2)
         sojourn = rng.exponential(mean_state_s, n_states)
@@ -108,14 +108,14 @@ def arrival_times(spec: str, n: int, rate_qps: float, rng: np.random.Generator) 
         grid = np.concatenate([[0.0], np.cumsum(sojourn)])
         times = _time_change(n, rate_qps, grid, np.append(levels, levels[-1]), rng)
     elif kind == "diurnal":
-        amp, period_s = _args(spec, "--arrivals", 2, "diurnal:AMPLITUDE:PERIOD_S with 0 <= AMPLITUDE < 1")
+        amp, period_s = _args(spec, "arrivals", 2, "diurnal:AMPLITUDE:PERIOD_S with 0 <= AMPLITUDE < 1")
         if not 0 <= amp < 1 or period_s <= 0:
-            raise InputError(f"--arrivals {spec!r}: need 0 <= AMPLITUDE < 1 and PERIOD_S > 0")
+            raise InputError(f"{spec!r}: need 0 <= AMPLITUDE < 1 and PERIOD_S > 0", field="arrivals")
         grid = np.linspace(0.0, period_s, 2049)
         intensity = 1.0 + amp * np.sin(2 * np.pi * grid / period_s)
         times = _time_change(n, rate_qps, grid, intensity, rng)
     else:
-        raise InputError(f"--arrivals {spec!r}: unknown process (choose from {', '.join(ARRIVALS)})")
+        raise InputError(f"{spec!r}: unknown process (choose from {', '.join(ARRIVALS)})", field="arrivals")
     if kind not in ("mmpp", "diurnal"):
         times = np.cumsum(gaps)
     return times - times[0]  # every process starts at 0, as the schema and the docstring promise
@@ -125,7 +125,7 @@ def generate_trace(n_queries: int, rate_qps: float, *, arrivals: str = "poisson"
                    model: str = "rm2", rng: np.random.Generator) -> Trace:
     """A synthetic trace of ``n_queries`` for ``model``: arrivals first, then batch sizes, from ``rng``."""
     if n_queries < 1:
-        raise InputError(f"--queries {n_queries}: must be >= 1")
+        raise InputError(f"{n_queries}: must be >= 1", field="queries")
     arr = arrival_times(arrivals, n_queries, rate_qps, rng)
     sizes = batch_sizes(batch_mix, n_queries, rng)
     return Trace(arr, sizes, np.full(n_queries, model, dtype=object),

@@ -55,13 +55,13 @@ class SizeMapping:
 
     def __post_init__(self):
         if not isinstance(self.field, str) or not self.field:
-            raise InputError(f"--size-field {self.field!r}: must name a size field")
+            raise InputError(f"{self.field!r}: must name a size field", field="size_field")
         if not (isinstance(self.divisor, (int, float)) and math.isfinite(self.divisor) and self.divisor > 0):
-            raise InputError(f"--divisor {self.divisor!r}: must be a positive number")
-        for option, value, low in (("--min-batch", self.min_batch, 1), ("--round-to", self.round_to, 1),
-                                   ("--max-batch", self.max_batch, self.min_batch)):
+            raise InputError(f"{self.divisor!r}: must be a positive number", field="divisor")
+        for name, value, low in (("min_batch", self.min_batch, 1), ("round_to", self.round_to, 1),
+                                 ("max_batch", self.max_batch, self.min_batch)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise InputError(f"{option} {value!r}: must be an integer >= {low}")
+                raise InputError(f"{value!r}: must be an integer >= {low}", field=name)
 
     def apply(self, values: np.ndarray) -> np.ndarray:
         """Batch sizes (int64) for an array of field values (>= 0)."""
@@ -131,9 +131,9 @@ def _build(source: Path, fmt: str, time_s: np.ndarray, fields: dict[str, np.ndar
     """Sort by time (stable), shift to the first record, map the size field, attach kept columns."""
     mapping = DEFAULT_MAPPINGS[fmt] if mapping is None else mapping
     if mapping.field not in fields:
-        raise InputError(f"--size-field {mapping.field!r}: a {fmt} trace offers {', '.join(fields)}")
+        raise InputError(f"{mapping.field!r}: a {fmt} trace offers {', '.join(fields)}", field="size_field")
     if not isinstance(model, str) or not model:
-        raise InputError(f"--model {model!r}: must be a model name")
+        raise InputError(f"{model!r}: must be a model name", field="model")
     order = np.argsort(time_s, kind="stable")
     arrival_s = time_s[order] - time_s[order[0]]
     extra = {k: fields[k][order].astype(np.int64) for k in keep}
@@ -244,5 +244,5 @@ IMPORTERS: dict[str, Callable[..., Trace]] = {
 def import_trace(fmt: str, path: str | Path, mapping: SizeMapping | None = None, model: str = "rm2") -> Trace:
     """Import ``path`` in format ``fmt`` (a key of ``IMPORTERS``); ``mapping`` defaults per format."""
     if fmt not in IMPORTERS:
-        raise InputError(f"--format {fmt!r}: unknown trace format (choose from {', '.join(IMPORTERS)})")
+        raise InputError(f"{fmt!r}: unknown trace format (choose from {', '.join(IMPORTERS)})", field="format")
     return IMPORTERS[fmt](path, mapping, model)

@@ -22,14 +22,14 @@ def gap_cv(arrival_s: np.ndarray) -> float:
     return float(gaps_s.std() / gaps_s.mean())
 
 
-def _positive(value, option: str, what: str) -> float:
-    """``value`` as a finite float > 0, else an InputError naming ``option``."""
+def _positive(value, field: str, what: str) -> float:
+    """``value`` as a finite float > 0, else an InputError about ``field``."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = float("nan")
     if not (math.isfinite(number) and number > 0):
-        raise InputError(f"{option} {value!r}: must be {what}")
+        raise InputError(f"{value!r}: must be {what}", field=field)
     return number
 
 
@@ -43,7 +43,7 @@ def _stretch(trace: Trace, old_span_s: float, new_span_s: float, note: str) -> T
 
 def scale_to_rate(trace: Trace, rate_qps: float) -> Trace:
     """The trace compressed or stretched in time so its mean rate, (n - 1) / span, is ``rate_qps``."""
-    rate_qps = _positive(rate_qps, "--rate", "a positive number of queries per second")
+    rate_qps = _positive(rate_qps, "rate", "a positive number of queries per second")
     if trace.duration_s <= 0:
         raise InputError(f"{trace.source}: cannot scale to {rate_qps:g} qps: the trace spans zero seconds "
                          f"({len(trace)} queries, all at the same instant)")
@@ -66,7 +66,7 @@ def scale_to_rate(trace: Trace, rate_qps: float) -> Trace:
 
 def speedup(trace: Trace, factor: float) -> Trace:
     """The trace played ``factor`` times faster (``factor`` > 1 raises the rate, < 1 lowers it)."""
-    factor = _positive(factor, "--speedup", "a positive number")
+    factor = _positive(factor, "speedup", "a positive number")
     if trace.duration_s <= 0:  # nothing to stretch; a single query or a single instant stays as it is
         return trace
     return _stretch(trace, trace.duration_s, trace.duration_s / factor, f"sped up x{factor:g}")

@@ -66,6 +66,13 @@ class Trace:
         return Trace(self.arrival_s[:n], self.batch_size[:n], self.model[:n],
                      {k: v[:n] for k, v in self.extra.items()}, self.source)
 
+    def only_model(self) -> str:
+        """The one model this trace holds; an error naming the choice when it holds several."""
+        if len(self.models) != 1:
+            raise InputError(f"not given, and {self.source} holds several models ({', '.join(self.models)}): "
+                             "name one", field="model")
+        return self.models[0]
+
     def with_model(self, model: str) -> "Trace":
         """The same arrivals and batches, every query for ``model``."""
         return Trace(self.arrival_s, self.batch_size, np.full(len(self), model, dtype=object),

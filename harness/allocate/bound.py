@@ -102,7 +102,7 @@ def parse_threshold(text: str) -> str:
     except ValueError:
         q = math.nan
     if not 0 < q <= 100:
-        raise InputError(f"--threshold {text!r}: expected mean or pNN (e.g. p99)")
+        raise InputError(f"{text!r}: expected mean or pNN (e.g. p99)", field="threshold")
     return f"p{q:g}"
 
 
@@ -112,7 +112,8 @@ def kairos_stats(profile: Profile, problem: AllocationProblem, mix: BatchMix, th
     table = latency.table_ms(problem.model)
     if mix.max_batch >= table.shape[1]:
         raise InputError(f"the batch mix reaches batch {mix.max_batch}, above the largest batch every candidate type "
-                         f"serves for {problem.model} ({table.shape[1] - 1}); narrow --types or the batch mix")
+                         f"serves for {problem.model} ({table.shape[1] - 1}); narrow the candidate types or the batch "
+                         f"mix")
     lat = table[:, mix.sizes]  # [type, size] mean ms
     p = mix.probs
     base = problem.base_index
@@ -193,11 +194,11 @@ class PickRule:
 
     def __post_init__(self):
         if self.top_k < 1:
-            raise InputError(f"--top-k {self.top_k}: must be >= 1")
+            raise InputError(f"{self.top_k}: must be >= 1", field="top_k")
         if not 0 <= self.within < 1:
-            raise InputError(f"--pick-within {self.within}: must be in [0, 1)")
+            raise InputError(f"{self.within}: must be in [0, 1)", field="pick_within")
         if self.by not in ("queue", "bound"):
-            raise InputError(f"--pick-by {self.by!r}: expected queue or bound")
+            raise InputError(f"{self.by!r}: expected queue or bound", field="pick_by")
 
 
 def top_rows(bounds: np.ndarray, costs: np.ndarray, rule: PickRule = PickRule()) -> np.ndarray:

@@ -56,9 +56,9 @@ class EvalSettings:
 
     def __post_init__(self):
         if self.queries < 100:
-            raise InputError(f"--queries {self.queries}: must be >= 100")
+            raise InputError(f"{self.queries}: must be >= 100", field="queries")
         if not 0 < self.rel_tol < 1:
-            raise InputError(f"--tolerance {self.rel_tol}: must be in (0, 1)")
+            raise InputError(f"{self.rel_tol}: must be in (0, 1)", field="tolerance")
         make_policy(self.policy)  # fail fast on a bad policy spec
 
 
@@ -212,7 +212,7 @@ def evaluate_many(ctx: EvalContext, configs: Iterable, workers: int | None = Non
     todo = [tuple(int(c) for c in row) for row in configs]
     workers = default_workers() if workers is None else workers
     if workers < 1:
-        raise InputError(f"--workers {workers}: must be >= 1")
+        raise InputError(f"{workers}: must be >= 1", field="workers")
     out: list[Evaluation | None] = [None] * len(todo)
     if workers == 1 or len(todo) <= 1:
         for i, counts in enumerate(todo):

@@ -11,30 +11,27 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from harness.allocate.anneal import AnnealSettings, anneal_search
-from harness.allocate.bound import (KairosStats, PickRule, kairos_bounds, kairos_stats, pick_candidates,
-                                    pick_medoid, rank_order, top_rows)
+from harness.allocate.anneal import AnnealSettings
+from harness.allocate.bound import KairosStats, PickRule, kairos_bounds, kairos_stats, rank_order, top_rows
 from harness.allocate.evaluate import (FINAL_SETTINGS, EvalContext, EvalSettings, Evaluator, default_workers,
                                        stderr_progress)
 from harness.allocate.fluid import fluid_bounds, fluid_model
-from harness.allocate.homogeneous import best_homogeneous, budget_scaled
-from harness.allocate.oracle import run_oracle
+from harness.allocate.methods import METHODS as METHOD_CLASSES
+from harness.allocate.methods import MethodContext, Pick
 from harness.allocate.queueing import queue_estimates, queue_model
-from harness.allocate.ribbon import RibbonSettings, ribbon_search
+from harness.allocate.ribbon import RibbonSettings
 from harness.allocate.space import AllocationProblem, BatchMix, config_costs, enumerate_configs
 from harness.core.errors import InputError
 from harness.core.profiles import Profile
 from traces.schema import Trace
 
-METHODS = ("kairos", "homogeneous", "fluid", "ribbon", "anneal", "oracle")
-# Online searches run first so that later ones (and the oracle's refinement) reuse the shared cache.
-RUN_ORDER = ("oracle", "homogeneous", "ribbon", "anneal", "kairos", "fluid")
+METHODS = tuple(METHOD_CLASSES)  # the names, in the order the CLI lists them
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -44,8 +41,8 @@ def parse_methods(text: str) -> tuple[str, ...]:
         return METHODS
     bad = [m for m in names if m not in METHODS]
     if bad or not names:
-        raise InputError(f"--method {text!r}: unknown method {bad[0] if bad else ''!r} "
-                         f"(choose from {', '.join(METHODS)}, or all)")
+        raise InputError(f"{text!r}: unknown method {bad[0] if bad else ''!r} "
+                         f"(choose from {', '.join(METHODS)}, or all)", field="method")
     return tuple(dict.fromkeys(names))
 
 
@@ -154,82 +151,35 @@ def run_allocation(job: AllocateJob, log: Callable[[str], None] | None = None) -
 
     search = Evaluator(make_context(problem, profile, job.trace, job.search))
     final = Evaluator(make_context(problem, profile, job.trace, job.final))
-    raw: dict[str, dict] = {}  # method -> counts, search qps, evaluated, evaluated_to_best, seconds, extra, candidates
-
-    for name in RUN_ORDER:
-        if name not in job.methods:
-            continue
+    ctx = MethodContext(problem, profile, configs, costs, kb, fb, k_order, f_order, k_rank, f_rank, qe, search,
+                        workers, job, log)
+    chosen = {name: METHOD_CLASSES[name]() for name in sorted(job.methods, key=lambda n: METHOD_CLASSES[n].run_order)}
+    picks: dict[str, Pick] = {}
+    seconds: dict[str, float] = {}
+    for name, method in chosen.items():
         t = time.perf_counter()
-        if name == "oracle":
-            say(f"oracle: {len(configs)} configurations, {workers} worker(s), {job.search.queries} queries/point")
-            res = run_oracle(search, configs, workers, stderr_progress("oracle") if log else None)
-            top = res.top(max(1, job.oracle_refine))
-            raw[name] = dict(counts=tuple(int(c) for c in configs[res.best_index]),
-                             search_qps=float(res.allowable_qps[res.best_index]), evaluated=len(configs),
-                             evaluated_to_best=None, candidates=[tuple(int(c) for c in configs[i]) for i in top],
-                             extra={"oracle_seconds": round(res.seconds, 1), "workers": res.workers})
-        elif name == "homogeneous":
-            view = search.view()
-            results = best_homogeneous(problem, view)
-            if not results:
-                raise InputError("homogeneous: no single instance type fits the budget")
-            best = results[0]
-            raw[name] = dict(counts=best.counts, search_qps=best.allowable_qps, evaluated=view.evaluated,
-                             evaluated_to_best=None, candidates=[best.counts],
-                             extra={"per_type": {problem.label(r.counts): round(r.budget_scaled_qps, 3) for r in results}})
-        elif name == "ribbon":
-            view = search.view()
-            res = ribbon_search(configs, view, float(fb.max()), job.ribbon)
-            raw[name] = dict(counts=res.counts, search_qps=res.allowable_qps, evaluated=view.evaluated,
-                             evaluated_to_best=res.evaluated_to_best, candidates=[res.counts], extra={})
-        elif name == "anneal":
-            view = search.view()
-            res = anneal_search(configs, view, job.anneal)
-            raw[name] = dict(counts=res.counts, search_qps=res.allowable_qps, evaluated=view.evaluated,
-                             evaluated_to_best=res.evaluated_to_best, candidates=[res.counts], extra={})
-        elif name == "kairos":
-            i = pick_medoid(configs, kb, costs, job.pick, qe)
-            top1 = tuple(int(c) for c in configs[k_order[0]])
-            raw[name] = dict(counts=tuple(int(c) for c in configs[i]), search_qps=math.nan, evaluated=0,
-                             evaluated_to_best=None, candidates=[tuple(int(c) for c in configs[i]), top1],
-                             extra={"top_k": job.pick.top_k, "within": job.pick.within, "pick_by": job.pick.by,
-                                    "queue_estimate_qps": float(qe[i]),
-                                    "candidates": int(len(pick_candidates(kb, costs, job.pick, qe))),
-                                    "top1_config": problem.as_mapping(top1), "pick_rank": int(k_rank[i])})
-        elif name == "fluid":
-            top1 = tuple(int(c) for c in configs[f_order[0]])
-            raw[name] = dict(counts=top1, search_qps=math.nan, evaluated=0, evaluated_to_best=None,
-                             candidates=[top1], extra={})
-        raw[name]["seconds"] = time.perf_counter() - t
-        if name in ("homogeneous", "ribbon", "anneal"):
-            say(f"{name}: {problem.label(raw[name]['counts'])} after {raw[name]['evaluated']} evaluations "
-                f"({raw[name]['seconds']:.0f} s)")
+        picks[name] = pick = method.pick(ctx)
+        seconds[name] = time.perf_counter() - t
+        if method.log_search:
+            say(f"{name}: {problem.label(pick.counts)} after {pick.evaluated} evaluations ({seconds[name]:.0f} s)")
 
     if job.measure:
-        wanted = list(dict.fromkeys(c for name in raw for c in raw[name]["candidates"]))
+        wanted = list(dict.fromkeys(c for pick in picks.values() for c in pick.candidates))
         say(f"measuring {len(wanted)} pick(s) at {job.final.queries} queries/point, tolerance {job.final.rel_tol:g}")
         final.evaluate_many(wanted, workers, stderr_progress("final") if log else None)
     measured = (lambda c: final.cache[c].allowable_qps) if job.measure else (lambda c: math.nan)
 
     results = []
     for name in job.methods:
-        r = raw[name]
-        counts = r["counts"]
-        extra = dict(r["extra"])
-        if name == "oracle" and job.measure:  # best of the refined top configurations
-            counts = max(r["candidates"], key=lambda c: (measured(c), -problem.cost_per_h(c)))
-            extra["refined"] = len(r["candidates"])
-        if name == "homogeneous":
-            extra["budget_scaled_qps"] = budget_scaled(problem, counts, measured(counts))
-        if name == "kairos":
-            extra["top1_allowable_qps"] = measured(r["candidates"][1])
+        pick = picks[name]
+        counts, extra = chosen[name].finish(ctx, pick, measured)
         i = index.get(counts)
-        search_qps = search.cache[counts].allowable_qps if counts in search.cache else r["search_qps"]
+        search_qps = search.cache[counts].allowable_qps if counts in search.cache else pick.search_qps
         results.append(MethodResult(
             name, counts, problem.as_mapping(counts), problem.cost_per_h(counts),
             float(kb[i]) if i is not None else float(kairos_bounds(stats, np.array([counts]))[0]),
             float(fb[i]) if i is not None else float(np.maximum(fluid_bounds(fm, np.array([counts])), 0)[0]),
-            measured(counts), search_qps, r["evaluated"], r["evaluated_to_best"], r["seconds"], extra))
+            measured(counts), search_qps, pick.evaluated, pick.evaluated_to_best, seconds[name], extra))
 
     table = ranked_table(problem, configs, costs, kb, fb, k_rank, f_rank, search, final, results, stats, fm, qe)
     return AllocationResult(problem, table, tuple(results), stats, len(configs))

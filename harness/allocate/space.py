@@ -84,9 +84,9 @@ def make_problem(profile: Profile, prices: dict[str, float], model: str, qos_ms:
                  percentile: float = 99.0) -> AllocationProblem:
     """Validate the inputs and build an AllocationProblem (types default to those profiled for the model and priced)."""
     if not (isinstance(budget_per_h, (int, float)) and math.isfinite(budget_per_h) and budget_per_h > 0):
-        raise InputError(f"--budget {budget_per_h!r}: must be a positive number of USD per hour")
+        raise InputError(f"{budget_per_h!r}: must be a positive number of USD per hour", field="budget")
     if not (math.isfinite(qos_ms) and qos_ms > 0):
-        raise InputError(f"--qos-ms {qos_ms!r}: must be > 0")
+        raise InputError(f"{qos_ms!r}: must be > 0", field="qos_ms")
     if model not in profile.models:
         raise InputError(f"unknown model {model!r} in profile {profile.source} (known: {', '.join(profile.models)})")
     if types is None:
@@ -96,26 +96,27 @@ def make_problem(profile: Profile, prices: dict[str, float], model: str, qos_ms:
     else:
         types = list(dict.fromkeys(types))
         if not types:
-            raise InputError("--types: no instance types given")
+            raise InputError("none given", field="types")
         for t in types:
             if t not in profile.instance_types:
-                raise InputError(f"--types: unknown instance type {t!r} (profiled: {', '.join(profile.instance_types)})")
+                raise InputError(f"has unknown instance type {t!r} (profiled: {', '.join(profile.instance_types)})",
+                                 field="types")
             profile.table(t, model)
             if t not in prices:
-                raise InputError(f"--types: no price for instance type {t!r}; pass --prices with a row for it")
+                raise InputError(f"has no price for instance type {t!r}; add a row for it to the prices", field="types")
     caps = dict(max_counts or {})
     for t, n in caps.items():
         if t not in types:
-            raise InputError(f"--max-count: {t!r} is not one of the candidate types ({', '.join(types)})")
+            raise InputError(f"{t!r}: not one of the candidate types ({', '.join(types)})", field="max_count")
         if n < 0:
-            raise InputError(f"--max-count: {t}={n}: must be >= 0")
+            raise InputError(f"{t}={n}: must be >= 0", field="max_count")
     types = sorted(types)  # one canonical order: a pool's instance order (hence its simulation) never depends on --types
     counts = []
     for t in types:
         price = prices[t]
         by_budget = math.floor(budget_per_h / price + COST_EPS) if price > 0 else None
         if by_budget is None and t not in caps:
-            raise InputError(f"instance type {t!r} costs nothing; give it a --max-count")
+            raise InputError(f"instance type {t!r} costs nothing; give it a maximum count")
         counts.append(min(c for c in (by_budget, caps.get(t)) if c is not None))
     base = choose_base_type(profile, types, model)
     return AllocationProblem(model, float(qos_ms), float(budget_per_h), tuple(types),

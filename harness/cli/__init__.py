@@ -1,7 +1,9 @@
 """The ``kairos`` command: a thin argparse front that translates options into frozen configs.
 
-Each command module exposes ``register(subparsers)``, adding its parser with ``set_defaults(func=run)``.
-Bad input raises ``InputError``; it becomes one line on stderr and exit code 2, never a traceback.
+Each command module exposes ``register(subparsers)``, adding its parser with ``set_defaults(func=run)``. Only this
+package (and the locustfile) knows option names. Bad input raises ``InputError``; it becomes one line on stderr and
+exit code 2, never a traceback, naming the value by the option the user typed (an option's ``dest`` is the
+library's field name for the value).
 """
 
 from __future__ import annotations
@@ -31,20 +33,28 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(names: list[str] | None = None) -> argparse.ArgumentParser:
-    """The top-level parser with the subcommands whose modules exist."""
+    """The top-level parser with the subcommands in ``names`` (all by default)."""
     parser = _Parser(prog="kairos", description="Trace-driven load testing and simulation of inference dispatchers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, module in COMMAND_MODULES.items():
-        if names and name not in names:
-            continue
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:  # command not built yet in this checkout
-                continue
-            raise
-        mod.register(sub)
+        if not names or name in names:
+            importlib.import_module(module).register(sub)
     return parser
+
+
+def option_names(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, str]:
+    """Field name -> option string of every option of the (sub)commands that ``argv`` invokes."""
+    names: dict[str, str] = {}
+    words = set(argv)
+    while parser is not None:
+        nested = None
+        for action in parser._actions:
+            if action.option_strings:
+                names.setdefault(action.dest, max(action.option_strings, key=len))
+            elif isinstance(action, argparse._SubParsersAction):
+                nested = next((p for name, p in action.choices.items() if name in words), None)
+        parser = nested
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except InputError as exc:
-        print(f"kairos {args.command}: error: {exc}", file=sys.stderr)
+        print(f"kairos {args.command}: error: {exc.shown_as(option_names(parser, argv))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"kairos {args.command}: interrupted", file=sys.stderr)

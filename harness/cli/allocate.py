@@ -20,7 +20,7 @@ from harness.allocate.run import METHODS, AllocateJob, AllocationResult, parse_m
 from harness.allocate.space import make_problem
 from harness.core.prices import load_prices
 from harness.core.errors import InputError
-from harness.core.paper import default_qos_ms
+from harness.core.paper import resolve_qos_ms
 from harness.core.profiles import Profile
 from traces.generate import generate_trace
 from traces.io import read_trace
@@ -115,18 +115,14 @@ def build_job(args: argparse.Namespace) -> AllocateJob:
         if args.model:
             trace = trace.with_model(args.model)
         trace = trace.head(n)
-        if len(trace.models) != 1:
-            raise InputError(f"{trace.source}: holds models {', '.join(trace.models)}; pass --model to pick one")
-        model = trace.models[0]
+        model = trace.only_model()
     else:
         if not args.model:
             raise InputError("--model is required without --trace")
         model = args.model
         trace = generate_trace(n, 1.0, arrivals=args.arrivals, batch_mix=args.batch_mix, model=model,
                                rng=np.random.default_rng(args.seed))
-    qos = args.qos_ms if args.qos_ms is not None else default_qos_ms(model)
-    if qos is None:
-        raise InputError(f"--qos-ms is required for model {model!r} (no paper default)")
+    qos = resolve_qos_ms(model, args.qos_ms)
     types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
     if types is None and not args.quiet:
         unpriced = [t for t in profile.instance_types if (t, model) in profile.tables and t not in prices]

@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 
 from harness.measure.allowable import SearchConfig, capacity_qps, find_allowable, phase_queries
-from harness.measure.analyzer import ValidityRules, summarize
+from harness.live.run_dir import RunDir
+from harness.measure.analyzer import ValidityRules, stamp_allowable, summarize, summary_row
 from harness.core.prices import load_prices
 from harness.core.pool_config import PoolConfig
 from harness.core.errors import InputError
 from harness.dispatch.latency_model import LatencyModel
-from harness.core.paper import PAPER_CONFIG, default_qos_ms
+from harness.core.paper import PAPER_CONFIG, resolve_qos_ms
 from harness.dispatch.policies import make_policy
 from harness.core.profiles import Profile
 from harness.sim.simulator import SimConfig, check_trace, simulate
@@ -58,7 +59,7 @@ def register(subparsers) -> None:
                                           "Without --rate, finds each policy's allowable throughput.")
     p.add_argument("--profiles", help="latency profile parquet/CSV (default: the shipped AWS profiles)")
     p.add_argument("--model", help="model to simulate (default: the trace's, or rm2)")
-    p.add_argument("--config", default=PAPER_CONFIG, help=f"instance mix TYPE=N[,...] (default {PAPER_CONFIG})")
+    p.add_argument("--config", dest="pool_config", default=PAPER_CONFIG, help=f"instance mix TYPE=N[,...] (default {PAPER_CONFIG})")
     p.add_argument("--qos-ms", type=float, help="p99 latency target in ms (default: the paper's for the model)")
     p.add_argument("--policy", default=DEFAULT_POLICIES, help=f"comma-separated policies, NAME[:k=v] (default {DEFAULT_POLICIES})")
     p.add_argument("--trace", help="trace file (parquet/CSV); rate-scaled for --rate/--allowable")
@@ -89,7 +90,7 @@ def register(subparsers) -> None:
 def build_job(args: argparse.Namespace) -> SimulateJob:
     """Translate CLI options into a SimulateJob (all input checks happen here)."""
     profile = Profile.load(args.profiles)
-    pool = PoolConfig.parse(args.config)
+    pool = PoolConfig.parse(args.pool_config)
     if args.queries < 1:
         raise InputError(f"--queries {args.queries}: must be >= 1")
     if args.trace:
@@ -102,14 +103,8 @@ def build_job(args: argparse.Namespace) -> SimulateJob:
         # Generated at 1 qps and rate-scaled per run: every rate sees the same queries (common random numbers).
         trace = generate_trace(args.queries, 1.0, arrivals=args.arrivals, batch_mix=args.batch_mix,
                                model=args.model or "rm2", rng=rng)
-    if len(trace.models) != 1:
-        raise InputError(f"{trace.source}: holds models {', '.join(trace.models)}; pass --model to pick one")
-    model = trace.models[0]
-    qos_ms = args.qos_ms if args.qos_ms is not None else default_qos_ms(model)
-    if qos_ms is None:
-        raise InputError(f"--qos-ms is required for model {model!r} (no paper default)")
-    if not qos_ms > 0:
-        raise InputError(f"--qos-ms {qos_ms}: must be > 0")
+    model = trace.only_model()
+    qos_ms = resolve_qos_ms(model, args.qos_ms)
     check_trace(trace, profile, pool)
     policies = tuple(p.strip() for p in args.policy.split(",") if p.strip())
     for spec in policies:
@@ -157,10 +152,7 @@ def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.Da
                 keep[best_ok[0]] = kept[best_ok[0]]
             kept.clear()
             kept.update(keep)
-            rows.append({"dispatcher": spec, "phase": len(rows), **summary.as_dict(),
-                         "offered_qps": rate_qps or summary.offered_qps, "cost_per_h": job.cost_per_h,
-                         "qps_per_dollar": summary.achieved_qps / job.cost_per_h if job.cost_per_h else math.nan,
-                         "allowable_qps": math.nan})
+            rows.append(summary_row(spec, len(rows), summary, rate_qps or summary.offered_qps, job.cost_per_h))
             return summary
 
         t0 = time.perf_counter()
@@ -170,10 +162,7 @@ def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.Da
             found = find_allowable(evaluate, start, job.search,
                                    on_point=(lambda r, s, spec=spec: log(_progress_line(spec, r, s))) if log else None)
             best = found.passing
-            for row in rows:
-                if row["dispatcher"] == spec:
-                    row.update(allowable_qps=found.allowable_qps, bracket_low_qps=found.bracket_qps[0],
-                               bracket_high_qps=found.bracket_qps[1])
+            stamp_allowable(rows, spec, found.allowable_qps, found.bracket_qps)
             result = {"policy": spec, "allowable_qps": found.allowable_qps,
                       "bracket_qps": [found.bracket_qps[0], found.bracket_qps[1]],
                       "points": len(found.points)}
@@ -197,26 +186,19 @@ def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.Da
 
 
 def write_out(out: Path, job: SimulateJob, summary_rows: pd.DataFrame, records: pd.DataFrame | None) -> Path | None:
-    """Write summary.parquet, queries.parquet, run.json and report.html into ``out``."""
-    from harness.live.run_dir import machine, versions
-    out.mkdir(parents=True, exist_ok=True)
-    summary_rows.to_parquet(out / "summary.parquet", index=False)
+    """Write the run folder (summary.parquet, queries.parquet, run.json, report.html) into ``out``."""
+    run_dir = RunDir(out, exist_ok=True, meta={
+        "kind": "simulated", "model": job.base_trace.models[0], "qos_ms": job.qos_ms, "pool_config": str(job.pool),
+        "cost_per_h": job.cost_per_h, "trace": {"source": job.base_trace.source, "queries": len(job.base_trace)},
+        "config": {"policies": list(job.policies), "seed": job.seed, "criterion": job.rules.criterion,
+                   "min_queries": job.rules.min_queries, "min_duration_s": job.rules.min_duration_s,
+                   "tolerance": job.search.rel_tol, "phase_seconds": job.phase_seconds,
+                   "profiles": job.profile.source}})
     if records is not None:
-        records.to_parquet(out / "queries.parquet", index=False)
-    meta = {"run_id": out.name, "kind": "simulated", "partial": False, "model": job.base_trace.models[0],
-            "qos_ms": job.qos_ms, "pool_config": str(job.pool), "cost_per_h": job.cost_per_h,
-            "trace": {"source": job.base_trace.source, "queries": len(job.base_trace)},
-            "config": {"policies": list(job.policies), "seed": job.seed, "criterion": job.rules.criterion,
-                       "min_queries": job.rules.min_queries, "min_duration_s": job.rules.min_duration_s,
-                       "tolerance": job.search.rel_tol, "phase_seconds": job.phase_seconds,
-                       "profiles": job.profile.source},
-            "versions": versions(), "machine": machine()}
-    (out / "run.json").write_text(json.dumps(meta, indent=2, default=str))
-    try:
-        from harness.report.page import build_report
-    except ImportError:
-        return None
-    return build_report(out)
+        run_dir.add_queries(records)
+    for row in summary_rows.to_dict("records"):
+        run_dir.add_summary(row)
+    return run_dir.finish(partial=False)
 
 
 def _fmt(x: float, spec: str = ".1f") -> str:

@@ -25,13 +25,13 @@ class PoolConfig:
             try:
                 n = int(num) if sep else 1
             except ValueError:
-                raise InputError(f"--config: {part!r}: count must be an integer (TYPE=N)") from None
+                raise InputError(f"{part!r}: count must be an integer (TYPE=N)", field="pool_config") from None
             if not name or n < 0:
-                raise InputError(f"--config: {part!r}: expected TYPE=N with N >= 0")
+                raise InputError(f"{part!r}: expected TYPE=N with N >= 0", field="pool_config")
             counts[name] = counts.get(name, 0) + n
         kept = tuple((t, n) for t, n in counts.items() if n > 0)
         if not kept:
-            raise InputError(f"--config: {text!r} has no instances")
+            raise InputError(f"{text!r} has no instances", field="pool_config")
         return cls(kept)
 
     @classmethod
@@ -62,3 +62,14 @@ class PoolConfig:
 
     def __str__(self) -> str:
         return ",".join(f"{t}={n}" for t, n in self.counts)
+
+
+def instance_ids(instance_types: list[str]) -> list[str]:
+    """Default instance ids in configuration order: ``TYPE-k``, k counting from 0 per type."""
+    seen: dict[str, int] = {}
+    ids = []
+    for t in instance_types:
+        k = seen.get(t, 0)
+        seen[t] = k + 1
+        ids.append(f"{t}-{k}")
+    return ids

@@ -12,15 +12,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.core.records import conform
+
 
 class RecordSink:
-    """Append dict rows; with a path, stream them to parquet. ``rows`` holds the most recent ``memory_rows``
-    (all of them without a path), so a long-running dispatcher's memory stays bounded."""
+    """Append dict rows of one record schema; with a path, stream them to parquet. ``rows`` holds the most recent
+    ``memory_rows`` (all of them without a path), so a long-running dispatcher's memory stays bounded."""
 
-    def __init__(self, path: str | Path | None = None, columns: tuple[str, ...] | None = None,
-                 flush_rows: int = 2000, memory_rows: int = 200_000):
+    def __init__(self, path: str | Path | None, schema: dict[str, str], flush_rows: int = 2000,
+                 memory_rows: int = 200_000):
         self.path = Path(path) if path else None
-        self.columns = columns
+        self.schema = schema
         self.flush_rows = flush_rows
         self.memory_rows = memory_rows
         self.rows: list[dict] = []
@@ -48,22 +50,14 @@ class RecordSink:
         self.flush()
 
     def frame(self) -> pd.DataFrame:
-        """The rows held in memory as a DataFrame (columns in ``columns`` order first)."""
-        frame = pd.DataFrame(self.rows)
-        if self.columns:
-            for col in self.columns:
-                if col not in frame.columns:
-                    frame[col] = None
-            frame = frame[list(self.columns) + [c for c in frame.columns if c not in self.columns]]
-        return frame
+        """The rows held in memory as a DataFrame of the schema."""
+        return conform(pd.DataFrame(self.rows), self.schema)
 
     def flush(self) -> None:
         """Write the rows not yet written as one row group."""
         if not self.path or not self._unflushed:
             return
-        chunk = pd.DataFrame(self.rows[-self._unflushed:])
-        if self.columns:
-            chunk = chunk.reindex(columns=list(self.columns) + [c for c in chunk.columns if c not in self.columns])
+        chunk = conform(pd.DataFrame(self.rows[-self._unflushed:]), self.schema)
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._schema = pa.Schema.from_pandas(chunk, preserve_index=False)
@@ -80,7 +74,7 @@ class RecordSink:
             return
         if self._writer is None and not self._unflushed:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(columns=list(self.columns or ())).to_parquet(self.path, index=False)
+            conform(pd.DataFrame(), self.schema).to_parquet(self.path, index=False)
             return
         self.flush()
         if self._writer is not None:

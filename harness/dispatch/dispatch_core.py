@@ -73,8 +73,6 @@ class DispatchCore:
         """A query left ``inst`` (``service_ms`` None when it failed): update state, start queued work, decide."""
         self.running -= 1
         inst.finish(now_s)
-        if inst.early:
-            self._close_early(now_s, inst)
         if service_ms is not None:
             self.policy.on_complete(now_s, query, inst, (now_s - query.arrival_s) * 1000.0)
             self.latency.observe(inst.type_index, query.model, query.batch_size, service_ms)
@@ -85,26 +83,6 @@ class DispatchCore:
             self.on_start(nq, inst)
         self.decide(now_s)
 
-    def open_early(self, now_s: float, inst: InstanceState) -> None:
-        """Live prefetch: let a busy ``inst`` take its next query now, shortly before its running one is predicted
-        to end, so the proxy's round trip overlaps service; the instance queues it. Closed by the next completion."""
-        if inst.early or not inst.alive or inst.running < inst.capacity:
-            return
-        inst.open_early()
-        self.total_slots += 1
-        if inst.queue:  # push policies: the head of its local FIFO goes now
-            nq, pred_s = inst.queue.pop(0)
-            inst.start_queued(max(now_s, inst.expected_free_s - inst.backlog_s), pred_s)
-            inst.early_pred_s = pred_s
-            self.running += 1
-            self.on_start(nq, inst)
-        else:
-            self.decide(now_s)
-
-    def _close_early(self, now_s: float, inst: InstanceState) -> None:
-        inst.close_early(now_s)
-        self.total_slots -= 1
-
     def requeue(self, now_s: float, queries: list[Query]) -> None:
         """Put queries back at the head of the central queue (oldest first), e.g. after their instance failed."""
         for q in sorted(queries, key=lambda q: q.arrival_s, reverse=True):
@@ -113,8 +91,6 @@ class DispatchCore:
 
     def mark_dead(self, now_s: float, inst: InstanceState) -> list[Query]:
         """Take ``inst`` out of service; returns the queries waiting in its local FIFO (the caller requeues)."""
-        if inst.early:
-            self._close_early(now_s, inst)
         inst.alive = False
         waiting = [q for q, _ in inst.queue]
         inst.outstanding -= len(waiting)

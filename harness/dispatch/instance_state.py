@@ -6,12 +6,14 @@ when an instance frees up uses the latency model's predictions, never the true (
 
 from __future__ import annotations
 
+from harness.core.pool_config import instance_ids
+
 
 class InstanceState:
     """One instance: its type, how many queries it holds, and when the driver expects it to be free."""
 
     __slots__ = ("index", "instance_id", "instance_type", "type_index", "capacity", "running",
-                 "outstanding", "expected_free_s", "backlog_s", "queue", "alive", "early", "early_pred_s")
+                 "outstanding", "expected_free_s", "backlog_s", "queue", "alive")
 
     def __init__(self, index: int, instance_id: str, instance_type: str, type_index: int, capacity: int = 1):
         self.index = index
@@ -25,8 +27,6 @@ class InstanceState:
         self.backlog_s = 0.0  # predicted work waiting in the local FIFO, not yet started
         self.queue: list = []  # local FIFO (push policies); pull policies never fill it
         self.alive = True
-        self.early = False  # live prefetch: one extra slot opened just before the running query's predicted end
-        self.early_pred_s = 0.0  # predicted service of the query sent through that slot
 
     @property
     def idle(self) -> bool:
@@ -45,8 +45,6 @@ class InstanceState:
             self.running += 1
             base = self.expected_free_s if self.expected_free_s > now_s else now_s
             self.expected_free_s = base + predicted_s
-            if self.early:
-                self.early_pred_s = predicted_s
             return True
         self.backlog_s += predicted_s
         self.expected_free_s = (self.expected_free_s if self.expected_free_s > now_s else now_s) + predicted_s
@@ -60,19 +58,6 @@ class InstanceState:
             self.expected_free_s = now_s
             self.backlog_s = 0.0
 
-    def open_early(self) -> None:
-        """Live prefetch: one extra slot while the running query nears its predicted end."""
-        self.early = True
-        self.capacity += 1
-
-    def close_early(self, now_s: float) -> None:
-        """Close the early slot; a query sent through it starts now, so re-anchor the estimate on now (prediction
-        errors must not pile up over a burst)."""
-        self.early = False
-        self.capacity -= 1
-        if self.running:
-            self.expected_free_s = now_s + self.early_pred_s + self.backlog_s
-
     def start_queued(self, now_s: float, predicted_s: float) -> None:
         """Move one query from the local FIFO into service."""
         self.running += 1
@@ -84,12 +69,7 @@ class InstanceState:
 
 
 def build_instances(instance_types: list[str], type_index: dict[str, int], capacity: int = 1,
-                    ids: list[str] | None = None) -> list[InstanceState]:
+                    ids: list[str] | None = None, cls: type[InstanceState] = InstanceState) -> list[InstanceState]:
     """Instances in configuration order, named ``TYPE-k`` unless ``ids`` are given."""
-    seen: dict[str, int] = {}
-    out = []
-    for i, t in enumerate(instance_types):
-        k = seen.get(t, 0)
-        seen[t] = k + 1
-        out.append(InstanceState(i, ids[i] if ids else f"{t}-{k}", t, type_index[t], capacity))
-    return out
+    ids = ids or instance_ids(instance_types)
+    return [cls(i, ids[i], t, type_index[t], capacity) for i, t in enumerate(instance_types)]

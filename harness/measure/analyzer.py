@@ -44,7 +44,7 @@ class ValidityRules:
 
     def __post_init__(self):
         if self.criterion not in CRITERIA:
-            raise InputError(f"--criterion {self.criterion!r}: choose from {', '.join(CRITERIA)}")
+            raise InputError(f"{self.criterion!r}: choose from {', '.join(CRITERIA)}", field="criterion")
 
 
 def percentile_ms(lat_ms: np.ndarray, p: float) -> float:
@@ -163,3 +163,21 @@ def summarize(records: pd.DataFrame, qos_ms: float, rules: ValidityRules = Valid
         dropped=int((measured["status"].to_numpy() != OK).sum()),
         valid=not reasons, invalid_reason="; ".join(reasons), early_stopping_ok=es_ok, percentile_ok=pct_ok,
     )
+
+
+def summary_row(dispatcher: str, phase: int, summary: PointSummary, offered_qps: float, cost_per_h: float | None,
+                **extra) -> dict:
+    """One summary.parquet row (simulated or live): a dispatcher's point, what it cost, and what the caller adds."""
+    return {"dispatcher": dispatcher, "phase": phase, **summary.as_dict(), "offered_qps": offered_qps,
+            "cost_per_h": cost_per_h,
+            "qps_per_dollar": summary.achieved_qps / cost_per_h if cost_per_h else math.nan,
+            "allowable_qps": math.nan, **extra}
+
+
+def stamp_allowable(rows: list[dict], dispatcher: str, allowable_qps: float, bracket_qps: tuple[float, float],
+                    **extra) -> None:
+    """Write a dispatcher's search result (allowable rate, bracket, and e.g. the simulator's answer) on its rows."""
+    for row in rows:
+        if row["dispatcher"] == dispatcher:
+            row.update(allowable_qps=allowable_qps, bracket_low_qps=bracket_qps[0], bracket_high_qps=bracket_qps[1],
+                       **extra)

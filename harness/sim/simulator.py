@@ -56,7 +56,7 @@ class Simulation:
                  progress: Callable[[int, int], None] | None = None):
         check_trace(trace, profile, config.pool)
         if config.concurrency < 1:
-            raise InputError(f"concurrency {config.concurrency}: must be >= 1")
+            raise InputError(f"{config.concurrency}: must be >= 1", field="concurrency")
         self.trace = trace
         self.config = config
         self.policy = make_policy(policy) if isinstance(policy, str) else policy

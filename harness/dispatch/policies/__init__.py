@@ -32,14 +32,14 @@ def make_policy(spec: str) -> Policy:
     name, *params = spec.strip().split(":")
     cls = POLICIES.get(name)
     if cls is None:
-        raise InputError(f"--policy {spec!r}: unknown policy (choose from {', '.join(POLICIES)})")
+        raise InputError(f"{spec!r}: unknown policy (choose from {', '.join(POLICIES)})", field="policy")
     kwargs = {}
     accepted = inspect.signature(cls.__init__).parameters if cls.__init__ is not object.__init__ else {}
     for p in params:
         key, sep, value = p.partition("=")
         if not sep or key not in accepted or key == "self":
-            raise InputError(f"--policy {spec!r}: {p!r} is not a tunable of {name} "
-                             f"(tunables: {', '.join(k for k in accepted if k != 'self') or 'none'})")
+            raise InputError(f"{spec!r}: {p!r} is not a tunable of {name} "
+                             f"(tunables: {', '.join(k for k in accepted if k != 'self') or 'none'})", field="policy")
         kwargs[key] = _coerce(value)
     return cls(**kwargs)
 

@@ -48,17 +48,17 @@ class LeastOutstanding(BasePolicy):
         if not pending:
             return NOTHING
         out = []
+        added: dict[int, int] = {}  # queries this decision already gave each instance, so a burst spreads
         for q in pending:
-            best = None
+            best, best_n = None, 0
             for inst in instances:
-                if inst.alive and (best is None or inst.outstanding < best.outstanding):
-                    best = inst
+                n = inst.outstanding + added.get(inst.index, 0)
+                if inst.alive and (best is None or n < best_n):
+                    best, best_n = inst, n
             if best is None:
                 break
-            best.outstanding += 1  # provisional, so a burst spreads; undone below
+            added[best.index] = best_n - best.outstanding + 1
             out.append((q, best.index))
-        for _, j in out:
-            instances[j].outstanding -= 1
         return Decision(out)
 
 

@@ -5,7 +5,11 @@ import onnxruntime as ort
 import pytest
 
 from servers import models
-from servers.pool import spawn_server, stop_processes
+from servers.dispatcher import DispatcherConfig
+from servers.emulated import EmulatedConfig
+from servers.model_server import ModelServerConfig
+from servers.pool_file import load_pool_file
+from servers.process import spawn_server, stop_processes
 
 httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -20,14 +24,14 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_server(model_dir):
-    proc = spawn_server(["model", "--model", "rm2", "--model-dir", str(model_dir), "--port", "0"], name="ort")
+    proc = spawn_server("model", ModelServerConfig(models=("rm2",), model_dir=model_dir), name="ort")
     yield proc
     stop_processes([proc])
 
 
 @pytest.fixture(scope="module")
 def emulated_server():
-    proc = spawn_server(["emulated", "--instance-type", "g4dn.xlarge", "--model", "rm2", "--port", "0"], name="emu")
+    proc = spawn_server("emulated", EmulatedConfig(instance_type="g4dn.xlarge", model="rm2"), name="emu")
     yield proc
     stop_processes([proc])
 
@@ -91,7 +95,7 @@ def dispatcher_server(model_server, emulated_server, tmp_path_factory):
     pool.write_text(json.dumps({"model": "rm2", "instances": [
         {"id": "gpu-0", "url": model_server.url, "instance_type": "g4dn.xlarge"},
         {"id": "cpu-0", "url": emulated_server.url, "instance_type": "r5n.large"}]}))
-    proc = spawn_server(["dispatcher", "--pool", str(pool), "--policy", "kairos", "--port", "0"], name="dispatcher")
+    proc = spawn_server("dispatcher", DispatcherConfig(pool=load_pool_file(pool), policy="kairos"), name="dispatcher")
     yield proc
     stop_processes([proc])
 

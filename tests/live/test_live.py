@@ -1,14 +1,18 @@
 """Pieces of a live run that need no processes: phase plans, shards, merging client and dispatcher rows."""
 
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from harness.core.records import QUERY_COLUMNS, QUERY_SCHEMA, conform
+from harness.live.options import LiveOptions
+from harness.live.phase import ClientRecord, PhasePlan, from_columns, merge_phase, to_columns
+from harness.live.run_dir import RunDir
 from harness.measure.allowable import phase_queries
 from harness.measure.analyzer import ValidityRules
-from harness.live.run import LiveOptions, PhasePlan, merge_phase
-from harness.live.run_dir import QUERY_COLUMNS, RunDir, normalize_queries
 
 
 @pytest.fixture
@@ -20,20 +24,18 @@ def plan():
 @pytest.mark.parametrize("n", [1, 2, 3, 5])
 def test_shards_cover_every_query_exactly_once(plan, n):
     shards = [plan.shard(k, n) for k in range(n)]
-    ids = [rid for s in shards for rid in s["request_ids"]]
+    ids = [rid for s in shards for rid in s.request_ids]
     assert sorted(ids) == sorted(plan.request_ids)
     for s in shards:
-        assert len(s["request_ids"]) == len(s["offsets_s"]) == len(s["batch_sizes"])
-        assert s["start_epoch"] == 1000.0
+        assert len(s.request_ids) == len(s.offsets_s) == len(s.batch_sizes)
+        assert s.start_epoch == 1000.0
+        assert PhasePlan(**s.to_message()) == s  # what a worker receives is the same plan
 
 
 def test_merge_joins_client_and_dispatcher_views(plan):
-    client = [
-        {"request_id": "p3-0", "intended_s": 1000.0, "sent_s": 1000.001, "client_finish_s": 1000.051,
-         "http_status": 200, "worker": "local"},
-        {"request_id": "p3-1", "intended_s": 1000.1, "sent_s": 1000.102, "client_finish_s": 1000.103,
-         "http_status": 503, "worker": "local"},
-    ]
+    client = [ClientRecord("p3-0", 1000.0, 1000.001, 1000.051, 200, "local"),
+              ClientRecord("p3-1", 1000.1, 1000.102, 1000.103, 503, "local")]
+    assert from_columns(to_columns(client)) == client  # the worker -> master message keeps every field
     disp = {"request_id": ["p3-0", "p3-1", "p3-2"], "status": ["ok", "shed", "ok"],
             "dispatch_s": [1000.002, 1000.102, 1000.21], "start_s": [1000.002, math.nan, 1000.21],
             "finish_s": [1000.05, math.nan, 1000.25], "instance_id": ["g-0", "", "r-1"],
@@ -63,25 +65,12 @@ def test_live_defaults_sweep_and_use_the_p99_criterion():
 
 
 def test_run_dir_streams_queries_and_marks_partial(tmp_path):
-    rd = RunDir(tmp_path, "r1", meta={"kind": "live"})
-    frame = normalize_queries(__import__("pandas").DataFrame({"request_id": ["a", "b"], "batch_size": [10, 20],
-                                                              "status": ["ok", "shed"]}))
+    rd = RunDir(tmp_path / "r1", meta={"kind": "live"})
+    frame = conform(pd.DataFrame({"request_id": ["a", "b"], "batch_size": [10, 20], "status": ["ok", "shed"]}),
+                    QUERY_SCHEMA)
     rd.add_phase(frame, {"dispatcher": "fcfs", "phase": 0, "p99_ms": 10.0})
     rd.add_queries(frame.assign(request_id=["c", "d"]))
     rd.finish(partial=True, build_html=False)
-    import json
-    import pandas as pd
     q = pd.read_parquet(tmp_path / "r1" / "queries.parquet")
     assert list(q.columns) == list(QUERY_COLUMNS) and q["request_id"].tolist() == ["a", "b", "c", "d"]
     assert json.loads((tmp_path / "r1" / "run.json").read_text())["partial"] is True
-
-
-def test_record_sink_bounds_memory_but_writes_everything(tmp_path):
-    import pandas as pd
-    from harness.core.record_sink import RecordSink
-    sink = RecordSink(tmp_path / "r.parquet", ("i",), flush_rows=10, memory_rows=25)
-    for i in range(100):
-        sink.append({"i": i})
-    sink.close()
-    assert len(sink) == 100 and len(sink.rows) <= 35 and sink.rows[-1]["i"] == 99
-    assert pd.read_parquet(tmp_path / "r.parquet")["i"].tolist() == list(range(100))

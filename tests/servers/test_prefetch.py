@@ -1,26 +1,26 @@
-"""DispatchCore's early slot (the live dispatcher's prefetch), with pull and push policies."""
+"""The live dispatcher's early slot (prefetch) over the shared DispatchCore, with pull and push policies."""
 
 import numpy as np
 import pytest
 
-from harness.dispatch.dispatch_core import DispatchCore
 from harness.dispatch.instance_state import build_instances
 from harness.dispatch.latency_model import LatencyModel
 from harness.dispatch.policies import Query, make_policy
 from harness.core.profiles import Profile
+from servers.dispatcher.prefetch import PrefetchCore, PrefetchInstance
 from tests.conftest import make_profile_frame
 
 
 @pytest.fixture
 def core_for():
-    """A DispatchCore over two 10 ms instances; returns (core, started-list) for a policy name."""
+    """A PrefetchCore over two 10 ms instances; returns (core, started-list) for a policy name."""
     prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [10.0]}}), drop_max=False)
 
     def make(policy):
         lat = LatencyModel(prof, ["a"], ["m"])
-        insts = build_instances(["a", "a"], lat.type_index)
+        insts = build_instances(["a", "a"], lat.type_index, cls=PrefetchInstance)
         started = []
-        core = DispatchCore(make_policy(policy), lat, insts, 100.0, np.random.default_rng(0),
+        core = PrefetchCore(make_policy(policy), lat, insts, 100.0, np.random.default_rng(0),
                             on_assign=lambda q, i: None, on_start=lambda q, i: started.append((q.index, i.index)),
                             on_drop=lambda q: None)
         return core, started

@@ -8,9 +8,10 @@ from aiohttp.test_utils import TestServer
 
 from harness.core.profiles import Profile
 from servers import models, v2
-from servers.dispatcher import DISPATCHER, DispatcherConfig, _is_loopback, create_app, peek_batch
+from servers.dispatcher import DISPATCHER, DispatcherConfig, create_app
+from servers.dispatcher.admin import _is_loopback
 from servers.emulated import EmulatedConfig, create_app as create_emulated
-from servers.pool import Instance, PoolFile
+from servers.pool_file import Instance, PoolFile
 from tests.conftest import make_profile_frame
 
 
@@ -169,7 +170,7 @@ async def test_killed_backend_queries_retry_elsewhere_each_recorded_once(aiohttp
 
 def test_peek_batch_reads_only_the_header():
     enc = request(33)
-    assert peek_batch(enc.body, enc.headers[v2.HEADER_LENGTH]) == 33
+    assert v2.peek_batch(enc.body, enc.headers[v2.HEADER_LENGTH]) == 33
 
 
 def test_admin_guard_loopback_rule():
@@ -198,5 +199,5 @@ async def test_prefetch_sends_the_next_query_before_the_instance_frees(aiohttp_c
 
 
 def test_prefetch_needs_a_sane_value(profile):
-    with pytest.raises(Exception, match="prefetch-ms"):
+    with pytest.raises(Exception, match="^prefetch ms -1.0: must be >= 0"):
         DispatcherConfig(PoolFile("rm2", ()), prefetch_ms=-1.0)

@@ -7,6 +7,7 @@ from harness.core.errors import InputError
 from harness.dispatch.instance_state import build_instances
 from harness.dispatch.latency_model import LatencyModel
 from harness.dispatch.policies import POLICIES, PolicyContext, Query, make_policy
+from tests.conftest import make_profile_frame
 
 
 def bind(policy, profile, types, qos_ms=300.0):
@@ -65,7 +66,6 @@ def test_kairos_cost_matrix_matches_the_artifact_formula(fixed_profile):
 
 
 def test_kairos_safeguard_band_costs_500():
-    from tests.conftest import make_profile_frame
     from harness.core.profiles import Profile
     prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [295.0]}}), drop_max=False)
     policy = make_policy("kairos")
@@ -75,7 +75,6 @@ def test_kairos_safeguard_band_costs_500():
 
 
 def test_kairos_checks_qos_with_the_tail_by_default():
-    from tests.conftest import make_profile_frame
     from harness.core.profiles import Profile
     # 'bursty' averages 20 ms but its p99 is 60 ms; QoS 30 ms. 'gpu' always takes 10 ms.
     prof = Profile.from_frame(make_profile_frame({
@@ -95,7 +94,6 @@ def test_kairos_checks_qos_with_the_tail_by_default():
 
 
 def test_kairos_accepts_a_profile_of_zero_service_times():
-    from tests.conftest import make_profile_frame
     from harness.core.profiles import Profile
     prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [0.0]}, ("b", "m"): {10: [0.0]}}),
                               drop_max=False)
@@ -174,7 +172,6 @@ def test_least_outstanding_spreads_a_burst(fixed_profile):
 
 
 def test_latency_model_online_update_moves_exactly_the_observed_bucket():
-    from tests.conftest import make_profile_frame
     from harness.core.profiles import Profile
     prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [1.0], 100: [10.0], 1000: [100.0]},
                                                   ("b", "m"): {10: [2.0], 100: [20.0], 1000: [200.0]}}),

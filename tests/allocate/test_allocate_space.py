@@ -50,11 +50,11 @@ def test_batch_mix_comes_from_the_sizes():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(budget_per_h=0.0), "--budget"),
-    (dict(budget_per_h=-1.0), "--budget"),
+    (dict(budget_per_h=0.0), "budget"),
+    (dict(budget_per_h=-1.0), "budget"),
     (dict(types=["g4dn.xlarge", "p5.48xlarge"]), "unknown instance type 'p5.48xlarge'"),
-    (dict(max_counts={"m5.xlarge": 2}), "--max-count"),
-    (dict(qos_ms=0.0), "--qos-ms"),
+    (dict(max_counts={"m5.xlarge": 2}), "max count"),
+    (dict(qos_ms=0.0), "qos ms"),
 ])
 def test_bad_input_is_an_input_error(shipped_profile, prices, kwargs, message):
     args = dict(model="rm2", qos_ms=350.0, budget_per_h=2.5, types=PAPER_TYPES)

@@ -12,7 +12,7 @@ from harness.core.errors import InputError
 from servers import models
 from harness.cli.models import doc_text
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

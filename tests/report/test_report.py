@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.report import page as report
 from harness.cli import main
-from harness.report.page import (CHART_IDS, PARTIAL_BANNER, batch_heatmap, bracket, build_report, cdf_points,
-                            normalize_queries, shown_step, step_queries, utilization)
+from harness.report.data import (CDF_POINTS, UTIL_BINS, batch_heatmap, bracket, cdf_points, normalize_queries,
+                                 normalize_summary, shown_step, step_queries, utilization)
+from harness.report.page import CHART_IDS, PARTIAL_BANNER, build_report
 
 # (dispatcher, offered qps, p99 ms, valid, allowable qps, cost $/h): kairos passes at 100, fcfs drops queries at
 # 150 (p99 = inf), clockwork never passes (no allowable throughput); NaN costs where the pool had no prices.
@@ -155,7 +155,7 @@ def test_batch_heatmap_unknown_type_and_large_batches():
 
 
 def test_shown_step_and_bracket():
-    summary = report.normalize_summary(synthetic_summary(), "s")
+    summary = normalize_summary(synthetic_summary(), "s")
     by = {d: g for d, g in summary.groupby("dispatcher")}
     assert shown_step(by["kairos"])["offered_qps"] == 100.0  # at its allowable rate
     assert bracket(by["kairos"]) == (100.0, 150.0)
@@ -186,10 +186,13 @@ def test_normalize_queries_latency_and_pool_types():
     assert out["latency_ms"].tolist() == [250.0, math.inf]
     assert out["dispatcher"].tolist() == ["p", "p"]
     assert out["instance_type"].tolist()[0] == "g4dn.xlarge"
-    # A client-side latency wins where present; a missing one falls back to finish - arrival.
+    # finish - arrival (harness.core.records.latency_ms) wherever both exist, whatever a latency_ms column says;
+    # only a frame with nothing but the client's latency_ms (older files) takes that.
     out = normalize_queries(q.assign(latency_ms=[np.nan, 5.0]), "q")
     assert out["latency_ms"].tolist() == [250.0, math.inf]
     out = normalize_queries(q.assign(latency_ms=[300.0, np.nan]), "q")
+    assert out["latency_ms"].tolist() == [250.0, math.inf]
+    out = normalize_queries(q.drop(columns=["arrival_s", "finish_s"]).assign(latency_ms=[300.0, 5.0]), "q")
     assert out["latency_ms"].tolist() == [300.0, math.inf]
 
 
@@ -237,9 +240,9 @@ def test_chart_json_strict_and_p99_chart_content(run_dir):
     assert sorted(s["x0"] for s in shapes if s["yref"] == "paper") == [50.0, 100.0]  # allowable markers
     cdf = charts["chart-latency-cdf"]
     assert cdf["layout"]["xaxis"]["type"] == "log" and len(cdf["data"]) == 3
-    assert all(len(t["x"]) <= report.CDF_POINTS for t in cdf["data"])
+    assert all(len(t["x"]) <= CDF_POINTS for t in cdf["data"])
     util = charts["chart-utilization"]
-    assert len(util["data"]) == 3 and all(len(t["x"]) == report.UTIL_BINS for t in util["data"])
+    assert len(util["data"]) == 3 and all(len(t["x"]) == UTIL_BINS for t in util["data"])
     assert "gpu-0 (g4dn.xlarge)" in util["data"][0]["y"]
     batch = charts["chart-batch-placement"]
     assert len(batch["data"]) == 3 and set(batch["data"][0]["y"]) == {"g4dn.xlarge", "r5n.large"}
@@ -275,7 +278,6 @@ def test_report_of_kairos_simulate_out(tmp_path):
 
 
 def test_allocation_section_when_present(run_dir):
-    pytest.importorskip("harness.report.allocation")
     pd.DataFrame({"kairos_rank": [1, 2], "config": ["g4dn.xlarge=1", "r5n.large=4"], "cost_per_h": [0.5, 0.6],
                   "kairos_bound_qps": [90.0, 80.0], "picked_by": ["kairos", ""]}).to_parquet(
         run_dir / "allocation.parquet")

@@ -4,7 +4,7 @@ import numpy as np
 import orjson
 import pytest
 
-from servers import models, v2
+from servers import v2_http, models, v2
 from servers.v2 import V2Error
 
 META = models.get_spec("rm2").metadata()
@@ -157,5 +157,5 @@ def test_permissive_metadata_accepts_any_inputs_with_a_batch():
 def test_max_body_bytes_fits_largest_json_batch():
     x = _inputs(1000)
     json_size = len(v2.encode_infer_request(x, binary=False).body)
-    assert v2.max_body_bytes(META, 1000) > json_size
-    assert v2.max_body_bytes(META, 1000) < 20 * json_size
+    assert v2_http.max_body_bytes(META, 1000) > json_size
+    assert v2_http.max_body_bytes(META, 1000) < 20 * json_size

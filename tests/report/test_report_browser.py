@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.report.page import CHART_IDS, build_report
-from tests.test_report import write_run
+from tests.report.test_report import write_run
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 

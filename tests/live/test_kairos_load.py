@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "harness" / "kairos_load.py"
 SMALL = ["--pool-config", "g4dn.xlarge=1,r5n.large=2", "--min-queries", "50", "--phase-queries", "60",
          "--phase-seconds", "2"]

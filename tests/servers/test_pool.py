@@ -14,7 +14,10 @@ import pytest
 
 from harness.core.errors import InputError
 from servers import models, v2
-from servers.pool import PoolSpec, load_pool_file, spawn_server, start_pool, stop_processes
+from servers.emulated import EmulatedConfig
+from servers.pool import PoolSpec, start_pool
+from servers.pool_file import load_pool_file
+from servers.process import spawn_server, stop_processes
 
 
 def _gone(pid: int) -> bool:
@@ -95,7 +98,7 @@ def test_serve_pool_command_stops_children_on_sigterm_and_parent_death(tmp_path)
 
 def test_child_failure_is_reported(tmp_path):
     with pytest.raises(InputError, match=r"exited with code 2 before it was ready: .*unknown instance type 'nope'"):
-        spawn_server(["emulated", "--instance-type", "nope", "--port", "0"], name="bad", timeout=60)
+        spawn_server("emulated", EmulatedConfig(instance_type="nope"), name="bad", timeout=60)
 
 
 def test_unpriced_instances_have_unknown_cost(tmp_path):
@@ -110,7 +113,7 @@ def test_pool_rejects_unprofiled_types():
         start_pool(PoolSpec("m9.huge=1"))  # neither priced nor profiled
     with pytest.raises(InputError, match="unknown instance type 'c5.2xlarge'"):
         start_pool(PoolSpec("c5.2xlarge=1"))  # priced, but not profiled
-    with pytest.raises(InputError, match="--mode"):
+    with pytest.raises(InputError, match="mode 'gpu': expected one of emulated, onnx"):
         PoolSpec("r5n.large=1", mode="gpu")
 
 

@@ -1,0 +1,49 @@
+"""What a live run does, as one frozen dataclass; the locustfile's options translate into it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.core.paper import PAPER_CONFIG
+from harness.measure.analyzer import ValidityRules
+
+DEFAULT_DISPATCHERS = ("kairos", "fcfs", "least_outstanding")
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """What a live run does; the locustfile's options translate into this."""
+
+    trace: Path | None = None
+    model: str | None = None
+    pool_file: Path | None = None
+    pool_config: str = PAPER_CONFIG
+    mode: str = "emulated"
+    dispatchers: tuple[str, ...] = DEFAULT_DISPATCHERS
+    qos_ms: float | None = None
+    rate_qps: float | None = None
+    speedup: float | None = None
+    sweep: bool = False
+    phase_seconds: float = 10.0
+    phase_queries: int = 500
+    report_dir: Path = Path("reports")
+    seed: int = 0
+    profiles: Path | None = None
+    tolerance: float = 0.05
+    growth: float = 1.15
+    max_phases: int = 8
+    min_queries: int = 200
+    criterion: str = "p99"
+    lead_s: float = 2.0
+
+    @property
+    def sweeping(self) -> bool:
+        """A sweep when asked, or when no fixed load (--rate/--speedup) is given."""
+        return self.sweep or (self.rate_qps is None and self.speedup is None)
+
+    @property
+    def rules(self) -> ValidityRules:
+        """Validity of a live phase (after a 5% warm-up); p99 <= QoS by default, early stopping reported too."""
+        return ValidityRules(min_queries=self.min_queries, min_duration_s=0.5 * self.phase_seconds,
+                             criterion=self.criterion)

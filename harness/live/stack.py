@@ -1,0 +1,77 @@
+"""The processes a live run owns: a pool (unless a pool file names running instances) and a dispatcher.
+
+The dispatcher runs in its own process (``servers.process``), started from a frozen ``DispatcherConfig``; the run
+talks to it over its admin endpoints (switch policy, drain, fetch records).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+from harness.core.errors import InputError
+from harness.live.options import LiveOptions
+from servers.dispatcher import DispatcherConfig
+from servers.pool import PoolSpec, start_pool
+from servers.pool_file import load_pool_file
+from servers.process import spawn_server, stop_processes
+
+
+def http_json(url: str, doc: dict | None = None, method: str | None = None, timeout_s: float = 300.0) -> dict:
+    """A small JSON request (urllib: cooperative under gevent's monkey patching)."""
+    data = json.dumps(doc).encode() if doc is not None else None
+    req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        return json.loads(resp.read())
+
+
+class LiveStack:
+    """Starts (or attaches to) the pool, then the dispatcher in front of it; ``stop()`` stops what it started."""
+
+    def __init__(self, options: LiveOptions, model: str, records_path: Path, log: Callable[[str], None]):
+        self._pool = None
+        self.dispatcher = None
+        if options.pool_file:
+            self.pool_file = load_pool_file(options.pool_file)
+            if self.pool_file.model != model:
+                raise InputError(f"{options.pool_file}: serves {self.pool_file.model!r}, the trace is {model!r}",
+                                 field="pool_file")
+        else:
+            log(f"starting {options.mode} pool {options.pool_config} for {model} ...")
+            self._pool = start_pool(PoolSpec(options.pool_config, model, options.mode, profiles=options.profiles,
+                                             seed=options.seed))
+            self.pool_file = self._pool.as_pool_file()
+            self._pool.write(records_path.parent / "pool.json")
+        config = DispatcherConfig(pool=self.pool_file, policy=options.dispatchers[0], qos_ms=options.qos_ms,
+                                  profiles=options.profiles, records_path=records_path)
+        try:
+            self.dispatcher = spawn_server("dispatcher", config, name="dispatcher")
+        except BaseException:
+            self.stop()
+            raise
+        self.url = self.dispatcher.url
+        log(f"dispatcher at {self.url} in front of {len(self.pool_file.instances)} instances")
+
+    def set_policy(self, spec: str) -> None:
+        """Switch the dispatcher's policy."""
+        http_json(f"{self.url}/admin/policy", {"policy": spec})
+
+    def drain(self, timeout_s: float = 300.0) -> bool:
+        """Wait until the dispatcher has nothing queued or in service."""
+        return bool(http_json(f"{self.url}/admin/drain?timeout_s={timeout_s}", {}, timeout_s=timeout_s + 10)["drained"])
+
+    def records(self, prefix: str) -> dict:
+        """The dispatcher's finished records for request ids starting with ``prefix``."""
+        return http_json(f"{self.url}/admin/records?prefix={prefix}")
+
+    def stop(self) -> None:
+        """Stop the dispatcher (it writes its parquet footer) and the pool."""
+        if self.dispatcher is not None:
+            stop_processes([self.dispatcher])
+            self.dispatcher = None
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool = None

@@ -1,0 +1,149 @@
+"""The dispatcher's per-query path: queue the request, let the policy choose, forward it, pass the answer back.
+
+Each infer request becomes a ``Query`` in a ``DispatchCore`` (the same object the simulator drives); when the policy
+starts it on an instance, the request body is forwarded byte for byte and the instance's response is passed back
+unchanged. Service times observed here (the forward's round trip) update the latency model online.
+
+Failure rule: if an instance refuses the connection, resets it, times out or answers 5xx, the instance is taken out
+of service (its local FIFO goes back to the head of the central queue) and health-checked every
+``health_interval_s`` until it is ready again; the failed query is retried on another instance up to
+``max_retries`` times (default 1), then answered 502. Every query is recorded exactly once, whatever happens.
+
+Prefetch (``prefetch_ms``, see ``servers.dispatcher.prefetch``): a prefetched query waits at its instance for its
+predecessor, so its service is counted from its predecessor's end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import aiohttp
+from aiohttp import web
+
+from harness.core.records import DROPPED, FAILED, OK, SHED, elapsed_ms
+from harness.dispatch.policies import Query
+from servers import v2, v2_http
+from servers.dispatcher.state import DISPATCHER, Dispatcher, Dropped, InstanceDown
+
+FORWARD_HEADERS = ("Content-Type", v2.HEADER_LENGTH, "X-Request-ID")
+PASSBACK_HEADERS = ("Content-Type", v2.HEADER_LENGTH)
+
+
+async def infer(request: web.Request) -> web.Response:
+    """``POST /v2/models/{name}/infer``: queue, dispatch by policy, forward, pass the response back."""
+    d = request.app[DISPATCHER]
+    name = request.match_info["name"]
+    if name != d.model:
+        raise v2.V2Error(404, f"unknown model {name!r} (this pool serves {d.model!r})")
+    body = await v2_http.read_body(request)
+    batch = v2.peek_batch(body, request.headers.get(v2.HEADER_LENGTH))
+    if batch > d.max_batch:
+        raise v2.V2Error(400, f"batch size {batch} above the pool's largest profiled batch {d.max_batch}")
+    rid = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    t_arrive = d.now()
+    q = Query(next(d._seq), rid, d.model, batch, t_arrive)
+    d.rows[q] = d.new_row(rid, batch, t_arrive)
+    if len(d.core.pending) >= d.config.max_queue:
+        d.finish_record(q, SHED, 503, "queue full")
+        return v2_http.json_error(503, f"queue full ({d.config.max_queue} queries waiting)")
+    headers = {h: request.headers[h] for h in FORWARD_HEADERS if h in request.headers}
+    headers["X-Request-ID"] = rid
+    fut = d.waiters[q] = asyncio.get_running_loop().create_future()
+    d.enter()
+    try:
+        d.core.arrive(t_arrive, q)
+        return await _serve(d, q, fut, body, headers)
+    finally:
+        d.waiters.pop(q, None)
+        if q in d.rows:  # cancelled (client gone, server stopping): still recorded exactly once
+            if q in d.core.pending:
+                d.core.pending.remove(q)
+            d.finish_record(q, FAILED, 499, "request cancelled")
+        d.leave()
+
+
+async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, body: bytes, headers: dict) -> web.Response:
+    row = d.rows[q]
+    while True:
+        try:
+            inst = await fut
+        except Dropped:
+            d.finish_record(q, DROPPED, 503, "dropped by policy: deadline cannot be met")
+            return v2_http.json_error(503, "dropped: the query can no longer meet its QoS deadline")
+        row["attempts"] += 1
+        t_start = d.now()
+        row["start_s"] = d.epoch(t_start)
+        row["queue_ms"] = elapsed_ms(q.arrival_s, t_start)
+        try:
+            try:
+                async with d.session.post(d.infer_urls[inst.index], data=body, headers=headers) as resp:
+                    data = await resp.read()
+                    if resp.status >= 500:
+                        raise InstanceDown(f"{inst.instance_id} answered {resp.status}")
+                    passback = {h: resp.headers[h] for h in PASSBACK_HEADERS if h in resp.headers}
+                    status = resp.status
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                raise InstanceDown(f"{inst.instance_id}: {type(exc).__name__}: {exc}") from None
+            except asyncio.CancelledError:
+                d.core.complete(d.now(), q, inst, None)  # free the instance slot; infer() records the query
+                d.arm_prefetch(inst)
+                raise
+        except InstanceDown as exc:
+            d.core.complete(d.now(), q, inst, None)
+            d.instance_failed(inst)
+            if row["attempts"] > d.config.max_retries:
+                d.finish_record(q, FAILED, 502, str(exc))
+                return v2_http.json_error(502, f"backend failed: {exc}")
+            fut = d.waiters[q] = asyncio.get_running_loop().create_future()
+            d.core.requeue(d.now(), [q])
+            continue
+        t_end = d.now()
+        # A prefetched query waited at the instance for its predecessor: its service starts when that one ended.
+        began = max(t_start, d._last_end[inst.index]) if d.prefetch_s > 0.0 else t_start
+        d._last_end[inst.index] = t_end
+        row["start_s"] = d.epoch(began)
+        row["queue_ms"] = elapsed_ms(q.arrival_s, began)
+        row["finish_s"] = d.epoch(t_end)
+        row["service_ms"] = elapsed_ms(began, t_end)
+        d.core.complete(t_end, q, inst, row["service_ms"])
+        d.arm_prefetch(inst)
+        d.finish_record(q, OK if status < 400 else FAILED, status, "" if status < 400 else data[:200].decode(
+            "utf-8", "replace"))
+        passback["X-Kairos-Instance"] = inst.instance_id
+        passback["X-Kairos-Queue-Ms"] = f"{row['queue_ms']:.3f}"
+        return web.Response(body=data, status=status, headers=passback)
+
+
+async def passthrough_get(request: web.Request) -> web.Response:
+    """Model metadata and readiness, answered by the first live instance."""
+    d = request.app[DISPATCHER]
+    name = request.match_info["name"]
+    if name != d.model:
+        raise v2.V2Error(404, f"unknown model {name!r} (this pool serves {d.model!r})")
+    for inst in d.instances:
+        if not inst.alive:
+            continue
+        try:
+            async with d.session.get(d.urls[inst.index] + request.path,
+                                     timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                return web.Response(body=await resp.read(), status=resp.status, content_type="application/json")
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            continue
+    raise v2.V2Error(503, "no live instance to answer")
+
+
+async def server_meta(request: web.Request) -> web.Response:
+    """``GET /v2``."""
+    return v2_http.json_response({"name": "kairos-dispatcher", "version": "1", "extensions": ["binary_tensor_data"]})
+
+
+async def live(request: web.Request) -> web.Response:
+    """``GET /v2/health/live``."""
+    return v2_http.json_response({"live": True})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """``GET /v2/health/ready``: ready while at least one instance is in service."""
+    ok = any(inst.alive for inst in request.app[DISPATCHER].instances)
+    return v2_http.json_response({"ready": ok}, status=200 if ok else 503)
