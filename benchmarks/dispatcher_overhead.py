@@ -18,11 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.measure.analyzer import percentile_ms
 from harness.live.phase import client_frame
 from harness.live.replay import replay
-from harness.cli.serve import LOOPS, loop_factory
-from servers.pool import Instance, spawn_server, stop_processes
+from harness.measure.analyzer import percentile_ms
+from servers.dispatcher import DispatcherConfig
+from servers.emulated import EmulatedConfig
+from servers.pool_file import Instance, PoolFile
+from servers.process import spawn_server, stop_processes
+from servers.serving import LOOPS, loop_factory
 from traces.generate import generate_trace
 
 
@@ -46,15 +49,12 @@ def main() -> None:
                   "compute_ms": 5.0, "load_ms": 0.0}).to_parquet(profile)
     trace = generate_trace(int(args.rate * args.seconds), args.rate, batch_mix="fixed:10",
                            rng=np.random.default_rng(7))
-    inst = spawn_server(["emulated", "--instance-type", "fixed5", "--model", "rm2", "--profiles", str(profile)],
+    inst = spawn_server("emulated", EmulatedConfig(instance_type="fixed5", model="rm2", profiles=profile),
                         name="fixed5")
-    loop_args = ["--loop", args.loop]
-    prefetch = [] if args.prefetch_ms is None else ["--prefetch-ms", str(args.prefetch_ms)]
-    pool = tmp / "pool.json"
-    pool.write_text(__import__("json").dumps({"model": "rm2", "instances": [
-        Instance("fixed5-0", inst.url, "fixed5", 0.0).to_json()]}))
-    disp = spawn_server(["dispatcher", "--pool", str(pool), "--policy", args.policy, "--qos-ms", "100",
-                         "--profiles", str(profile), *loop_args, *prefetch], name="dispatcher")
+    prefetch = {} if args.prefetch_ms is None else {"prefetch_ms": args.prefetch_ms}
+    pool = PoolFile("rm2", (Instance("fixed5-0", inst.url, "fixed5", 0.0),))
+    disp = spawn_server("dispatcher", DispatcherConfig(pool=pool, policy=args.policy, qos_ms=100.0, profiles=profile,
+                                                       **prefetch), loop=args.loop, name="dispatcher")
     print(f"# {platform.machine()}, {args.rate:g} qps Poisson, {len(trace)} queries per phase, fixed 5 ms service, "
           f"policy {args.policy}, dispatcher prefetch "
           f"{'default' if args.prefetch_ms is None else args.prefetch_ms} ms, "

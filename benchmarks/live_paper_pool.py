@@ -19,15 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.measure.analyzer import percentile_ms
-from harness.core.pool_config import PoolConfig
 from harness.core.paper import PAPER_CONFIG
+from harness.core.pool_config import PoolConfig
 from harness.core.profiles import Profile
 from harness.core.records import latency_ms
 from harness.live.phase import client_frame
 from harness.live.replay import replay
+from harness.measure.analyzer import percentile_ms
 from harness.sim.simulator import SimConfig, simulate
-from servers.pool import PoolSpec, spawn_server, start_pool, stop_processes
+from servers.dispatcher import DispatcherConfig
+from servers.pool import PoolSpec, start_pool
+from servers.process import spawn_server, stop_processes
 from traces.generate import generate_trace
 
 
@@ -56,9 +58,9 @@ def main() -> None:
     print(f"{'policy':<20} {'live p50':>9} {'live p99':>9} {'sim p99':>9} {'live viol%':>10} {'sim viol%':>9} "
           f"{'lag p99':>8} {'ok':>6}")
     with start_pool(PoolSpec(PAPER_CONFIG, "rm2", seed=args.seed)) as pool:
-        pool_file = pool.write(tmp / "pool.json")
-        disp = spawn_server(["dispatcher", "--pool", str(pool_file), "--policy", "fcfs", "--qos-ms",
-                             str(args.qos_ms), "--records", str(tmp / "dispatcher.parquet")], name="dispatcher")
+        pool.write(tmp / "pool.json")
+        disp = spawn_server("dispatcher", DispatcherConfig(pool=pool.as_pool_file(), policy="fcfs", qos_ms=args.qos_ms,
+                                                           records_path=tmp / "dispatcher.parquet"), name="dispatcher")
         try:
             for policy in args.policies.split(","):
                 post(f"{disp.url}/admin/policy", {"policy": policy})

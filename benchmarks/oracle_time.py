@@ -19,8 +19,8 @@ import sys
 import time
 
 from harness.allocate.run import run_allocation
-from harness.cli.allocate import build_job
 from harness.cli import build_parser
+from harness.cli.allocate import build_job
 from harness.core.paper import PAPER_BUDGET_PER_H, PAPER_QOS_MS
 
 PAPER_TYPES = "g4dn.xlarge,c5n.2xlarge,r5n.large,t3.xlarge"
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             cli += ["--profiles", args.profiles]
         job = build_job(build_parser(["allocate"]).parse_args(cli))
         t0 = time.perf_counter()
-        result = run_allocation(job, lambda line: print(f"  {model}: {line}", file=sys.stderr, flush=True))
+        result = run_allocation(job, lambda line, model=model: print(f"  {model}: {line}", file=sys.stderr, flush=True))
         wall = time.perf_counter() - t0
         by = {m.method: m for m in result.methods}
         table = result.table
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | QoS ms | Kairos pick | qps | top-1 by bound | qps | best homogeneous | scaled qps | "
           "oracle best | qps | Kairos/homog. | Kairos/oracle | fluid pick qps | oracle s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for model, qos, by, result in rows:
+    for model, qos, by, _ in rows:
         k, h, o, f = by.get("kairos"), by.get("homogeneous"), by.get("oracle"), by.get("fluid")
         cell = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
         hs = h.extra["budget_scaled_qps"] if h else None

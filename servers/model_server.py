@@ -18,7 +18,7 @@ import numpy as np
 from aiohttp import web
 
 from harness.core.errors import InputError
-from servers import v2_http, v2
+from servers import v2, v2_http
 from servers.models import build_model, get_spec
 from servers.serving import ServerKind
 

@@ -80,7 +80,7 @@ class Pool:
         self._stopped = False
         atexit.register(self.stop)
 
-    def __enter__(self) -> "Pool":
+    def __enter__(self) -> Pool:
         return self
 
     def __exit__(self, *exc) -> None:

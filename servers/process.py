@@ -37,10 +37,10 @@ def _child_env() -> dict[str, str]:
 class ServerProcess:
     """A server child (``servers.launch``) in its own process group; ``wait_ready`` returns its READY info."""
 
-    def __init__(self, kind: str, config, *, host: str = "127.0.0.1", name: str = "server",
+    def __init__(self, kind: str, config, *, host: str = "127.0.0.1", loop: str | None = None, name: str = "server",
                  python: str | None = None):
         self.name = name
-        listen = Listen(host=host, port=0, loop=server_kind(kind).default_loop, watch_stdin=True)
+        listen = Listen(host=host, port=0, loop=loop or server_kind(kind).default_loop, watch_stdin=True)
         self.argv = child_argv(kind, config, listen, python or sys.executable)
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=_child_env(), start_new_session=True)
@@ -146,10 +146,11 @@ def stop_processes(procs: list[ServerProcess], timeout: float = 5.0) -> None:
                 pass
 
 
-def spawn_server(kind: str, config, *, host: str = "127.0.0.1", name: str = "server", timeout: float = 60.0,
-                 python: str | None = None) -> ServerProcess:
-    """Start a ``kind`` server for ``config`` on a free port of ``host`` and wait for its READY line."""
-    proc = ServerProcess(kind, config, host=host, name=name, python=python)
+def spawn_server(kind: str, config, *, host: str = "127.0.0.1", loop: str | None = None, name: str = "server",
+                 timeout: float = 60.0, python: str | None = None) -> ServerProcess:
+    """Start a ``kind`` server for ``config`` on a free port of ``host`` and wait for its READY line (``loop``:
+    the event loop, default the kind's own)."""
+    proc = ServerProcess(kind, config, host=host, loop=loop, name=name, python=python)
     try:
         proc.wait_ready(timeout)
     except BaseException:

@@ -15,8 +15,9 @@ This module is the codec alone: no HTTP server, so clients and load generators c
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import orjson

@@ -16,8 +16,15 @@ import numpy as np
 import orjson
 from aiohttp import web
 
-from servers.v2 import (HEADER_LENGTH, InferRequest, ModelMetadata, V2Error, encode_infer_response,
-                        parse_infer_request, validate_request)
+from servers.v2 import (
+    HEADER_LENGTH,
+    InferRequest,
+    ModelMetadata,
+    V2Error,
+    encode_infer_response,
+    parse_infer_request,
+    validate_request,
+)
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:

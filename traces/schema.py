@@ -61,7 +61,7 @@ class Trace:
         cols.update(self.extra)
         return pd.DataFrame(cols)
 
-    def head(self, n: int) -> "Trace":
+    def head(self, n: int) -> Trace:
         """The first ``n`` queries."""
         return Trace(self.arrival_s[:n], self.batch_size[:n], self.model[:n],
                      {k: v[:n] for k, v in self.extra.items()}, self.source)
@@ -73,13 +73,13 @@ class Trace:
                              "name one", field="model")
         return self.models[0]
 
-    def with_model(self, model: str) -> "Trace":
+    def with_model(self, model: str) -> Trace:
         """The same arrivals and batches, every query for ``model``."""
         return Trace(self.arrival_s, self.batch_size, np.full(len(self), model, dtype=object),
                      self.extra, self.source)
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, *, source: str = "<frame>") -> "Trace":
+    def from_frame(cls, frame: pd.DataFrame, *, source: str = "<frame>") -> Trace:
         """Validate a frame against the schema; errors name ``source``, the column and the first bad row."""
         missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
         if missing:

@@ -2,7 +2,7 @@
 
 ``run_allocation(AllocateJob(...))`` ranks every configuration by the Kairos upper bound and the fluid LP bound,
 scores the top ones by a queueing-aware estimate, runs the requested methods (kairos, homogeneous, fluid, ribbon,
-anneal, oracle: ``harness.allocate.methods``) and measures their picks in the simulator; ``allocation_html(frame)``
+anneal, oracle: ``harness.allocate.methods``) and measures their picks in the simulator; ``harness.report.allocation``
 renders the ranked table.
 """
 
@@ -11,18 +11,18 @@ from harness.allocate.bound import KairosStats, PickRule, kairos_bound, kairos_b
 from harness.allocate.evaluate import EvalContext, EvalSettings, Evaluation, Evaluator, evaluate_config, evaluate_many
 from harness.allocate.fluid import FluidModel, fluid_bound, fluid_bounds, fluid_model
 from harness.allocate.homogeneous import best_homogeneous, budget_scaled, homogeneous_configs
+from harness.allocate.job import AllocateJob
 from harness.allocate.methods import BaseMethod, Method, MethodContext, Pick
 from harness.allocate.oracle import OracleResult, run_oracle
 from harness.allocate.queueing import QueueModel, queue_estimate, queue_estimates, queue_model
 from harness.allocate.ribbon import RibbonSettings, ribbon_search
-from harness.allocate.run import METHODS, AllocateJob, AllocationResult, MethodResult, make_context, run_allocation
+from harness.allocate.run import METHODS, AllocationResult, MethodResult, make_context, run_allocation
 from harness.allocate.space import AllocationProblem, BatchMix, enumerate_configs, make_problem
-from harness.report.allocation import allocation_html
 
 __all__ = [
     "METHODS", "AllocateJob", "AllocationProblem", "AllocationResult", "AnnealSettings", "BaseMethod", "BatchMix",
     "EvalContext", "EvalSettings", "Evaluation", "Evaluator", "FluidModel", "KairosStats", "Method", "MethodContext",
-    "MethodResult", "OracleResult", "Pick", "PickRule", "QueueModel", "RibbonSettings", "allocation_html",
+    "MethodResult", "OracleResult", "Pick", "PickRule", "QueueModel", "RibbonSettings",
     "anneal_search", "best_homogeneous", "budget_scaled", "enumerate_configs", "evaluate_config", "evaluate_many",
     "fluid_bound", "fluid_bounds", "fluid_model", "homogeneous_configs", "kairos_bound", "kairos_bounds",
     "kairos_stats", "make_context", "make_problem", "pick_medoid", "queue_estimate", "queue_estimates", "queue_model",

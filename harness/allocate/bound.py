@@ -31,8 +31,8 @@ import numpy as np
 
 from harness.allocate.space import AllocationProblem, BatchMix
 from harness.core.errors import InputError
-from harness.dispatch.latency_model import LatencyModel
 from harness.core.profiles import Profile
+from harness.dispatch.latency_model import LatencyModel
 
 
 @dataclass(frozen=True)

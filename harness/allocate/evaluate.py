@@ -16,17 +16,17 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from harness.allocate.fluid import FluidModel, fluid_bound
 from harness.allocate.space import AllocationProblem
-from harness.measure.analyzer import ValidityRules, max_violations_allowed, summarize
-from harness.core.pool_config import PoolConfig
 from harness.core.errors import InputError
-from harness.dispatch.policies import make_policy
+from harness.core.pool_config import PoolConfig
 from harness.core.profiles import Profile
+from harness.dispatch.policies import make_policy
+from harness.measure.analyzer import ValidityRules, max_violations_allowed, summarize
 from harness.sim.simulator import SimConfig, simulate
 from traces.scale import scale_to_rate
 from traces.schema import Trace
@@ -87,7 +87,7 @@ class EvalContext:
     fluid: FluidModel
     settings: EvalSettings = field(default_factory=EvalSettings)
 
-    def with_settings(self, settings: EvalSettings) -> "EvalContext":
+    def with_settings(self, settings: EvalSettings) -> EvalContext:
         """The same problem measured with other settings."""
         return EvalContext(self.problem, self.profile, self.trace, self.fluid, settings)
 
@@ -263,7 +263,7 @@ class Evaluator:
         self.prefill(evaluate_many(self.ctx, missing, workers, progress))
         return [self.cache[k] for k in keys]
 
-    def view(self) -> "CountingView":
+    def view(self) -> CountingView:
         """A callable that counts the distinct configurations one method asks for."""
         return CountingView(self)
 

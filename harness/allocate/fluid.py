@@ -76,14 +76,15 @@ def fluid_solve(model: FluidModel, counts) -> tuple[float, np.ndarray]:
     present = [t for t in range(len(model.types)) if counts[t] > 0]
     cap_row = {t: r for r, t in enumerate(present)}
     viol = len(present)
-    r_ub, c_ub, v_ub = [], [], []
+    entries: list[tuple[int, int, float]] = []  # (row, column, value) of the sparse constraint matrix
     for k, (t, s) in enumerate(pairs):
-        r_ub.append(cap_row[t]); c_ub.append(k); v_ub.append(model.mean_ms[t, s] / 1000.0)
+        entries.append((cap_row[t], k, model.mean_ms[t, s] / 1000.0))
         if model.ok[t, s] < 1.0:
-            r_ub.append(viol); c_ub.append(k); v_ub.append(1.0 - model.ok[t, s])
+            entries.append((viol, k, 1.0 - model.ok[t, s]))
     for s in range(n_s):
-        r_ub.append(viol); c_ub.append(n_x + s); v_ub.append(1.0)
-    r_ub.append(viol); c_ub.append(lam); v_ub.append(-model.tail)
+        entries.append((viol, n_x + s, 1.0))
+    entries.append((viol, lam, -model.tail))
+    r_ub, c_ub, v_ub = (list(col) for col in zip(*entries))
     a_ub = coo_matrix((v_ub, (r_ub, c_ub)), shape=(len(present) + 1, n_var))
     b_ub = np.array([counts[t] for t in present] + [0.0])
     c = np.zeros(n_var)

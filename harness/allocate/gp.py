@@ -30,7 +30,7 @@ class GaussianProcess:
     alpha: np.ndarray
 
     @classmethod
-    def fit(cls, x, y, *, noise: float = 1e-3, length_scales=LENGTH_SCALES) -> "GaussianProcess":
+    def fit(cls, x, y, *, noise: float = 1e-3, length_scales=LENGTH_SCALES) -> GaussianProcess:
         """Fit on standardised targets, choosing the length scale by marginal likelihood from ``length_scales``."""
         x = np.asarray(x, dtype=float)
         y = np.asarray(y, dtype=float)

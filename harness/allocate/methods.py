@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -17,14 +17,12 @@ from harness.allocate.anneal import anneal_search
 from harness.allocate.bound import pick_candidates, pick_medoid
 from harness.allocate.evaluate import Evaluator, stderr_progress
 from harness.allocate.homogeneous import best_homogeneous, budget_scaled
+from harness.allocate.job import AllocateJob
 from harness.allocate.oracle import run_oracle
 from harness.allocate.ribbon import ribbon_search
 from harness.allocate.space import AllocationProblem
 from harness.core.errors import InputError
 from harness.core.profiles import Profile
-
-if TYPE_CHECKING:  # run.py imports this module; the job is only an annotation here
-    from harness.allocate.run import AllocateJob
 
 Counts = tuple[int, ...]
 

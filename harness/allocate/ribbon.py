@@ -14,8 +14,8 @@ no candidate is left, or after ``patience`` evaluations without a 1% improvement
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -17,15 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.allocate.anneal import AnnealSettings
-from harness.allocate.bound import KairosStats, PickRule, kairos_bounds, kairos_stats, rank_order, top_rows
-from harness.allocate.evaluate import (FINAL_SETTINGS, EvalContext, EvalSettings, Evaluator, default_workers,
-                                       stderr_progress)
+from harness.allocate.bound import KairosStats, kairos_bounds, kairos_stats, rank_order, top_rows
+from harness.allocate.evaluate import EvalContext, EvalSettings, Evaluator, default_workers, stderr_progress
 from harness.allocate.fluid import fluid_bounds, fluid_model
+from harness.allocate.job import AllocateJob
 from harness.allocate.methods import METHODS as METHOD_CLASSES
 from harness.allocate.methods import MethodContext, Pick
 from harness.allocate.queueing import queue_estimates, queue_model
-from harness.allocate.ribbon import RibbonSettings
 from harness.allocate.space import AllocationProblem, BatchMix, config_costs, enumerate_configs
 from harness.core.errors import InputError
 from harness.core.profiles import Profile
@@ -44,25 +42,6 @@ def parse_methods(text: str) -> tuple[str, ...]:
         raise InputError(f"{text!r}: unknown method {bad[0] if bad else ''!r} "
                          f"(choose from {', '.join(METHODS)}, or all)", field="method")
     return tuple(dict.fromkeys(names))
-
-
-@dataclass(frozen=True, eq=False)
-class AllocateJob:
-    """Everything one ``kairos allocate`` does, as data."""
-
-    problem: AllocationProblem
-    profile: Profile
-    trace: Trace
-    methods: tuple[str, ...] = ("kairos",)
-    search: EvalSettings = field(default_factory=EvalSettings)
-    final: EvalSettings = FINAL_SETTINGS
-    pick: PickRule = field(default_factory=PickRule)
-    ribbon: RibbonSettings = field(default_factory=RibbonSettings)
-    anneal: AnnealSettings = field(default_factory=AnnealSettings)
-    oracle_refine: int = 5
-    workers: int | None = None
-    measure: bool = True
-    threshold: str = "mean"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ class BatchMix:
     probs: np.ndarray
 
     @classmethod
-    def from_batch_sizes(cls, batch_sizes) -> "BatchMix":
+    def from_batch_sizes(cls, batch_sizes) -> BatchMix:
         """The distribution of the batch sizes of a trace (never hard-coded numbers)."""
         values = np.asarray(batch_sizes, dtype=np.int64)
         if len(values) == 0:

@@ -14,14 +14,14 @@ import numpy as np
 from harness.allocate.anneal import AnnealSettings
 from harness.allocate.bound import PickRule, parse_threshold
 from harness.allocate.evaluate import FINAL_SETTINGS, EvalSettings
-from harness.report.allocation import allocation_html
 from harness.allocate.ribbon import RibbonSettings
 from harness.allocate.run import METHODS, AllocateJob, AllocationResult, parse_methods, run_allocation
 from harness.allocate.space import make_problem
-from harness.core.prices import load_prices
 from harness.core.errors import InputError
 from harness.core.paper import resolve_qos_ms
+from harness.core.prices import load_prices
 from harness.core.profiles import Profile
+from harness.report.allocation import allocation_html
 from traces.generate import generate_trace
 from traces.io import read_trace
 
@@ -171,7 +171,7 @@ def print_report(result: AllocationResult, rows: int) -> None:
     print()
     print(f"{'rank':>4} {'configuration':<{w}} {'$/h':>6} {'kairos ub':>9} {'fluid ub':>9} {'queue est':>9} "
           f"{'allowable':>9} {'final':>9}  picked by")
-    for i, r in shown.iterrows():
+    for _, r in shown.iterrows():
         rank = str(int(r["kairos_rank"])) if r["kairos_rank"] > 0 else "-"
         print(f"{rank:>4} {r['config']:<{w}} {r['cost_per_h']:6.3f} {r['kairos_bound_qps']:9.1f} "
               f"{r['fluid_bound_qps']:9.1f} {_f(r['queue_estimate_qps']):>9} {_f(r['allowable_qps']):>9} "
@@ -198,13 +198,6 @@ def print_report(result: AllocationResult, rows: int) -> None:
 
 def launch(result: AllocationResult, pool_file: str, args: argparse.Namespace) -> int:
     """Replace this process with ``kairos serve pool`` for the chosen configuration."""
-    try:
-        import harness.cli.serve as serve_cli
-    except ModuleNotFoundError:
-        serve_cli = None
-    if serve_cli is None or not hasattr(serve_cli, "add_pool_parser"):
-        raise InputError("--launch: this checkout has no `kairos serve pool` command (servers/cli.py); start the "
-                         "pool yourself with the chosen --config")
     chosen = result.methods[0]
     config = ",".join(f"{k}={v}" for k, v in chosen.config.items())
     argv = [sys.executable, "-m", "harness.cli", "serve", "pool", "--config", config,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from harness.report.page import build_report
 
 
 def register(subparsers) -> None:
@@ -18,11 +21,6 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``kairos report``."""
-    # Imported here: plotly and the report code load only when a report is asked for.
-    from pathlib import Path
-
-    from harness.report.page import build_report
-
     path = build_report(Path(args.run_dir), out=Path(args.out) if args.out else None)
     print(path)
     return 0

@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.measure.allowable import SearchConfig, capacity_qps, find_allowable, phase_queries
-from harness.live.run_dir import RunDir
-from harness.measure.analyzer import ValidityRules, stamp_allowable, summarize, summary_row
-from harness.core.prices import load_prices
-from harness.core.pool_config import PoolConfig
 from harness.core.errors import InputError
-from harness.dispatch.latency_model import LatencyModel
 from harness.core.paper import PAPER_CONFIG, resolve_qos_ms
-from harness.dispatch.policies import make_policy
+from harness.core.pool_config import PoolConfig
+from harness.core.prices import load_prices
 from harness.core.profiles import Profile
+from harness.dispatch.latency_model import LatencyModel
+from harness.dispatch.policies import make_policy
+from harness.live.run_dir import RunDir
+from harness.measure.allowable import SearchConfig, capacity_qps, find_allowable, phase_queries
+from harness.measure.analyzer import ValidityRules, stamp_allowable, summarize, summary_row
 from harness.sim.simulator import SimConfig, check_trace, simulate
 from traces.generate import generate_trace
 from traces.io import read_trace

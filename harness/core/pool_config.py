@@ -14,7 +14,7 @@ class PoolConfig:
     counts: tuple[tuple[str, int], ...]
 
     @classmethod
-    def parse(cls, text: str) -> "PoolConfig":
+    def parse(cls, text: str) -> PoolConfig:
         """Parse ``TYPE=N[,TYPE=N...]``; a bare ``TYPE`` means one instance."""
         counts: dict[str, int] = {}
         for part in (p.strip() for p in text.split(",")):
@@ -35,7 +35,7 @@ class PoolConfig:
         return cls(kept)
 
     @classmethod
-    def from_mapping(cls, counts: dict[str, int]) -> "PoolConfig":
+    def from_mapping(cls, counts: dict[str, int]) -> PoolConfig:
         """Build from a type -> count mapping (zero counts dropped)."""
         return cls(tuple((t, int(n)) for t, n in counts.items() if n > 0))
 

@@ -47,7 +47,7 @@ class Profile:
 
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path | None = None, *, drop_max: bool = True) -> "Profile":
+    def load(cls, path: str | Path | None = None, *, drop_max: bool = True) -> Profile:
         """Read a profile parquet (or CSV); without a path, the shipped AWS recommendation-model profiles.
 
         ``drop_max`` drops the single largest sample of each (type, model, batch), as the Kairos authors'
@@ -70,7 +70,7 @@ class Profile:
         return cls.from_frame(frame, source=name, drop_max=drop_max)
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, *, source: str = "<frame>", drop_max: bool = True) -> "Profile":
+    def from_frame(cls, frame: pd.DataFrame, *, source: str = "<frame>", drop_max: bool = True) -> Profile:
         """Validate a frame with PROFILE_COLUMNS and index it."""
         missing = [c for c in PROFILE_COLUMNS if c not in frame.columns]
         if missing:

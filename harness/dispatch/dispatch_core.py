@@ -8,7 +8,7 @@ dispatcher cannot disagree about what a policy decision does: only the clock and
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -35,14 +35,14 @@ class PhasePlan:
 
     @classmethod
     def from_trace(cls, trace: Trace, *, url: str, start_epoch: float, index: int = 0, dispatcher: str = "",
-                   offered_qps: float | None = None, id_prefix: str | None = None) -> "PhasePlan":
+                   offered_qps: float | None = None, id_prefix: str | None = None) -> PhasePlan:
         """The plan that replays ``trace`` (one model) against ``url`` from ``start_epoch``; ids ``p<index>-<i>``."""
         prefix = f"p{index}-" if id_prefix is None else id_prefix
         return cls(index, dispatcher, float(offered_qps if offered_qps is not None else trace.mean_rate_qps),
                    trace.models[0], url, start_epoch, request_ids=[f"{prefix}{i}" for i in range(len(trace))],
                    offsets_s=(trace.arrival_s - trace.arrival_s[0]).tolist(), batch_sizes=trace.batch_size.tolist())
 
-    def shard(self, k: int, n: int) -> "PhasePlan":
+    def shard(self, k: int, n: int) -> PhasePlan:
         """The k-th of n interleaved shards (every query in exactly one shard)."""
         return replace(self, request_ids=self.request_ids[k::n], offsets_s=self.offsets_s[k::n],
                        batch_sizes=self.batch_sizes[k::n])

@@ -50,7 +50,7 @@ async def replay_plan(plan: PhasePlan, *, payloads: v2.PayloadCache | None = Non
                 async with session.post(url, data=enc.body, headers={**enc.headers, "X-Request-ID": rid}) as resp:
                     await resp.read()
                     status = resp.status
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 err = f"{type(exc).__name__}: {exc}"
             done = time.perf_counter()
             records[i] = ClientRecord(rid, epoch0 + (intended - mono0), epoch0 + (sent - mono0),

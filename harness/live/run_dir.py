@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import os
-from datetime import datetime, timezone
+import platform
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -71,7 +71,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=exist_ok)
         self.queries = RecordSink(self.path / "queries.parquet", QUERY_SCHEMA)
         self.summary_rows: list[dict] = []
-        self.meta = {"run_id": self.run_id, "started_at": datetime.now(timezone.utc).isoformat(),
+        self.meta = {"run_id": self.run_id, "started_at": datetime.now(UTC).isoformat(),
                      "partial": True, "versions": versions(), "machine": machine(), **(meta or {})}
         self._write_meta()
 
@@ -112,7 +112,7 @@ class RunDir:
         """Close the files, mark the run complete or partial, and build report.html."""
         self.queries.close()
         self.write_summary()
-        self.update_meta(partial=partial, finished_at=datetime.now(timezone.utc).isoformat())
+        self.update_meta(partial=partial, finished_at=datetime.now(UTC).isoformat())
         if not build_html or not self.summary_rows:
             return None
         return build_report(self.path)

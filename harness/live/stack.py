@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from harness.core.errors import InputError
 from harness.live.options import LiveOptions

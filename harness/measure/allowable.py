@@ -8,13 +8,13 @@ the bracket (last passing, first failing) is within ``rel_tol``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from harness.measure.analyzer import PointSummary, ValidityRules
 from harness.dispatch.latency_model import LatencyModel
+from harness.measure.analyzer import PointSummary, ValidityRules
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,20 @@ import pandas as pd
 from plotly.offline import get_plotlyjs
 
 from harness.report.allocation import allocation_html
-from harness.report.data import (UTIL_BINS, RunData, batch_heatmap, bracket, cdf_points, finite_values,
-                                 instance_types, load_run, shown_step, step_queries, utilization)
-from harness.report.figures import (batch_figure, cdf_figure, dispatcher_colors, fmt, p99_figure,
-                                    utilization_figure)
+from harness.report.data import (
+    UTIL_BINS,
+    RunData,
+    batch_heatmap,
+    bracket,
+    cdf_points,
+    finite_values,
+    instance_types,
+    load_run,
+    shown_step,
+    step_queries,
+    utilization,
+)
+from harness.report.figures import batch_figure, cdf_figure, dispatcher_colors, fmt, p99_figure, utilization_figure
 
 CHART_P99 = "chart-p99-vs-load"
 CHART_CDF = "chart-latency-cdf"
@@ -264,7 +274,7 @@ def render_report(run: RunData, plotly_js: str | None = None) -> str:
     util_panels = []
     if shown and util_cols:
         types = instance_types(queries, meta)
-        for d, sel, label in shown:
+        for _, sel, label in shown:
             util = utilization(sel, UTIL_BINS)
             if not util.empty:
                 util_panels.append((label, util, types))
@@ -278,7 +288,7 @@ def render_report(run: RunData, plotly_js: str | None = None) -> str:
 
     batch_panels = []
     if shown and "batch_size" in queries:
-        for d, sel, label in shown:
+        for _, sel, label in shown:
             counts = batch_heatmap(sel)
             if counts.size and counts.to_numpy().sum() > 0:
                 batch_panels.append((label, counts))

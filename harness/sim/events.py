@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from itertools import count
-from typing import Callable
 
 URGENT = 0  # completions: free an instance before a simultaneous arrival looks for one
 NORMAL = 1  # arrivals

@@ -7,21 +7,21 @@ whichever bucket serves it, so two policies run on the same trace and seed see t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from harness.core.pool_config import PoolConfig
 from harness.core.errors import InputError
-from harness.sim.events import NORMAL, URGENT, EventLoop
-from harness.dispatch.instance_state import build_instances
-from harness.dispatch.latency_model import LatencyModel
-from harness.dispatch.dispatch_core import DispatchCore
-from harness.dispatch.policies import Policy, Query, make_policy
+from harness.core.pool_config import PoolConfig
 from harness.core.profiles import Profile
 from harness.core.records import DROPPED, OK
+from harness.dispatch.dispatch_core import DispatchCore
+from harness.dispatch.instance_state import build_instances
+from harness.dispatch.latency_model import LatencyModel
+from harness.dispatch.policies import Policy, Query, make_policy
+from harness.sim.events import NORMAL, URGENT, EventLoop
 from traces.schema import Trace
 
 

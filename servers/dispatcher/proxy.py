@@ -83,7 +83,7 @@ async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, body: bytes, head
                         raise InstanceDown(f"{inst.instance_id} answered {resp.status}")
                     passback = {h: resp.headers[h] for h in PASSBACK_HEADERS if h in resp.headers}
                     status = resp.status
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise InstanceDown(f"{inst.instance_id}: {type(exc).__name__}: {exc}") from None
             except asyncio.CancelledError:
                 d.core.complete(d.now(), q, inst, None)  # free the instance slot; infer() records the query
@@ -128,7 +128,7 @@ async def passthrough_get(request: web.Request) -> web.Response:
             async with d.session.get(d.urls[inst.index] + request.path,
                                      timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 return web.Response(body=await resp.read(), status=resp.status, content_type="application/json")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             continue
     raise v2.V2Error(503, "no live instance to answer")
 

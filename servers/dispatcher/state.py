@@ -13,8 +13,8 @@ import math
 import time
 
 import aiohttp
-from aiohttp import web
 import numpy as np
+from aiohttp import web
 from yarl import URL
 
 from harness.core.profiles import Profile
@@ -24,8 +24,8 @@ from harness.dispatch.instance_state import build_instances
 from harness.dispatch.latency_model import LatencyModel
 from harness.dispatch.policies import Query, make_policy
 from servers.dispatcher.config import DispatcherConfig
-from servers.dispatcher.stats import RequestStats
 from servers.dispatcher.prefetch import PrefetchCore, PrefetchInstance
+from servers.dispatcher.stats import RequestStats
 
 
 class Dropped(Exception):
@@ -167,7 +167,7 @@ class Dispatcher:
                         if resp.status == 200:
                             self.core.mark_alive(self.now(), inst)
                             return
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                except (TimeoutError, aiohttp.ClientError, OSError):
                     continue
         finally:
             self._health_tasks.pop(inst.index, None)
@@ -188,7 +188,7 @@ class Dispatcher:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
 

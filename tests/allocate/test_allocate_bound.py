@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.allocate.bound import (KairosStats, PickRule, kairos_bound, kairos_bounds, kairos_stats, pick_medoid,
-                                    rank_order)
+from harness.allocate.bound import (
+    KairosStats,
+    PickRule,
+    kairos_bound,
+    kairos_bounds,
+    kairos_stats,
+    pick_medoid,
+    rank_order,
+)
 from harness.allocate.space import BatchMix, enumerate_configs, make_problem
 from harness.core.prices import load_prices
 from harness.core.profiles import Profile

@@ -51,6 +51,7 @@ def test_routing_sends_large_batches_to_the_type_that_can_serve_them(fixed):
     assert fluid_bound(model, [1 if t == "fast" else 0 for t in problem.types]) == pytest.approx(1000 / 14.8)
 
 
+@pytest.mark.slow
 def test_fluid_bound_is_above_the_simulated_allowable_rate(toy_profile_small):
     profile = toy_profile_small
     problem = make_problem(profile, {"gpu": 1.0, "cpu": 0.25}, "toy", 40.0, 2.0)

@@ -13,6 +13,8 @@ from harness.core.profiles import Profile
 from tests.conftest import make_profile_frame
 from traces.generate import generate_trace
 
+pytestmark = pytest.mark.slow  # whole stacks or long searches: left out of the quick loop
+
 
 @pytest.fixture(scope="module")
 def toy():

@@ -32,7 +32,9 @@ def test_never_above_the_fluid_bound(fast_slow_profile):
 
 
 def test_little_slack_costs_throughput_much_slack_does_not(fast_slow_profile):
-    counts = lambda problem: [2 if t == "fast" else 0 for t in problem.types]
+    def counts(problem):
+        return [2 if t == "fast" else 0 for t in problem.types]
+
     problem, fm, qm = models(fast_slow_profile, 1000.0, [100])
     assert queue_estimate(qm, counts(problem)) >= 0.9 * fluid_bound(fm, counts(problem))
     problem, fm, qm = models(fast_slow_profile, 12.0, [100])  # 2 ms of slack on a 10 ms service

@@ -7,8 +7,8 @@ import pytest
 
 from harness.allocate.run import parse_methods
 from harness.allocate.space import BatchMix, config_costs, enumerate_configs, make_problem
-from harness.core.prices import load_prices
 from harness.core.errors import InputError
+from harness.core.prices import load_prices
 
 PAPER_TYPES = ["g4dn.xlarge", "c5n.2xlarge", "r5n.large", "t3.xlarge"]
 

@@ -11,6 +11,7 @@ def run_json(capsys, *argv):
     return {r["policy"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
 
 
+@pytest.mark.slow
 def test_paper_setup_kairos_doubles_fcfs_allowable_throughput(capsys):
     res = run_json(capsys, "--model", "rm2", "--config", "g4dn.xlarge=2,r5n.large=9", "--qos-ms", "350",
                    "--arrivals", "poisson", "--batch-mix", "kairos", "--allowable", "--policy", "kairos,fcfs",
@@ -61,6 +62,17 @@ def test_bad_input_is_one_line_exit_2(capsys, tmp_path, frame, extra, needle):
     assert main(["simulate", "--trace", path, "--rate", "10", "--quiet", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "r5n.large=x"], "kairos simulate: error: --config 'r5n.large=x': count must be an integer"),
+    (["--policy", "kairos:nope=1"], "kairos simulate: error: --policy 'kairos:nope=1': 'nope=1' is not a tunable"),
+    (["--model", "bert"], "kairos simulate: error: --qos-ms is required for model 'bert'"),
+    (["--criterion", "p99", "--batch-mix", "fixed:0"], "kairos simulate: error: --batch-mix 'fixed:0': N must be"),
+])
+def test_errors_name_the_option_the_user_typed(capsys, args, message):
+    assert main(["simulate", "--rate", "1", "--queries", "10", "--quiet", *args]) == 2
+    assert capsys.readouterr().err.startswith(message)
 
 
 def test_unknown_policy_and_missing_file(capsys, tmp_path):

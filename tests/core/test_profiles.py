@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.core.prices import load_prices
-from harness.core.pool_config import PoolConfig
 from harness.core.errors import InputError
+from harness.core.pool_config import PoolConfig
+from harness.core.prices import load_prices
 from harness.core.profiles import Profile
 from tests.conftest import make_profile_frame
 

@@ -4,8 +4,16 @@ import numpy as np
 import pandas as pd
 
 from harness.core.record_sink import RecordSink
-from harness.core.records import (DISPATCHER_SCHEMA, INT, QUERY_COLUMNS, QUERY_SCHEMA, RECORD_COLUMNS, conform,
-                                  empty_row, latency_ms)
+from harness.core.records import (
+    DISPATCHER_SCHEMA,
+    INT,
+    QUERY_COLUMNS,
+    QUERY_SCHEMA,
+    RECORD_COLUMNS,
+    conform,
+    empty_row,
+    latency_ms,
+)
 
 
 def test_every_schema_extends_the_base_record():

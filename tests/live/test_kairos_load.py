@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow  # whole stacks or long searches: left out of the quick loop
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "harness" / "kairos_load.py"
@@ -59,6 +62,16 @@ def test_headless_run_writes_report_and_leaves_nothing_behind(tmp_path):
     time.sleep(0.5)
     assert all(gone(pid) for pid in started_pids(run))
     assert "POST" in proc.stdout + proc.stderr  # Locust's own statistics still printed
+
+
+def test_bad_options_are_named_as_locust_users_typed_them(tmp_path):
+    proc = subprocess.run(locust_cmd(tmp_path, "--pool-config", "r5n.large=x", "--dispatchers", "kairos:nope=1"),
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "kairos: --dispatchers 'kairos:nope=1': 'nope=1' is not a tunable of kairos" in proc.stderr
+    proc = subprocess.run(locust_cmd(tmp_path, "--pool-config", "r5n.large=x", "--rate", "5"),
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "kairos: --pool-config 'r5n.large=x': count must be an integer" in proc.stderr
 
 
 def test_two_processes_send_each_query_exactly_once(tmp_path):

@@ -5,8 +5,14 @@ import pandas as pd
 import pytest
 
 from harness.measure.allowable import SearchConfig, find_allowable
-from harness.measure.analyzer import (ValidityRules, early_stopping_ok, max_violations_allowed, percentile_ci_ms,
-                              percentile_ms, summarize)
+from harness.measure.analyzer import (
+    ValidityRules,
+    early_stopping_ok,
+    max_violations_allowed,
+    percentile_ci_ms,
+    percentile_ms,
+    summarize,
+)
 
 
 def records(lat_ms, gap_s=0.01, status=None):

@@ -12,8 +12,18 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.report.data import (CDF_POINTS, UTIL_BINS, batch_heatmap, bracket, cdf_points, normalize_queries,
-                                 normalize_summary, shown_step, step_queries, utilization)
+from harness.report.data import (
+    CDF_POINTS,
+    UTIL_BINS,
+    batch_heatmap,
+    bracket,
+    cdf_points,
+    normalize_queries,
+    normalize_summary,
+    shown_step,
+    step_queries,
+    utilization,
+)
 from harness.report.page import CHART_IDS, PARTIAL_BANNER, build_report
 
 # (dispatcher, offered qps, p99 ms, valid, allowable qps, cost $/h): kairos passes at 100, fcfs drops queries at

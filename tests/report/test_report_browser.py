@@ -18,6 +18,8 @@ import pytest
 from harness.report.page import CHART_IDS, build_report
 from tests.report.test_report import write_run
 
+pytestmark = pytest.mark.slow  # whole stacks or long searches: left out of the quick loop
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
 

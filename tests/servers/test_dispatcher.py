@@ -10,7 +10,8 @@ from harness.core.profiles import Profile
 from servers import models, v2
 from servers.dispatcher import DISPATCHER, DispatcherConfig, create_app
 from servers.dispatcher.admin import _is_loopback
-from servers.emulated import EmulatedConfig, create_app as create_emulated
+from servers.emulated import EmulatedConfig
+from servers.emulated import create_app as create_emulated
 from servers.pool_file import Instance, PoolFile
 from tests.conftest import make_profile_frame
 

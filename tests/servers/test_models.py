@@ -8,9 +8,9 @@ import onnxruntime as ort
 import pytest
 
 from harness.cli import main as kairos
+from harness.cli.models import doc_text
 from harness.core.errors import InputError
 from servers import models
-from harness.cli.models import doc_text
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -71,6 +71,7 @@ def test_pool_starts_processes_writes_file_and_cleans_up(tmp_path):
     assert len(set(spec.seeds())) == 3 and spec.seeds() == PoolSpec("r5n.large=3", seed=5).seeds()
 
 
+@pytest.mark.slow
 def test_serve_pool_command_stops_children_on_sigterm_and_parent_death(tmp_path):
     pool_file = tmp_path / "pool.json"
     cmd = [sys.executable, "-m", "harness.cli", "serve", "pool", "--config", "r5n.large=2", "--model", "ncf",

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from harness.core.profiles import Profile
 from harness.dispatch.instance_state import build_instances
 from harness.dispatch.latency_model import LatencyModel
 from harness.dispatch.policies import Query, make_policy
-from harness.core.profiles import Profile
 from servers.dispatcher.prefetch import PrefetchCore, PrefetchInstance
 from tests.conftest import make_profile_frame
 

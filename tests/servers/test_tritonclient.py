@@ -14,6 +14,8 @@ from servers.process import spawn_server, stop_processes
 httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+pytestmark = pytest.mark.slow  # whole stacks or long searches: left out of the quick loop
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):

@@ -4,7 +4,7 @@ import numpy as np
 import orjson
 import pytest
 
-from servers import v2_http, models, v2
+from servers import models, v2, v2_http
 from servers.v2 import V2Error
 
 META = models.get_spec("rm2").metadata()

@@ -2,13 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.core.pool_config import PoolConfig
 from harness.core.errors import InputError
-from harness.sim.events import EventLoop
+from harness.core.pool_config import PoolConfig
+from harness.core.profiles import Profile
 from harness.core.records import RECORD_COLUMNS, latency_ms
+from harness.sim.events import EventLoop
 from harness.sim.simulator import SimConfig, simulate
 from tests.conftest import make_profile_frame
-from harness.core.profiles import Profile
 from traces.generate import generate_trace
 from traces.schema import Trace
 

@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 
 from harness.core.errors import InputError
-from traces.importers import (DEFAULT_MAPPINGS, IMPORTERS, SizeMapping, import_azure_functions,
-                              import_azure_llm, import_burstgpt, import_mooncake, import_trace)
+from traces.importers import (
+    DEFAULT_MAPPINGS,
+    IMPORTERS,
+    SizeMapping,
+    import_azure_functions,
+    import_azure_llm,
+    import_burstgpt,
+    import_mooncake,
+    import_trace,
+)
 from traces.io import sample_path
 from traces.schema import TraceError
 
