@@ -55,24 +55,37 @@ def main() -> None:
     profile = Profile.load()
     tmp = Path(tempfile.mkdtemp(prefix="kairos-live-"))
     print(f"# {PAPER_CONFIG}, rm2, {n} queries Poisson at {args.rate:g} qps, QoS {args.qos_ms:g} ms; records in {tmp}")
-    print(f"{'policy':<20} {'live p50':>9} {'live p99':>9} {'sim p99':>9} {'live viol%':>10} {'sim viol%':>9} "
-          f"{'lag p99':>8} {'ok':>6}")
+    print(
+        f"{'policy':<20} {'live p50':>9} {'live p99':>9} {'sim p99':>9} {'live viol%':>10} {'sim viol%':>9} "
+        f"{'lag p99':>8} {'ok':>6}"
+    )
     with start_pool(PoolSpec(PAPER_CONFIG, "rm2", seed=args.seed)) as pool:
         pool.write(tmp / "pool.json")
-        disp = spawn_server("dispatcher", DispatcherConfig(pool=pool.as_pool_file(), policy="fcfs", qos_ms=args.qos_ms,
-                                                           records_path=tmp / "dispatcher.parquet"), name="dispatcher")
+        disp = spawn_server(
+            "dispatcher",
+            DispatcherConfig(
+                pool=pool.as_pool_file(), policy="fcfs", qos_ms=args.qos_ms, records_path=tmp / "dispatcher.parquet"
+            ),
+            name="dispatcher",
+        )
         try:
             for policy in args.policies.split(","):
                 post(f"{disp.url}/admin/policy", {"policy": policy})
                 frame = client_frame(asyncio.run(replay(trace, disp.url, id_prefix=f"{policy}-")))
                 post(f"{disp.url}/admin/drain?timeout_s=120")
                 lat = np.where(frame["http_status"] == 200, frame["latency_ms"], np.inf)
-                sim = latency_ms(simulate(trace, policy, profile, SimConfig(PoolConfig.parse(PAPER_CONFIG),
-                                                                             args.qos_ms, seed=args.seed)))
-                print(f"{policy:<20} {percentile_ms(lat, 50):9.1f} {percentile_ms(lat, 99):9.1f} "
-                      f"{percentile_ms(sim, 99):9.1f} {100 * np.mean(lat > args.qos_ms):10.2f} "
-                      f"{100 * np.mean(sim > args.qos_ms):9.2f} {percentile_ms(frame['send_lag_ms'].to_numpy(), 99):8.2f} "
-                      f"{int((frame['http_status'] == 200).sum()):>6}", flush=True)
+                sim = latency_ms(
+                    simulate(
+                        trace, policy, profile, SimConfig(PoolConfig.parse(PAPER_CONFIG), args.qos_ms, seed=args.seed)
+                    )
+                )
+                print(
+                    f"{policy:<20} {percentile_ms(lat, 50):9.1f} {percentile_ms(lat, 99):9.1f} "
+                    f"{percentile_ms(sim, 99):9.1f} {100 * np.mean(lat > args.qos_ms):10.2f} "
+                    f"{100 * np.mean(sim > args.qos_ms):9.2f} {percentile_ms(frame['send_lag_ms'].to_numpy(), 99):8.2f} "
+                    f"{int((frame['http_status'] == 200).sum()):>6}",
+                    flush=True,
+                )
         finally:
             stop_processes([disp])
 

@@ -26,8 +26,14 @@ AZURE_SLICE_ROWS = 2_000
 
 def make_kairos_sample(out_dir: Path = DATA_DIR) -> Path:
     """The Kairos-mix Poisson trace for rm2: 20,000 queries at 100 QPS from default_rng(2023)."""
-    trace = generate_trace(KAIROS_QUERIES, KAIROS_RATE_QPS, arrivals="poisson", batch_mix="kairos",
-                           model="rm2", rng=np.random.default_rng(KAIROS_SEED))
+    trace = generate_trace(
+        KAIROS_QUERIES,
+        KAIROS_RATE_QPS,
+        arrivals="poisson",
+        batch_mix="kairos",
+        model="rm2",
+        rng=np.random.default_rng(KAIROS_SEED),
+    )
     return write_trace(trace, out_dir / DEFAULT_TRACE)
 
 

@@ -35,15 +35,47 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="kairos-openloop-"))
     profile = tmp / "fast1.parquet"
-    pd.DataFrame({"instance_type": "fast1", "model": "rm2", "batch_size": [10, 1000], "sample": 0,
-                  "compute_ms": 1.0, "load_ms": 0.0}).to_parquet(profile)
+    pd.DataFrame(
+        {
+            "instance_type": "fast1",
+            "model": "rm2",
+            "batch_size": [10, 1000],
+            "sample": 0,
+            "compute_ms": 1.0,
+            "load_ms": 0.0,
+        }
+    ).to_parquet(profile)
     n = int(args.rate * args.seconds)
-    trace = write_trace(generate_trace(n, args.rate, batch_mix="fixed:10", rng=np.random.default_rng(3)),
-                        tmp / "trace.parquet")
-    cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "harness" / "kairos_load.py"), "--headless",
-           "--only-summary", "--trace", str(trace), "--profiles", str(profile), "--pool-config", "fast1=4",
-           "--dispatchers", "fcfs", "--qos-ms", "100", "--rate", str(args.rate), "--phase-seconds", str(args.seconds),
-           "--phase-queries", "0", "--report-dir", str(tmp / "reports")]
+    trace = write_trace(
+        generate_trace(n, args.rate, batch_mix="fixed:10", rng=np.random.default_rng(3)), tmp / "trace.parquet"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(ROOT / "harness" / "kairos_load.py"),
+        "--headless",
+        "--only-summary",
+        "--trace",
+        str(trace),
+        "--profiles",
+        str(profile),
+        "--pool-config",
+        "fast1=4",
+        "--dispatchers",
+        "fcfs",
+        "--qos-ms",
+        "100",
+        "--rate",
+        str(args.rate),
+        "--phase-seconds",
+        str(args.seconds),
+        "--phase-queries",
+        "0",
+        "--report-dir",
+        str(tmp / "reports"),
+    ]
     if args.processes > 1:
         cmd += ["--processes", str(args.processes)]
     subprocess.run(cmd, check=True, capture_output=True)
@@ -53,14 +85,22 @@ def main() -> None:
     achieved = (len(sent) - 1) / (sent[-1] - sent[0])
     lag = q["send_lag_ms"].dropna().to_numpy()
     s = pd.read_parquet(run / "summary.parquet").iloc[0]
-    print(f"# {platform.machine()}, {platform.python_version()}, {len(q)} queries at {args.rate:g} qps, "
-          f"{args.processes} load-generating process(es)")
-    print(f"send lag ms: p50 {percentile_ms(lag, 50):.2f}  p99 {percentile_ms(lag, 99):.2f}  "
-          f"max {lag.max():.2f}   (target p99 <= 5 ms)")
-    print(f"arrival rate: trace {args.rate:.1f} qps, achieved {achieved:.1f} qps "
-          f"({100 * (achieved / args.rate - 1):+.2f}%, target within 2%)")
-    print(f"load generator CPU: {s['loadgen_cpu_percent']:.0f}% of a core; p99 latency {s['p99_ms']:.1f} ms; "
-          f"run folder {run}")
+    print(
+        f"# {platform.machine()}, {platform.python_version()}, {len(q)} queries at {args.rate:g} qps, "
+        f"{args.processes} load-generating process(es)"
+    )
+    print(
+        f"send lag ms: p50 {percentile_ms(lag, 50):.2f}  p99 {percentile_ms(lag, 99):.2f}  "
+        f"max {lag.max():.2f}   (target p99 <= 5 ms)"
+    )
+    print(
+        f"arrival rate: trace {args.rate:.1f} qps, achieved {achieved:.1f} qps "
+        f"({100 * (achieved / args.rate - 1):+.2f}%, target within 2%)"
+    )
+    print(
+        f"load generator CPU: {s['loadgen_cpu_percent']:.0f}% of a core; p99 latency {s['p99_ms']:.1f} ms; "
+        f"run folder {run}"
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 1 if an oracle ran over the limit or a fluid bound was beaten."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="rm2", help="comma list of models (default rm2)")
-    p.add_argument("--methods", default="kairos,homogeneous,fluid,oracle", help="allocate --method (default "
-                   "kairos,homogeneous,fluid,oracle; 'all' adds ribbon and anneal)")
+    p.add_argument(
+        "--methods",
+        default="kairos,homogeneous,fluid,oracle",
+        help="allocate --method (default kairos,homogeneous,fluid,oracle; 'all' adds ribbon and anneal)",
+    )
     p.add_argument("--budget", type=float, default=PAPER_BUDGET_PER_H, help="USD per hour (default 2.5)")
     p.add_argument("--types", default=PAPER_TYPES, help=f"instance types (default {PAPER_TYPES})")
     p.add_argument("--profiles", help="profile file (default: shipped)")
@@ -47,8 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     rows, failed = [], False
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         qos = args.qos_ms if args.qos_ms is not None else PAPER_QOS_MS[model]
-        cli = ["allocate", "--model", model, "--qos-ms", str(qos), "--budget", str(args.budget),
-               "--types", args.types, "--method", args.methods, *args.extra.split()]
+        cli = [
+            "allocate",
+            "--model",
+            model,
+            "--qos-ms",
+            str(qos),
+            "--budget",
+            str(args.budget),
+            "--types",
+            args.types,
+            "--method",
+            args.methods,
+            *args.extra.split(),
+        ]
         if args.profiles:
             cli += ["--profiles", args.profiles]
         job = build_job(build_parser(["allocate"]).parse_args(cli))
@@ -60,32 +75,40 @@ def main(argv: list[str] | None = None) -> int:
         measured = table[["allowable_qps", "final_allowable_qps"]].max(axis=1)
         beaten = table[measured > table["fluid_bound_qps"] * (1 + 1e-9)]
         ratio = (measured / table["fluid_bound_qps"]).max()
-        print(f"{model}: {result.n_configs} configurations, run {wall:.0f} s; "
-              f"max simulated/fluid bound {ratio:.3f}, configurations above their fluid bound: {len(beaten)}")
+        print(
+            f"{model}: {result.n_configs} configurations, run {wall:.0f} s; "
+            f"max simulated/fluid bound {ratio:.3f}, configurations above their fluid bound: {len(beaten)}"
+        )
         failed |= len(beaten) > 0
         if "oracle" in by:
             o = by["oracle"]
             secs = o.extra["oracle_seconds"]
             verdict = "within" if secs < LIMIT_S else "OVER"
-            print(f"{model}: oracle over {result.n_configs} configurations with {o.extra['workers']} workers, "
-                  f"{job.search.queries} queries/point: {secs:.0f} s ({secs / 60:.1f} min), {verdict} the 15-minute limit")
+            print(
+                f"{model}: oracle over {result.n_configs} configurations with {o.extra['workers']} workers, "
+                f"{job.search.queries} queries/point: {secs:.0f} s ({secs / 60:.1f} min), {verdict} the 15-minute limit"
+            )
             failed |= secs >= LIMIT_S
         rows.append((model, qos, by, result))
     print()
-    print("| model | QoS ms | Kairos pick | qps | top-1 by bound | qps | best homogeneous | scaled qps | "
-          "oracle best | qps | Kairos/homog. | Kairos/oracle | fluid pick qps | oracle s |")
+    print(
+        "| model | QoS ms | Kairos pick | qps | top-1 by bound | qps | best homogeneous | scaled qps | "
+        "oracle best | qps | Kairos/homog. | Kairos/oracle | fluid pick qps | oracle s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for model, qos, by, _ in rows:
         k, h, o, f = by.get("kairos"), by.get("homogeneous"), by.get("oracle"), by.get("fluid")
         cell = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
         hs = h.extra["budget_scaled_qps"] if h else None
-        print(f"| {model} | {qos:g} | {_config(k.config) if k else '-'} | {cell(k and k.allowable_qps)} | "
-              f"{_config(k.extra['top1_config']) if k else '-'} | {cell(k and k.extra['top1_allowable_qps'])} | "
-              f"{_config(h.config) if h else '-'} | {cell(hs)} | {_config(o.config) if o else '-'} | "
-              f"{cell(o and o.allowable_qps)} | "
-              f"{f'{k.allowable_qps / hs:.2f}x' if k and hs else '-'} | "
-              f"{f'{k.allowable_qps / o.allowable_qps:.1%}' if k and o and o.allowable_qps else '-'} | "
-              f"{cell(f and f.allowable_qps)} | {o.extra['oracle_seconds'] if o else '-'} |")
+        print(
+            f"| {model} | {qos:g} | {_config(k.config) if k else '-'} | {cell(k and k.allowable_qps)} | "
+            f"{_config(k.extra['top1_config']) if k else '-'} | {cell(k and k.extra['top1_allowable_qps'])} | "
+            f"{_config(h.config) if h else '-'} | {cell(hs)} | {_config(o.config) if o else '-'} | "
+            f"{cell(o and o.allowable_qps)} | "
+            f"{f'{k.allowable_qps / hs:.2f}x' if k and hs else '-'} | "
+            f"{f'{k.allowable_qps / o.allowable_qps:.1%}' if k and o and o.allowable_qps else '-'} | "
+            f"{cell(f and f.allowable_qps)} | {o.extra['oracle_seconds'] if o else '-'} |"
+        )
     if any(m in rows[0][2] for m in ("ribbon", "anneal")) if rows else False:
         print()
         print("| model | method | configuration | qps | evaluated | evaluated to best |")
@@ -94,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("homogeneous", "ribbon", "anneal", "oracle"):
                 if name in by:
                     m = by[name]
-                    print(f"| {model} | {name} | {_config(m.config)} | {m.allowable_qps:.1f} | {m.evaluated} | "
-                          f"{m.evaluated_to_best if m.evaluated_to_best is not None else '-'} |")
+                    print(
+                        f"| {model} | {name} | {_config(m.config)} | {m.allowable_qps:.1f} | {m.evaluated} | "
+                        f"{m.evaluated_to_best if m.evaluated_to_best is not None else '-'} |"
+                    )
     return 1 if failed else 0
 
 

@@ -31,8 +31,10 @@ def main() -> None:
     profile = Profile.load()
     config = SimConfig(PoolConfig.parse("g4dn.xlarge=2,r5n.large=9"), 350.0)
     trace = generate_trace(args.queries, args.rate, rng=np.random.default_rng(0))
-    print(f"# {platform.processor() or platform.machine()}, {platform.python_implementation()} "
-          f"{platform.python_version()}, {args.queries} queries at {args.rate:g} qps, 11 instances")
+    print(
+        f"# {platform.processor() or platform.machine()}, {platform.python_implementation()} "
+        f"{platform.python_version()}, {args.queries} queries at {args.rate:g} qps, 11 instances"
+    )
     print(f"{'policy':<22} {'queries/s':>12} {'target':>10}")
     for policy in args.policies.split(","):
         best = 0.0

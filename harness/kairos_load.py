@@ -40,69 +40,176 @@ PHASE_MESSAGE = "kairos_phase"
 DONE_MESSAGE = "kairos_phase_done"
 log = logging.getLogger("kairos")
 # The field names of LiveOptions (and of the values library errors are about) as this locustfile's options.
-FLAGS = {"trace": "--trace", "model": "--model", "pool_file": "--pool", "pool_config": "--pool-config",
-         "mode": "--mode", "policy": "--dispatchers", "dispatchers": "--dispatchers", "qos_ms": "--qos-ms",
-         "rate": "--rate", "rate_qps": "--rate", "speedup": "--speedup", "phase_seconds": "--phase-seconds",
-         "phase_queries": "--phase-queries", "report_dir": "--report-dir", "seed": "--seed", "profiles": "--profiles",
-         "tolerance": "--tolerance", "max_phases": "--max-phases", "min_queries": "--min-queries",
-         "criterion": "--criterion"}
+FLAGS = {
+    "trace": "--trace",
+    "model": "--model",
+    "pool_file": "--pool",
+    "pool_config": "--pool-config",
+    "mode": "--mode",
+    "policy": "--dispatchers",
+    "dispatchers": "--dispatchers",
+    "qos_ms": "--qos-ms",
+    "rate": "--rate",
+    "rate_qps": "--rate",
+    "speedup": "--speedup",
+    "phase_seconds": "--phase-seconds",
+    "phase_queries": "--phase-queries",
+    "report_dir": "--report-dir",
+    "seed": "--seed",
+    "profiles": "--profiles",
+    "tolerance": "--tolerance",
+    "max_phases": "--max-phases",
+    "min_queries": "--min-queries",
+    "criterion": "--criterion",
+}
 
 
 @events.init_command_line_parser.add_listener
 def add_options(parser) -> None:
     """The harness's options (command line, locust.conf, LOCUST_* environment variables, web UI)."""
     D = LiveOptions  # defaults are stated once, on the dataclass
-    parser.add_argument("--trace", default="", include_in_web_ui=True,
-                        help="trace file (parquet/CSV); default: the shipped Kairos-mix rm2 trace")
+    parser.add_argument(
+        "--trace",
+        default="",
+        include_in_web_ui=True,
+        help="trace file (parquet/CSV); default: the shipped Kairos-mix rm2 trace",
+    )
     parser.add_argument("--model", default="", include_in_web_ui=True, help="model (default: the trace's)")
-    parser.add_argument("--pool", default="", include_in_web_ui=True,
-                        help="pool file of running instances (default: start a local pool from --pool-config)")
-    parser.add_argument("--pool-config", default=D.pool_config, include_in_web_ui=True,
-                        help=f"instance mix TYPE=N,... for the local pool (default {D.pool_config})")
-    parser.add_argument("--mode", default=D.mode, choices=list(MODES), include_in_web_ui=True,
-                        help="local pool of emulated instances (default) or ONNX Runtime servers")
-    parser.add_argument("--dispatchers", default=",".join(D.dispatchers), include_in_web_ui=True,
-                        help="policies compared head-to-head, NAME[:k=v],...")
-    parser.add_argument("--qos-ms", type=float, default=None, include_in_web_ui=True,
-                        help="p99 target in ms (default: the paper's for the model)")
-    parser.add_argument("--rate", type=float, default=None, include_in_web_ui=True,
-                        help="offered load in qps (one phase per dispatcher; with --sweep, where the sweep starts)")
-    parser.add_argument("--speedup", type=float, default=None, include_in_web_ui=True,
-                        help="replay the trace this many times faster than recorded (one phase per dispatcher)")
-    parser.add_argument("--sweep", action="store_true", default=False, include_in_web_ui=True,
-                        help="search each dispatcher's allowable throughput (default without --rate/--speedup)")
-    parser.add_argument("--phase-seconds", type=float, default=D.phase_seconds, include_in_web_ui=True,
-                        help=f"length of one phase in seconds (default {D.phase_seconds:g}; see --phase-queries)")
-    parser.add_argument("--phase-queries", type=int, default=D.phase_queries, include_in_web_ui=True,
-                        help=f"a phase also lasts until this many queries were sent (default {D.phase_queries}; a p99 from "
-                             "fewer is mostly noise, more gives steadier answers: see README)")
-    parser.add_argument("--report-dir", default=str(D.report_dir), include_in_web_ui=True,
-                        help=f"where reports/<run-id>/ goes (default {D.report_dir})")
+    parser.add_argument(
+        "--pool",
+        default="",
+        include_in_web_ui=True,
+        help="pool file of running instances (default: start a local pool from --pool-config)",
+    )
+    parser.add_argument(
+        "--pool-config",
+        default=D.pool_config,
+        include_in_web_ui=True,
+        help=f"instance mix TYPE=N,... for the local pool (default {D.pool_config})",
+    )
+    parser.add_argument(
+        "--mode",
+        default=D.mode,
+        choices=list(MODES),
+        include_in_web_ui=True,
+        help="local pool of emulated instances (default) or ONNX Runtime servers",
+    )
+    parser.add_argument(
+        "--dispatchers",
+        default=",".join(D.dispatchers),
+        include_in_web_ui=True,
+        help="policies compared head-to-head, NAME[:k=v],...",
+    )
+    parser.add_argument(
+        "--qos-ms",
+        type=float,
+        default=None,
+        include_in_web_ui=True,
+        help="p99 target in ms (default: the paper's for the model)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        include_in_web_ui=True,
+        help="offered load in qps (one phase per dispatcher; with --sweep, where the sweep starts)",
+    )
+    parser.add_argument(
+        "--speedup",
+        type=float,
+        default=None,
+        include_in_web_ui=True,
+        help="replay the trace this many times faster than recorded (one phase per dispatcher)",
+    )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        default=False,
+        include_in_web_ui=True,
+        help="search each dispatcher's allowable throughput (default without --rate/--speedup)",
+    )
+    parser.add_argument(
+        "--phase-seconds",
+        type=float,
+        default=D.phase_seconds,
+        include_in_web_ui=True,
+        help=f"length of one phase in seconds (default {D.phase_seconds:g}; see --phase-queries)",
+    )
+    parser.add_argument(
+        "--phase-queries",
+        type=int,
+        default=D.phase_queries,
+        include_in_web_ui=True,
+        help=f"a phase also lasts until this many queries were sent (default {D.phase_queries}; a p99 from "
+        "fewer is mostly noise, more gives steadier answers: see README)",
+    )
+    parser.add_argument(
+        "--report-dir",
+        default=str(D.report_dir),
+        include_in_web_ui=True,
+        help=f"where reports/<run-id>/ goes (default {D.report_dir})",
+    )
     parser.add_argument("--seed", type=int, default=D.seed, include_in_web_ui=True, help=f"seed (default {D.seed})")
-    parser.add_argument("--profiles", default="", include_in_web_ui=True,
-                        help="latency profile for emulated instances and the simulator (default: shipped)")
-    parser.add_argument("--tolerance", type=float, default=D.tolerance, include_in_web_ui=True,
-                        help=f"sweep stops when the bracket is this narrow, relatively (default {D.tolerance:g})")
-    parser.add_argument("--max-phases", type=int, default=D.max_phases, include_in_web_ui=True,
-                        help=f"most phases one dispatcher's sweep may run (default {D.max_phases})")
-    parser.add_argument("--min-queries", type=int, default=D.min_queries, include_in_web_ui=True,
-                        help=f"validity: fewest measured queries a phase needs (default {D.min_queries})")
-    parser.add_argument("--criterion", default=D.criterion, choices=["p99", "mlperf"], include_in_web_ui=True,
-                        help="what makes a phase pass: measured p99 <= QoS (default; short phases) or MLPerf "
-                             "early stopping at 99%% confidence (needs long phases); both are reported")
+    parser.add_argument(
+        "--profiles",
+        default="",
+        include_in_web_ui=True,
+        help="latency profile for emulated instances and the simulator (default: shipped)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=D.tolerance,
+        include_in_web_ui=True,
+        help=f"sweep stops when the bracket is this narrow, relatively (default {D.tolerance:g})",
+    )
+    parser.add_argument(
+        "--max-phases",
+        type=int,
+        default=D.max_phases,
+        include_in_web_ui=True,
+        help=f"most phases one dispatcher's sweep may run (default {D.max_phases})",
+    )
+    parser.add_argument(
+        "--min-queries",
+        type=int,
+        default=D.min_queries,
+        include_in_web_ui=True,
+        help=f"validity: fewest measured queries a phase needs (default {D.min_queries})",
+    )
+    parser.add_argument(
+        "--criterion",
+        default=D.criterion,
+        choices=["p99", "mlperf"],
+        include_in_web_ui=True,
+        help="what makes a phase pass: measured p99 <= QoS (default; short phases) or MLPerf "
+        "early stopping at 99%% confidence (needs long phases); both are reported",
+    )
 
 
 def live_options(opts) -> LiveOptions:
     """Translate Locust's parsed options into LiveOptions."""
     return LiveOptions(
-        trace=Path(opts.trace) if opts.trace else None, model=opts.model or None,
-        pool_file=Path(opts.pool) if opts.pool else None, pool_config=opts.pool_config, mode=opts.mode,
-        dispatchers=tuple(d.strip() for d in opts.dispatchers.split(",") if d.strip()), qos_ms=opts.qos_ms,
-        rate_qps=opts.rate, speedup=opts.speedup, sweep=opts.sweep, phase_seconds=opts.phase_seconds,
+        trace=Path(opts.trace) if opts.trace else None,
+        model=opts.model or None,
+        pool_file=Path(opts.pool) if opts.pool else None,
+        pool_config=opts.pool_config,
+        mode=opts.mode,
+        dispatchers=tuple(d.strip() for d in opts.dispatchers.split(",") if d.strip()),
+        qos_ms=opts.qos_ms,
+        rate_qps=opts.rate,
+        speedup=opts.speedup,
+        sweep=opts.sweep,
+        phase_seconds=opts.phase_seconds,
         phase_queries=opts.phase_queries,
-        report_dir=Path(opts.report_dir), seed=opts.seed, profiles=Path(opts.profiles) if opts.profiles else None,
-        tolerance=opts.tolerance, max_phases=opts.max_phases, criterion=opts.criterion,
-        min_queries=opts.min_queries)
+        report_dir=Path(opts.report_dir),
+        seed=opts.seed,
+        profiles=Path(opts.profiles) if opts.profiles else None,
+        tolerance=opts.tolerance,
+        max_phases=opts.max_phases,
+        criterion=opts.criterion,
+        min_queries=opts.min_queries,
+    )
 
 
 class ShardReplayer:
@@ -120,8 +227,14 @@ class ShardReplayer:
         payloads = self._payloads.get(model) or self._payloads.setdefault(model, payloads_for(model))
         for b in set(plan.batch_sizes):
             payloads.get(b)  # encode once per batch size, before the clock starts
-        session = FastHttpSession(plan.url, self.environment.events.request, None, concurrency=10_000,
-                                  network_timeout=600.0, connection_timeout=60.0)
+        session = FastHttpSession(
+            plan.url,
+            self.environment.events.request,
+            None,
+            concurrency=10_000,
+            network_timeout=600.0,
+            connection_timeout=60.0,
+        )
         path = f"/v2/models/{model}/infer"
         start_epoch = plan.start_epoch
         mono0 = time.monotonic() + (start_epoch - time.time())
@@ -133,9 +246,17 @@ class ShardReplayer:
             sent = time.monotonic()
             resp = session.post(path, data=enc.body, headers={**enc.headers, "X-Request-ID": rid}, name=path)
             done = time.monotonic()
-            records.append(ClientRecord(rid, start_epoch + (target - mono0), start_epoch + (sent - mono0),
-                                        start_epoch + (done - mono0), int(resp.status_code or 0), worker,
-                                        "" if getattr(resp, "error", None) is None else str(resp.error)[:200]))
+            records.append(
+                ClientRecord(
+                    rid,
+                    start_epoch + (target - mono0),
+                    start_epoch + (sent - mono0),
+                    start_epoch + (done - mono0),
+                    int(resp.status_code or 0),
+                    worker,
+                    "" if getattr(resp, "error", None) is None else str(resp.error)[:200],
+                )
+            )
 
         group = gevent.pool.Group()
         cpu0, wall0 = time.process_time(), time.monotonic()
@@ -177,12 +298,14 @@ class LocustLoadGenerator:
         self._outputs, self._expect, self._index = [], len(workers), plan.index
         self._done.clear()
         for k, client_id in enumerate(workers):
-            self.environment.runner.send_message(PHASE_MESSAGE, plan.shard(k, len(workers)).to_message(),
-                                                 client_id=client_id)
+            self.environment.runner.send_message(
+                PHASE_MESSAGE, plan.shard(k, len(workers)).to_message(), client_id=client_id
+            )
         timeout = plan.offsets_s[-1] + 600.0 if plan.offsets_s else 600.0
         if not self._done.wait(timeout=timeout):
-            log.warning("phase %d: %d of %d load generators answered in time", plan.index, len(self._outputs),
-                        self._expect)
+            log.warning(
+                "phase %d: %d of %d load generators answered in time", plan.index, len(self._outputs), self._expect
+            )
         cpus = [out["cpu_percent"] for out in self._outputs if out.get("cpu_percent") is not None]
         return PhaseOutput(self._received(), max(cpus) if cpus else math.nan)
 
@@ -220,12 +343,19 @@ class KairosSession:
 
     def on_phase(self, environment, msg, **kwargs) -> None:
         """Worker side: replay the shard in a greenlet (the message loop must not block), then report."""
+
         def work():
             output = self.replayer.run(PhasePlan(**msg.data))
-            environment.runner.send_message(DONE_MESSAGE, {"index": msg.data["index"],
-                                                           "records": to_columns(output.records),
-                                                           "cpu_percent": output.cpu_percent,
-                                                           "worker": self.replayer.worker})
+            environment.runner.send_message(
+                DONE_MESSAGE,
+                {
+                    "index": msg.data["index"],
+                    "records": to_columns(output.records),
+                    "cpu_percent": output.cpu_percent,
+                    "worker": self.replayer.worker,
+                },
+            )
+
         gevent.spawn(work)
 
     def start(self, environment) -> None:

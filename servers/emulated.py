@@ -99,10 +99,16 @@ class EmulatedBackend:
                 await asyncio.sleep(delay)
             t2 = time.perf_counter()
         self.served += 1
-        outputs = {t.name: np.zeros((batch_size, *t.shape[1:]), dtype=v2.numpy_dtype(t.datatype))
-                   for t in self.meta.outputs}
-        return outputs, {"queue_ms": (start - t0) * 1e3, "compute_ms": (t2 - start) * 1e3, "sampled_ms": sampled,
-                         "batch_size": batch_size, "instance_type": self.config.instance_type}
+        outputs = {
+            t.name: np.zeros((batch_size, *t.shape[1:]), dtype=v2.numpy_dtype(t.datatype)) for t in self.meta.outputs
+        }
+        return outputs, {
+            "queue_ms": (start - t0) * 1e3,
+            "compute_ms": (t2 - start) * 1e3,
+            "sampled_ms": sampled,
+            "batch_size": batch_size,
+            "instance_type": self.config.instance_type,
+        }
 
 
 BACKEND = web.AppKey("emulated_backend", EmulatedBackend)
@@ -130,8 +136,11 @@ def create_app(config: EmulatedConfig, profile: Profile | None = None) -> web.Ap
 
 
 KIND = ServerKind(
-    "emulated", EmulatedConfig, create_app,
+    "emulated",
+    EmulatedConfig,
+    create_app,
     describe=lambda c: {"model": c.model, "instance_type": c.instance_type, "seed": c.seed},
     # asyncio, not uvloop: libuv timers tick in whole milliseconds and may fire up to 1 ms early, too coarse to
     # emulate service times of a few ms; asyncio's sleeps are never early and late by well under 1 ms.
-    default_loop="asyncio")
+    default_loop="asyncio",
+)

@@ -28,7 +28,9 @@ def server_kind(name: str) -> ServerKind:
     try:
         module = KIND_MODULES[name]
     except KeyError:
-        raise InputError(f"{name!r}: unknown server kind (choose from {', '.join(KIND_MODULES)})", field="kind") from None
+        raise InputError(
+            f"{name!r}: unknown server kind (choose from {', '.join(KIND_MODULES)})", field="kind"
+        ) from None
     return importlib.import_module(module).KIND
 
 

@@ -60,12 +60,16 @@ class ModelServerConfig:
 def choose_providers(provider: str) -> list[str]:
     """ORT providers for ``cpu``/``cuda``; CUDA missing -> a warning on stderr and CPU."""
     import onnxruntime as ort  # loaded in the server process only: pools and clients import this module too
+
     if provider == "cuda":
         if "CUDAExecutionProvider" in ort.get_available_providers():
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        print("kairos serve model: warning: CUDAExecutionProvider is not available in this onnxruntime "
-              f"(available: {', '.join(ort.get_available_providers())}); falling back to CPU",
-              file=sys.stderr, flush=True)
+        print(
+            "kairos serve model: warning: CUDAExecutionProvider is not available in this onnxruntime "
+            f"(available: {', '.join(ort.get_available_providers())}); falling back to CPU",
+            file=sys.stderr,
+            flush=True,
+        )
     return ["CPUExecutionProvider"]
 
 
@@ -114,7 +118,8 @@ class OnnxBackend:
         async with self.semaphore:
             queue_ms = (time.perf_counter() - t0) * 1e3
             outs, compute_ms = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self._run, loaded, req.inputs)
+                self.executor, self._run, loaded, req.inputs
+            )
         params = {"queue_ms": queue_ms, "compute_ms": compute_ms, "batch_size": batch_size}
         if self.config.instance_type:
             params["instance_type"] = self.config.instance_type
@@ -127,6 +132,7 @@ BACKEND = web.AppKey("onnx_backend", OnnxBackend)
 def load_session(path: Path, providers: list[str], threads: int):
     """An InferenceSession with ``threads`` intra-op threads and one inter-op thread."""
     import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -148,10 +154,10 @@ def create_app(config: ModelServerConfig) -> web.Application:
             for name in config.models:
                 spec = get_spec(name)
                 path = await loop.run_in_executor(backend.executor, build_model, name, config.model_dir, config.seed)
-                session = await loop.run_in_executor(backend.executor, load_session, path, backend.providers,
-                                                     config.threads)
-                backend.models[name] = _Loaded(spec.metadata(v2.PLATFORM_ONNX), session,
-                                               [t.name for t in spec.outputs])
+                session = await loop.run_in_executor(
+                    backend.executor, load_session, path, backend.providers, config.threads
+                )
+                backend.models[name] = _Loaded(spec.metadata(v2.PLATFORM_ONNX), session, [t.name for t in spec.outputs])
             backend.semaphore = asyncio.Semaphore(config.concurrency)
             yield
         finally:
@@ -164,6 +170,13 @@ def create_app(config: ModelServerConfig) -> web.Application:
     return app
 
 
-KIND = ServerKind("model", ModelServerConfig, create_app,
-                  describe=lambda c: {"models": list(c.models), "provider": c.provider,
-                                      **({"instance_type": c.instance_type} if c.instance_type else {})})
+KIND = ServerKind(
+    "model",
+    ModelServerConfig,
+    create_app,
+    describe=lambda c: {
+        "models": list(c.models),
+        "provider": c.provider,
+        **({"instance_type": c.instance_type} if c.instance_type else {}),
+    },
+)

@@ -64,15 +64,21 @@ class ModelSpec:
 
     def spec_hash(self, seed: int = 0) -> str:
         """A short hash of the spec, the builder version and the seed (a built file is reused only if it matches)."""
-        blob = json.dumps({"spec": asdict(self), "seed": int(seed), "builder": BUILDER_VERSION, "opset": OPSET},
-                          sort_keys=True, default=str)
+        blob = json.dumps(
+            {"spec": asdict(self), "seed": int(seed), "builder": BUILDER_VERSION, "opset": OPSET},
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def metadata(self, platform: str = "onnxruntime_onnx") -> v2.ModelMetadata:
         """The V2 model metadata served for this model."""
-        return v2.ModelMetadata(name=self.name, platform=platform,
-                                inputs=tuple(t.v2_meta() for t in self.inputs),
-                                outputs=tuple(t.v2_meta() for t in self.outputs))
+        return v2.ModelMetadata(
+            name=self.name,
+            platform=platform,
+            inputs=tuple(t.v2_meta() for t in self.inputs),
+            outputs=tuple(t.v2_meta() for t in self.outputs),
+        )
 
 
 # -- the graph builder ------------------------------------------------------------------------------------------
@@ -92,6 +98,7 @@ class _Graph:
         if self.emit:
             import onnx  # noqa: F401  (imported only when a file is actually built)
             from onnx import helper, numpy_helper
+
             self._helper, self._numpy_helper = helper, numpy_helper
 
     def _name(self, prefix: str) -> str:
@@ -129,8 +136,7 @@ class _Graph:
             self.inits.append(self._numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], *, flops: int = 0, out: str | None = None, n_out: int = 1,
-           **attrs):
+    def op(self, op_type: str, inputs: list[str], *, flops: int = 0, out: str | None = None, n_out: int = 1, **attrs):
         """One node; returns its output name (or names when ``n_out > 1``)."""
         self.flops += int(flops)
         outs = [out] if out else [self._name(op_type.lower()) for _ in range(n_out)]
@@ -165,8 +171,9 @@ class _Graph:
         g = self.op("Gather", [table, ids])
         if lookups == 1:
             return self.op("Flatten", [g], axis=1)
-        return self.op("ReduceSum", [g, self.const("axes", np.array([1], np.int64))],
-                       flops=(lookups - 1) * dim, keepdims=0)
+        return self.op(
+            "ReduceSum", [g, self.const("axes", np.array([1], np.int64))], flops=(lookups - 1) * dim, keepdims=0
+        )
 
     def column(self, x: str, j: int, keep: bool) -> str:
         """Column ``j`` of ``x [B, n, ...]``: ``[B, 1, ...]`` if ``keep`` else ``[B, ...]``."""
@@ -187,8 +194,9 @@ def _ncf(g: _Graph) -> None:
     rows, dim, mlp = 10_000, 32, [64, 64, 32, 16]
     user = g.input(_ids("user", 1, rows, "user id"))
     item = g.input(_ids("item", 1, rows, "item id"))
-    gmf = g.op("Mul", [g.lookup(g.table(rows, dim), user, dim, 1), g.lookup(g.table(rows, dim), item, dim, 1)],
-               flops=dim)
+    gmf = g.op(
+        "Mul", [g.lookup(g.table(rows, dim), user, dim, 1), g.lookup(g.table(rows, dim), item, dim, 1)], flops=dim
+    )
     deep = g.concat([g.lookup(g.table(rows, dim), user, dim, 1), g.lookup(g.table(rows, dim), item, dim, 1)])
     deep = g.mlp(deep, mlp)
     y = g.dense(g.concat([gmf, deep]), dim + mlp[-1], 1, act="sigmoid")
@@ -198,11 +206,15 @@ def _ncf(g: _Graph) -> None:
 def _rm2(g: _Graph) -> None:
     tables, rows, dim, lookups, n_dense = 8, 10_000, 32, 8, 13
     dense = g.input(TensorSpec("dense", "FP32", (n_dense,), description="continuous features"))
-    sparse = g.input(TensorSpec("sparse", "INT64", (tables, lookups), rows,
-                                f"{lookups} ids per table for {tables} tables (sum-pooled)"))
+    sparse = g.input(
+        TensorSpec(
+            "sparse", "INT64", (tables, lookups), rows, f"{lookups} ids per table for {tables} tables (sum-pooled)"
+        )
+    )
     bottom = g.mlp(dense, [n_dense, 128, 64, dim])
-    vecs = [bottom] + [g.lookup(g.table(rows, dim), g.column(sparse, t, keep=False), dim, lookups)
-                       for t in range(tables)]
+    vecs = [bottom] + [
+        g.lookup(g.table(rows, dim), g.column(sparse, t, keep=False), dim, lookups) for t in range(tables)
+    ]
     n = len(vecs)
     stack = g.concat([g.op("Unsqueeze", [v, g.const("axes", np.array([1], np.int64))]) for v in vecs])  # [B,n,d]
     z = g.op("MatMul", [stack, g.op("Transpose", [stack], perm=[0, 2, 1])], flops=2 * n * n * dim)  # [B,n,n]
@@ -218,8 +230,12 @@ def _wide_and_deep(g: _Graph, tasks: int) -> None:
     sparse = g.input(_ids("sparse", fields, rows, f"one id per categorical field ({fields} fields)"))
     wide_ids = g.input(_ids("wide", n_wide, wide_rows, f"{n_wide} hashed cross-feature ids"))
     wide_w = g.weight("wide", (wide_rows, 1), "uniform", 0.05)
-    wide = g.op("ReduceSum", [g.op("Flatten", [g.op("Gather", [wide_w, wide_ids])], axis=1),
-                             g.const("axes", np.array([1], np.int64))], flops=n_wide - 1, keepdims=1)  # [B,1]
+    wide = g.op(
+        "ReduceSum",
+        [g.op("Flatten", [g.op("Gather", [wide_w, wide_ids])], axis=1), g.const("axes", np.array([1], np.int64))],
+        flops=n_wide - 1,
+        keepdims=1,
+    )  # [B,1]
     embs = [g.lookup(g.table(rows, dim), g.column(sparse, f, keep=True), dim, 1) for f in range(fields)]
     width = fields * dim + n_dense
     trunk = g.mlp(g.concat(embs + [dense]), [width, 256, 128] if tasks > 1 else [width, 256, 128, 64])
@@ -251,17 +267,22 @@ def _dien(g: _Graph) -> None:
     w = g.weight("gru_w", (1, 3 * hidden, dim), "normal", float(np.sqrt(1.0 / dim)))
     r = g.weight("gru_r", (1, 3 * hidden, hidden), "normal", float(np.sqrt(1.0 / hidden)))
     b = g.weight("gru_b", (1, 6 * hidden), "zeros", 0.0)
-    y, y_h = g.op("GRU", [hist, w, r, b], n_out=2, hidden_size=hidden,
-                  flops=seq * 2 * 3 * hidden * (dim + hidden))
-    states = g.op("Transpose", [g.op("Squeeze", [y, g.const("axes", np.array([1], np.int64))])],
-                  perm=[1, 0, 2])  # [B,S,H]
+    y, y_h = g.op("GRU", [hist, w, r, b], n_out=2, hidden_size=hidden, flops=seq * 2 * 3 * hidden * (dim + hidden))
+    states = g.op(
+        "Transpose", [g.op("Squeeze", [y, g.const("axes", np.array([1], np.int64))])], perm=[1, 0, 2]
+    )  # [B,S,H]
     last = g.op("Squeeze", [y_h, g.const("axes", np.array([0], np.int64))])  # [B,H]
     tgt = g.lookup(items, target, dim, 1)  # [B,D]; hidden == dim so it can query the states
-    scores = g.op("MatMul", [states, g.op("Unsqueeze", [tgt, g.const("axes", np.array([2], np.int64))])],
-                  flops=2 * seq * hidden)  # [B,S,1]
+    scores = g.op(
+        "MatMul", [states, g.op("Unsqueeze", [tgt, g.const("axes", np.array([2], np.int64))])], flops=2 * seq * hidden
+    )  # [B,S,1]
     att = g.op("Softmax", [scores], axis=1)
-    pooled = g.op("ReduceSum", [g.op("Mul", [states, att], flops=seq * hidden),
-                                g.const("axes", np.array([1], np.int64))], flops=(seq - 1) * hidden, keepdims=0)
+    pooled = g.op(
+        "ReduceSum",
+        [g.op("Mul", [states, att], flops=seq * hidden), g.const("axes", np.array([1], np.int64))],
+        flops=(seq - 1) * hidden,
+        keepdims=0,
+    )
     usr = g.lookup(g.table(rows, dim), user, dim, 1)
     y = g.mlp(g.concat([usr, tgt, pooled, last]), [2 * dim + 2 * hidden, 128, 64, 1], last_act="sigmoid")
     g.output(y, TensorSpec("prob", "FP32", (1,), description="click probability"))
@@ -285,8 +306,14 @@ def get_spec(name: str) -> ModelSpec:
     if name not in _SPECS:
         g = _Graph(None)
         _DEFINITIONS[name][0](g)
-        _SPECS[name] = ModelSpec(name=name, description=_DEFINITIONS[name][1], inputs=tuple(g.inputs),
-                                 outputs=tuple(g.outputs), params=g.params, flops_per_sample=g.flops)
+        _SPECS[name] = ModelSpec(
+            name=name,
+            description=_DEFINITIONS[name][1],
+            inputs=tuple(g.inputs),
+            outputs=tuple(g.outputs),
+            params=g.params,
+            flops_per_sample=g.flops,
+        )
     return _SPECS[name]
 
 
@@ -306,12 +333,14 @@ def model_path(name: str, out_dir: str | Path | None = None) -> Path:
 
 def _onnx_type(datatype: str) -> int:
     from onnx import TensorProto
+
     return {"FP32": TensorProto.FLOAT, "INT64": TensorProto.INT64, "INT32": TensorProto.INT32}[datatype]
 
 
 def to_onnx(name: str, seed: int = 0):
     """Build the ``onnx.ModelProto`` of a named model with weights drawn from ``Generator(seed)``."""
     from onnx import checker, helper
+
     spec = get_spec(name)
     g = _Graph(np.random.default_rng(seed))
     _DEFINITIONS[name][0](g)
@@ -319,10 +348,13 @@ def to_onnx(name: str, seed: int = 0):
     def vi(t: TensorSpec):
         return helper.make_tensor_value_info(t.name, _onnx_type(t.datatype), ["batch", *t.shape])
 
-    graph = helper.make_graph(g.nodes, name, [vi(t) for t in g.inputs], [vi(t) for t in g.outputs],
-                              initializer=g.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="kairos-harness", doc_string=spec.description)
+    graph = helper.make_graph(g.nodes, name, [vi(t) for t in g.inputs], [vi(t) for t in g.outputs], initializer=g.inits)
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="kairos-harness",
+        doc_string=spec.description,
+    )
     model.ir_version = IR_VERSION
     helper.set_model_props(model, {SPEC_HASH_KEY: spec.spec_hash(seed), "seed": str(seed)})
     checker.check_model(model)
@@ -332,6 +364,7 @@ def to_onnx(name: str, seed: int = 0):
 def built_hash(path: str | Path) -> str | None:
     """The spec hash recorded in a built file, or None if unreadable/absent."""
     import onnx
+
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:
@@ -377,12 +410,15 @@ def make_inputs(spec: ModelSpec, batch_size: int, rng: np.random.Generator) -> d
 
 def markdown_table() -> str:
     """A Markdown summary of every model's inputs, outputs, parameters and FLOPs per sample."""
-    lines = ["| model | inputs (per sample) | outputs (per sample) | parameters | FLOPs per sample |",
-             "|---|---|---|---:|---:|"]
+    lines = [
+        "| model | inputs (per sample) | outputs (per sample) | parameters | FLOPs per sample |",
+        "|---|---|---|---:|---:|",
+    ]
     for name in MODEL_NAMES:
         s = get_spec(name)
-        ins = "<br>".join(f"`{t.name}` {t.datatype} {list(t.shape)}" + (f" ids in [0, {t.high})" if t.high else "")
-                          for t in s.inputs)
+        ins = "<br>".join(
+            f"`{t.name}` {t.datatype} {list(t.shape)}" + (f" ids in [0, {t.high})" if t.high else "") for t in s.inputs
+        )
         outs = "<br>".join(f"`{t.name}` {t.datatype} {list(t.shape)}" for t in s.outputs)
         lines.append(f"| `{name}` | {ins} | {outs} | {s.params:,} | {s.flops_per_sample:,} |")
     return "\n".join(lines)

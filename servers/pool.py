@@ -59,10 +59,20 @@ class PoolSpec:
     def instance_config(self, instance_type: str, seed: int) -> EmulatedConfig | ModelServerConfig:
         """The server config of one instance of ``instance_type`` in this pool."""
         if self.mode == "emulated":
-            return EmulatedConfig(instance_type=instance_type, model=self.model, profiles=self.profiles, seed=seed,
-                                  concurrency=self.concurrency)
-        return ModelServerConfig(models=(self.model,), model_dir=self.model_dir, threads=self.threads,
-                                 concurrency=self.concurrency, instance_type=instance_type)
+            return EmulatedConfig(
+                instance_type=instance_type,
+                model=self.model,
+                profiles=self.profiles,
+                seed=seed,
+                concurrency=self.concurrency,
+            )
+        return ModelServerConfig(
+            models=(self.model,),
+            model_dir=self.model_dir,
+            threads=self.threads,
+            concurrency=self.concurrency,
+            instance_type=instance_type,
+        )
 
     def seeds(self) -> list[int]:
         """One seed per instance, derived from the base seed (SeedSequence.spawn)."""
@@ -88,8 +98,12 @@ class Pool:
 
     def to_json(self) -> dict:
         """The pool-file document."""
-        return {"model": self.model, "mode": self.spec.mode, "config": str(self.spec.config),
-                "instances": [i.to_json() for i in self.instances]}
+        return {
+            "model": self.model,
+            "mode": self.spec.mode,
+            "config": str(self.spec.config),
+            "instances": [i.to_json() for i in self.instances],
+        }
 
     def as_pool_file(self) -> PoolFile:
         """The same description as ``load_pool_file`` would return."""
@@ -132,8 +146,10 @@ def start_pool(spec: PoolSpec) -> Pool:
     prices = load_prices(spec.prices)
     missing = sorted({t for t in types if t not in prices})
     if missing:  # prices are optional: only costs need them
-        print(f"note: no price for instance type(s) {', '.join(missing)}; costs will be unknown (give --prices)",
-              file=sys.stderr)
+        print(
+            f"note: no price for instance type(s) {', '.join(missing)}; costs will be unknown (give --prices)",
+            file=sys.stderr,
+        )
     if spec.mode == "emulated":
         Profile.load(spec.profiles).check(sorted(set(types)), [spec.model])  # fail here, not in 11 children
     else:
@@ -142,8 +158,15 @@ def start_pool(spec: PoolSpec) -> Pool:
     procs: list[ServerProcess] = []
     try:
         for iid, itype, seed in zip(ids, types, spec.seeds()):
-            procs.append(ServerProcess(MODE_KINDS[spec.mode], spec.instance_config(itype, seed), host=spec.host, name=iid,
-                                       python=spec.python))
+            procs.append(
+                ServerProcess(
+                    MODE_KINDS[spec.mode],
+                    spec.instance_config(itype, seed),
+                    host=spec.host,
+                    name=iid,
+                    python=spec.python,
+                )
+            )
         deadline = time.monotonic() + spec.startup_timeout_s
         instances = []
         for iid, itype, p in zip(ids, types, procs):
@@ -155,5 +178,3 @@ def start_pool(spec: PoolSpec) -> Pool:
         stop_processes(procs, spec.stop_timeout_s)
         raise
     return Pool(spec, instances, procs)
-
-

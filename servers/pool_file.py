@@ -79,7 +79,9 @@ def load_pool_file(path: str | Path, prices: str | Path | dict[str, float] | Non
         raise InputError(f"{path}: missing field 'instances' (a non-empty list)")
     catalogue: dict[str, float] | None = prices if isinstance(prices, dict) else None
     instances: list[Instance] = []
-    default_ids = instance_ids([str(item.get("instance_type", "")).strip() if isinstance(item, dict) else "" for item in raw])
+    default_ids = instance_ids(
+        [str(item.get("instance_type", "")).strip() if isinstance(item, dict) else "" for item in raw]
+    )
     for k, item in enumerate(raw):
         where = f"{path}: instances[{k}]"
         if not isinstance(item, dict):
@@ -104,8 +106,9 @@ def load_pool_file(path: str | Path, prices: str | Path | dict[str, float] | Non
         elif isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
             raise InputError(f"{where}: field 'usd_per_hour' must be a number >= 0, got {price!r}")
         pid = item.get("pid")
-        instances.append(Instance(iid, url, itype, None if price is None else float(price),
-                                  pid if isinstance(pid, int) else None))
+        instances.append(
+            Instance(iid, url, itype, None if price is None else float(price), pid if isinstance(pid, int) else None)
+        )
     dup = sorted({i.id for i in instances if sum(j.id == i.id for j in instances) > 1})
     if dup:
         raise InputError(f"{path}: duplicate instance id(s) {', '.join(dup)}")

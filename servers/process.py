@@ -37,18 +37,34 @@ def _child_env() -> dict[str, str]:
 class ServerProcess:
     """A server child (``servers.launch``) in its own process group; ``wait_ready`` returns its READY info."""
 
-    def __init__(self, kind: str, config, *, host: str = "127.0.0.1", loop: str | None = None, name: str = "server",
-                 python: str | None = None):
+    def __init__(
+        self,
+        kind: str,
+        config,
+        *,
+        host: str = "127.0.0.1",
+        loop: str | None = None,
+        name: str = "server",
+        python: str | None = None,
+    ):
         self.name = name
         listen = Listen(host=host, port=0, loop=loop or server_kind(kind).default_loop, watch_stdin=True)
         self.argv = child_argv(kind, config, listen, python or sys.executable)
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=_child_env(), start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_child_env(),
+            start_new_session=True,
+        )
         self.info: dict | None = None
         self._ready = threading.Event()
         self._stderr_tail: deque[str] = deque(maxlen=20)
-        self._threads = [threading.Thread(target=self._read_stdout, daemon=True, name=f"{name}-out"),
-                         threading.Thread(target=self._read_stderr, daemon=True, name=f"{name}-err")]
+        self._threads = [
+            threading.Thread(target=self._read_stdout, daemon=True, name=f"{name}-out"),
+            threading.Thread(target=self._read_stderr, daemon=True, name=f"{name}-err"),
+        ]
         for t in self._threads:
             t.start()
 
@@ -69,7 +85,7 @@ class ServerProcess:
             line = raw.decode(errors="replace").rstrip("\n")
             if self.info is None and line.startswith(READY_PREFIX):
                 try:
-                    self.info = json.loads(line[len(READY_PREFIX):])
+                    self.info = json.loads(line[len(READY_PREFIX) :])
                 except json.JSONDecodeError:
                     continue
                 self._ready.set()
@@ -146,8 +162,16 @@ def stop_processes(procs: list[ServerProcess], timeout: float = 5.0) -> None:
                 pass
 
 
-def spawn_server(kind: str, config, *, host: str = "127.0.0.1", loop: str | None = None, name: str = "server",
-                 timeout: float = 60.0, python: str | None = None) -> ServerProcess:
+def spawn_server(
+    kind: str,
+    config,
+    *,
+    host: str = "127.0.0.1",
+    loop: str | None = None,
+    name: str = "server",
+    timeout: float = 60.0,
+    python: str | None = None,
+) -> ServerProcess:
     """Start a ``kind`` server for ``config`` on a free port of ``host`` and wait for its READY line (``loop``:
     the event loop, default the kind's own)."""
     proc = ServerProcess(kind, config, host=host, loop=loop, name=name, python=python)
@@ -172,5 +196,3 @@ def wait_healthy(url: str, timeout: float) -> None:
             last = str(exc)
         time.sleep(0.05)
     raise InputError(f"{url}: not ready after {timeout:.0f} s ({last})")
-
-

@@ -115,8 +115,7 @@ async def serve_async(app: web.Application, listen: Listen, info: dict) -> None:
             loop.add_signal_handler(sig, stop.set)
         if listen.watch_stdin:
             _watch_stdin(loop, stop)
-        print_ready({**info, "url": f"http://{shown}:{actual}", "host": host, "port": actual,
-                     "pid": os.getpid()})
+        print_ready({**info, "url": f"http://{shown}:{actual}", "host": host, "port": actual, "pid": os.getpid()})
         with frozen_gc():  # startup's objects (libraries, models, profiles) are never scanned while serving
             await stop.wait()
     finally:

@@ -27,9 +27,17 @@ PLATFORM_ONNX = "onnxruntime_onnx"
 
 DATATYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
 }
 _BY_DTYPE = {dt: name for name, dt in DATATYPES.items()}
 
@@ -86,8 +94,13 @@ class ModelMetadata:
 
     def to_json(self) -> dict:
         """The ``GET /v2/models/{name}`` body."""
-        return {"name": self.name, "versions": list(self.versions), "platform": self.platform,
-                "inputs": [t.to_json() for t in self.inputs], "outputs": [t.to_json() for t in self.outputs]}
+        return {
+            "name": self.name,
+            "versions": list(self.versions),
+            "platform": self.platform,
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+        }
 
 
 # -- requests ---------------------------------------------------------------------------------------------------
@@ -123,8 +136,7 @@ def _header_length(value) -> int | None:
 
 
 def _shape(value, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in value):
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
         raise V2Error(400, f"{where}: 'shape' must be a list of integers >= 0, got {value!r}")
     return tuple(value)
 
@@ -172,9 +184,12 @@ def parse_infer_request(body: bytes, header_length: int | str | None = None) -> 
             if offset + size > len(binary):
                 raise V2Error(400, f"{where}: binary_data_size {size} runs past the end of the body")
             if size != count * dtype.itemsize:
-                raise V2Error(400, f"{where}: binary_data_size {size} does not match shape {list(shape)} of "
-                                   f"{item['datatype']} ({count * dtype.itemsize} bytes)")
-            arr = np.frombuffer(binary[offset:offset + size], dtype=dtype).reshape(shape)
+                raise V2Error(
+                    400,
+                    f"{where}: binary_data_size {size} does not match shape {list(shape)} of "
+                    f"{item['datatype']} ({count * dtype.itemsize} bytes)",
+                )
+            arr = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape)
             offset += size
         else:
             if "data" not in item:
@@ -202,8 +217,13 @@ def parse_infer_request(body: bytes, header_length: int | str | None = None) -> 
             outs.append(RequestedOutput(o["name"], None if binary_flag is None else bool(binary_flag)))
         outputs = tuple(outs)
     rid = doc.get("id")
-    return InferRequest(inputs=inputs, id=None if rid is None else str(rid), outputs=outputs,
-                        binary_output=bool(params.get("binary_data_output", False)), parameters=params)
+    return InferRequest(
+        inputs=inputs,
+        id=None if rid is None else str(rid),
+        outputs=outputs,
+        binary_output=bool(params.get("binary_data_output", False)),
+        parameters=params,
+    )
 
 
 def validate_request(req: InferRequest, meta: ModelMetadata, max_batch: int | None = None) -> int:
@@ -212,8 +232,7 @@ def validate_request(req: InferRequest, meta: ModelMetadata, max_batch: int | No
         expected = {t.name: t for t in meta.inputs}
         for name in req.inputs:
             if name not in expected:
-                raise V2Error(400, f"unexpected input {name!r} for model {meta.name!r} "
-                                   f"(inputs: {', '.join(expected)})")
+                raise V2Error(400, f"unexpected input {name!r} for model {meta.name!r} (inputs: {', '.join(expected)})")
         for name in expected:
             if name not in req.inputs:
                 raise V2Error(400, f"missing input {name!r} for model {meta.name!r}")
@@ -223,8 +242,9 @@ def validate_request(req: InferRequest, meta: ModelMetadata, max_batch: int | No
             if got != t.datatype:
                 raise V2Error(400, f"input {t.name!r}: datatype {got}, model {meta.name!r} expects {t.datatype}")
             if arr.ndim != len(t.shape) or any(e != -1 and e != d for e, d in zip(t.shape, arr.shape)):
-                raise V2Error(400, f"input {t.name!r}: shape {list(arr.shape)}, model {meta.name!r} expects "
-                                   f"{list(t.shape)}")
+                raise V2Error(
+                    400, f"input {t.name!r}: shape {list(arr.shape)}, model {meta.name!r} expects {list(t.shape)}"
+                )
     batches = {name: (arr.shape[0] if arr.ndim else None) for name, arr in req.inputs.items()}
     if None in batches.values():
         raise V2Error(400, "every input needs a batch dimension (rank >= 1)")
@@ -251,9 +271,13 @@ def _json_tensor(name: str, arr: np.ndarray) -> dict:
     return {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape), "data": flat}
 
 
-def encode_infer_response(model_name: str, outputs: Mapping[str, np.ndarray], req: InferRequest,
-                          parameters: Mapping[str, Any] | None = None,
-                          model_version: str = "1") -> tuple[bytes, dict[str, str]]:
+def encode_infer_response(
+    model_name: str,
+    outputs: Mapping[str, np.ndarray],
+    req: InferRequest,
+    parameters: Mapping[str, Any] | None = None,
+    model_version: str = "1",
+) -> tuple[bytes, dict[str, str]]:
     """The response body and headers: requested outputs (all if none requested), binary where asked."""
     if req.outputs is None:
         chosen = [(name, req.binary_output) for name in outputs]
@@ -276,10 +300,17 @@ def _tensor_entries(items) -> tuple[list[dict], list[bytes]]:
     entries, blobs = [], []
     for name, arr, binary in items:
         if binary:
-            raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<") if arr.dtype.itemsize > 1
-                                       else arr.dtype).tobytes()
-            entries.append({"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape),
-                            "parameters": {"binary_data_size": len(raw)}})
+            raw = np.ascontiguousarray(
+                arr, dtype=arr.dtype.newbyteorder("<") if arr.dtype.itemsize > 1 else arr.dtype
+            ).tobytes()
+            entries.append(
+                {
+                    "name": name,
+                    "datatype": v2_datatype(arr.dtype),
+                    "shape": list(arr.shape),
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            )
             blobs.append(raw)
         else:
             entries.append(_json_tensor(name, arr))
@@ -316,7 +347,7 @@ def decode_infer_response(body: bytes, headers: Mapping[str, str] | None = None)
         dtype, shape = numpy_dtype(o["datatype"]), tuple(o["shape"])
         size = (o.get("parameters") or {}).get("binary_data_size")
         if size is not None:
-            outs[o["name"]] = np.frombuffer(binary[offset:offset + size], dtype=dtype).reshape(shape)
+            outs[o["name"]] = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape)
             offset += size
         else:
             outs[o["name"]] = np.asarray(o["data"], dtype=dtype).reshape(shape)
@@ -333,9 +364,15 @@ class EncodedRequest:
     batch_size: int
 
 
-def encode_infer_request(inputs: Mapping[str, np.ndarray], *, binary: bool = True,
-                         outputs: list[str] | None = None, binary_output: bool = True,
-                         request_id: str | None = None, parameters: Mapping[str, Any] | None = None) -> EncodedRequest:
+def encode_infer_request(
+    inputs: Mapping[str, np.ndarray],
+    *,
+    binary: bool = True,
+    outputs: list[str] | None = None,
+    binary_output: bool = True,
+    request_id: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+) -> EncodedRequest:
     """Encode input arrays as a V2 infer request (binary tensors by default, as tritonclient does)."""
     head: dict[str, Any] = {}
     if request_id is not None:
@@ -385,7 +422,12 @@ def peek_batch(body: bytes, header_length: str | None) -> int:
     if not isinstance(inputs, list) or not inputs or not isinstance(inputs[0], dict):
         raise V2Error(400, "request needs a non-empty 'inputs' list")
     shape = inputs[0].get("shape")
-    if not isinstance(shape, list) or not shape or not isinstance(shape[0], int) or isinstance(shape[0], bool) \
-            or shape[0] < 1:
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not isinstance(shape[0], int)
+        or isinstance(shape[0], bool)
+        or shape[0] < 1
+    ):
         raise V2Error(400, f"inputs[0]: 'shape' must start with the batch size >= 1, got {shape!r}")
     return shape[0]

@@ -89,8 +89,9 @@ def add_routes(app: web.Application, key: web.AppKey) -> None:
     """Add the V2 endpoints, served by the Backend stored at ``app[key]`` (set at startup)."""
 
     async def server_meta(request: web.Request) -> web.Response:
-        return json_response({"name": request.app[key].server_name, "version": "1",
-                              "extensions": ["binary_tensor_data"]})
+        return json_response(
+            {"name": request.app[key].server_name, "version": "1", "extensions": ["binary_tensor_data"]}
+        )
 
     async def live(request: web.Request) -> web.Response:
         return json_response({"live": True})

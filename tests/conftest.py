@@ -29,20 +29,27 @@ def shipped_profile() -> Profile:
 @pytest.fixture
 def fixed_profile() -> Profile:
     """Two types with deterministic service: 'fast' 10 ms per 100 batch, 'slow' 40 ms per 100 batch."""
-    frame = make_profile_frame({
-        ("fast", "m"): {100: [10.0], 200: [20.0], 1000: [100.0]},
-        ("slow", "m"): {100: [40.0], 200: [80.0], 1000: [400.0]},
-    })
+    frame = make_profile_frame(
+        {
+            ("fast", "m"): {100: [10.0], 200: [20.0], 1000: [100.0]},
+            ("slow", "m"): {100: [40.0], 200: [80.0], 1000: [400.0]},
+        }
+    )
     return Profile.from_frame(frame, source="fixed", drop_max=False)
 
 
 @pytest.fixture
 def fast_slow_profile() -> Profile:
     """Deterministic service for model 'm': 'fast' 10 ms at batch 100, 20 ms at 200; 'slow' 40 / 80 ms."""
-    return Profile.from_frame(make_profile_frame({
-        ("fast", "m"): {100: [10.0], 200: [20.0]},
-        ("slow", "m"): {100: [40.0], 200: [80.0]},
-    }), drop_max=False)
+    return Profile.from_frame(
+        make_profile_frame(
+            {
+                ("fast", "m"): {100: [10.0], 200: [20.0]},
+                ("slow", "m"): {100: [40.0], 200: [80.0]},
+            }
+        ),
+        drop_max=False,
+    )
 
 
 @pytest.fixture

@@ -54,7 +54,9 @@ def _imports(module: str, path: Path):
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             names = [base]
         else:
             continue
@@ -67,19 +69,27 @@ SCANNED = list(_modules())
 
 @pytest.mark.parametrize("module,path", SCANNED, ids=[m for m, _ in SCANNED])
 def test_imports_run_only_downward(module, path):
-    upward = [f"{path.relative_to(ROOT)}:{line} imports {name}"
-              for name, line, _ in _imports(module, path)
-              if _under(name, PACKAGES) and _layer(name) > _layer(module)]
+    upward = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for name, line, _ in _imports(module, path)
+        if _under(name, PACKAGES) and _layer(name) > _layer(module)
+    ]
     if _under(module, PURE):
-        upward += [f"{path.relative_to(ROOT)}:{line} imports {name}"
-                   for name, line, _ in _imports(module, path) if _under(name, NOT_FROM_PURE)]
+        upward += [
+            f"{path.relative_to(ROOT)}:{line} imports {name}"
+            for name, line, _ in _imports(module, path)
+            if _under(name, NOT_FROM_PURE)
+        ]
     assert not upward
 
 
 @pytest.mark.parametrize("module,path", SCANNED, ids=[m for m, _ in SCANNED])
 def test_no_project_import_hides_inside_a_function(module, path):
-    hidden = [f"{path.relative_to(ROOT)}:{line} imports {name}"
-              for name, line, inside in _imports(module, path) if inside and _under(name, PACKAGES)]
+    hidden = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for name, line, inside in _imports(module, path)
+        if inside and _under(name, PACKAGES)
+    ]
     assert not hidden
 
 

@@ -65,8 +65,9 @@ def batch_sizes(spec: str, n: int, rng: np.random.Generator) -> np.ndarray:
     raise InputError(f"{spec!r}: unknown mix (choose from {', '.join(BATCH_MIXES)})", field="batch_mix")
 
 
-def _time_change(n: int, rate_qps: float, grid_s: np.ndarray, intensity: np.ndarray,
-                 rng: np.random.Generator) -> np.ndarray:
+def _time_change(
+    n: int, rate_qps: float, grid_s: np.ndarray, intensity: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Arrivals of a Poisson process with piecewise-constant ``intensity`` (relative, mean 1) on ``grid_s``."""
     cum = np.concatenate([[0.0], np.cumsum(intensity[:-1] * np.diff(grid_s))]) * rate_qps
     targets = np.cumsum(rng.exponential(1.0, n))
@@ -121,12 +122,23 @@ def arrival_times(spec: str, n: int, rate_qps: float, rng: np.random.Generator) 
     return times - times[0]  # every process starts at 0, as the schema and the docstring promise
 
 
-def generate_trace(n_queries: int, rate_qps: float, *, arrivals: str = "poisson", batch_mix: str = "kairos",
-                   model: str = "rm2", rng: np.random.Generator) -> Trace:
+def generate_trace(
+    n_queries: int,
+    rate_qps: float,
+    *,
+    arrivals: str = "poisson",
+    batch_mix: str = "kairos",
+    model: str = "rm2",
+    rng: np.random.Generator,
+) -> Trace:
     """A synthetic trace of ``n_queries`` for ``model``: arrivals first, then batch sizes, from ``rng``."""
     if n_queries < 1:
         raise InputError(f"{n_queries}: must be >= 1", field="queries")
     arr = arrival_times(arrivals, n_queries, rate_qps, rng)
     sizes = batch_sizes(batch_mix, n_queries, rng)
-    return Trace(arr, sizes, np.full(n_queries, model, dtype=object),
-                 source=f"generated({arrivals}, {batch_mix}, {rate_qps:g} qps, n={n_queries})")
+    return Trace(
+        arr,
+        sizes,
+        np.full(n_queries, model, dtype=object),
+        source=f"generated({arrivals}, {batch_mix}, {rate_qps:g} qps, n={n_queries})",
+    )

@@ -58,8 +58,11 @@ class SizeMapping:
             raise InputError(f"{self.field!r}: must name a size field", field="size_field")
         if not (isinstance(self.divisor, (int, float)) and math.isfinite(self.divisor) and self.divisor > 0):
             raise InputError(f"{self.divisor!r}: must be a positive number", field="divisor")
-        for name, value, low in (("min_batch", self.min_batch, 1), ("round_to", self.round_to, 1),
-                                 ("max_batch", self.max_batch, self.min_batch)):
+        for name, value, low in (
+            ("min_batch", self.min_batch, 1),
+            ("round_to", self.round_to, 1),
+            ("max_batch", self.max_batch, self.min_batch),
+        ):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise InputError(f"{value!r}: must be an integer >= {low}", field=name)
 
@@ -72,8 +75,10 @@ class SizeMapping:
 
     def describe(self) -> str:
         """One line for logs and reports."""
-        return (f"batch = clip(ceil({self.field} / {self.divisor:g} / {self.round_to}) * {self.round_to}, "
-                f"{self.min_batch}, {self.max_batch})")
+        return (
+            f"batch = clip(ceil({self.field} / {self.divisor:g} / {self.round_to}) * {self.round_to}, "
+            f"{self.min_batch}, {self.max_batch})"
+        )
 
 
 DEFAULT_MAPPINGS: dict[str, SizeMapping] = {
@@ -105,8 +110,10 @@ def _read_csv(path: Path, fmt: str, columns: tuple[str, ...], text: tuple[str, .
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise TraceError(f"{path}: missing column(s) {', '.join(map(repr, missing))} "
-                         f"(a {fmt} trace has columns {', '.join(columns)})")
+        raise TraceError(
+            f"{path}: missing column(s) {', '.join(map(repr, missing))} "
+            f"(a {fmt} trace has columns {', '.join(columns)})"
+        )
     if len(frame) == 0:
         raise TraceError(f"{path}: no records")
     return frame
@@ -126,8 +133,16 @@ def _numbers(source: Path, column: str, raw, rows: np.ndarray, *, nonneg: bool) 
     return values
 
 
-def _build(source: Path, fmt: str, time_s: np.ndarray, fields: dict[str, np.ndarray], rows: np.ndarray,
-           mapping: SizeMapping | None, model: str, keep: tuple[str, ...] = ()) -> Trace:
+def _build(
+    source: Path,
+    fmt: str,
+    time_s: np.ndarray,
+    fields: dict[str, np.ndarray],
+    rows: np.ndarray,
+    mapping: SizeMapping | None,
+    model: str,
+    keep: tuple[str, ...] = (),
+) -> Trace:
     """Sort by time (stable), shift to the first record, map the size field, attach kept columns."""
     mapping = DEFAULT_MAPPINGS[fmt] if mapping is None else mapping
     if mapping.field not in fields:
@@ -138,8 +153,13 @@ def _build(source: Path, fmt: str, time_s: np.ndarray, fields: dict[str, np.ndar
     arrival_s = time_s[order] - time_s[order[0]]
     extra = {k: fields[k][order].astype(np.int64) for k in keep}
     extra["request_id"] = rows[order].astype(str).astype(object)
-    return Trace(arrival_s, mapping.apply(fields[mapping.field][order]),
-                 np.full(len(order), model, dtype=object), extra, str(source))
+    return Trace(
+        arrival_s,
+        mapping.apply(fields[mapping.field][order]),
+        np.full(len(order), model, dtype=object),
+        extra,
+        str(source),
+    )
 
 
 def _llm_fields(source: Path, in_col: str, out_col: str, raw_in, raw_out, rows) -> dict[str, np.ndarray]:
@@ -168,11 +188,14 @@ def import_azure_llm(path: str | Path, mapping: SizeMapping | None = None, model
     bad = stamps.isna().to_numpy()
     if bad.any():
         i = int(bad.nonzero()[0][0])
-        raise TraceError(f"{path}: column 'TIMESTAMP', row {rows[i]}: {raw.iloc[i]!r} is not a timestamp "
-                         f"(expected e.g. 2023-11-16 18:15:46.6805900 or 2024-05-10 00:00:00.009930+00:00)")
+        raise TraceError(
+            f"{path}: column 'TIMESTAMP', row {rows[i]}: {raw.iloc[i]!r} is not a timestamp "
+            f"(expected e.g. 2023-11-16 18:15:46.6805900 or 2024-05-10 00:00:00.009930+00:00)"
+        )
     time_s = (stamps - stamps.min()).dt.total_seconds().to_numpy(dtype=float)
-    fields = _llm_fields(path, "ContextTokens", "GeneratedTokens", frame["ContextTokens"],
-                         frame["GeneratedTokens"], rows)
+    fields = _llm_fields(
+        path, "ContextTokens", "GeneratedTokens", frame["ContextTokens"], frame["GeneratedTokens"], rows
+    )
     return _build(path, "azure-llm", time_s, fields, rows, mapping, model, keep=("tokens_in", "tokens_out"))
 
 
@@ -182,8 +205,9 @@ def import_burstgpt(path: str | Path, mapping: SizeMapping | None = None, model:
     frame = _read_csv(path, "burstgpt", BURSTGPT_COLUMNS, text=("Model", "Log Type"))
     rows = np.arange(1, len(frame) + 1)
     time_s = _numbers(path, "Timestamp", frame["Timestamp"], rows, nonneg=False)
-    fields = _llm_fields(path, "Request tokens", "Response tokens", frame["Request tokens"],
-                         frame["Response tokens"], rows)
+    fields = _llm_fields(
+        path, "Request tokens", "Response tokens", frame["Request tokens"], frame["Response tokens"], rows
+    )
     return _build(path, "burstgpt", time_s, fields, rows, mapping, model, keep=("tokens_in", "tokens_out"))
 
 
@@ -206,8 +230,10 @@ def import_mooncake(path: str | Path, mapping: SizeMapping | None = None, model:
                     raise TraceError(f"{path}: row {line_no}: not a JSON object")
                 for key in MOONCAKE_KEYS:
                     if key not in record:
-                        raise TraceError(f"{path}: missing column {key!r} at row {line_no} "
-                                         f"(a mooncake record has {', '.join(MOONCAKE_KEYS)})")
+                        raise TraceError(
+                            f"{path}: missing column {key!r} at row {line_no} "
+                            f"(a mooncake record has {', '.join(MOONCAKE_KEYS)})"
+                        )
                 records.append(record)
                 lines.append(line_no)
     except (OSError, UnicodeDecodeError) as exc:
@@ -217,8 +243,7 @@ def import_mooncake(path: str | Path, mapping: SizeMapping | None = None, model:
     rows = np.asarray(lines)
     column = {key: [r[key] for r in records] for key in MOONCAKE_KEYS}
     time_s = _numbers(path, "timestamp", column["timestamp"], rows, nonneg=False) / 1000.0
-    fields = _llm_fields(path, "input_length", "output_length", column["input_length"],
-                         column["output_length"], rows)
+    fields = _llm_fields(path, "input_length", "output_length", column["input_length"], column["output_length"], rows)
     return _build(path, "mooncake", time_s, fields, rows, mapping, model, keep=("tokens_in", "tokens_out"))
 
 
@@ -229,8 +254,9 @@ def import_azure_functions(path: str | Path, mapping: SizeMapping | None = None,
     rows = np.arange(1, len(frame) + 1)
     end_s = _numbers(path, "end_timestamp", frame["end_timestamp"], rows, nonneg=False)
     duration_s = _numbers(path, "duration", frame["duration"], rows, nonneg=True)
-    return _build(path, "azure-functions", end_s - duration_s, {"duration_ms": duration_s * 1000.0}, rows,
-                  mapping, model)
+    return _build(
+        path, "azure-functions", end_s - duration_s, {"duration_ms": duration_s * 1000.0}, rows, mapping, model
+    )
 
 
 IMPORTERS: dict[str, Callable[..., Trace]] = {

@@ -25,8 +25,7 @@ def _format(path: Path) -> str:
     """The file format from the suffix; a TraceError naming the file for anything else."""
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise TraceError(f"{path}: unsupported trace format {suffix or '(no suffix)'!r} "
-                         f"(use {' or '.join(SUFFIXES)})")
+        raise TraceError(f"{path}: unsupported trace format {suffix or '(no suffix)'!r} (use {' or '.join(SUFFIXES)})")
     return suffix[1:]
 
 
@@ -34,8 +33,7 @@ def sample_path(name: str = DEFAULT_TRACE) -> Path:
     """Path of a sample trace shipped in ``traces/data`` (e.g. ``DEFAULT_TRACE``)."""
     src = resources.files("traces") / "data" / name
     if not src.is_file():
-        shipped = sorted(p.name for p in (resources.files("traces") / "data").iterdir()
-                         if p.name.endswith(SUFFIXES))
+        shipped = sorted(p.name for p in (resources.files("traces") / "data").iterdir() if p.name.endswith(SUFFIXES))
         raise TraceError(f"{name}: no such shipped sample (shipped: {', '.join(shipped)})")
     # The package is installed as plain files (setuptools package-data), so the traversable is a real path.
     return Path(str(src))

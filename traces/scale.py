@@ -45,8 +45,10 @@ def scale_to_rate(trace: Trace, rate_qps: float) -> Trace:
     """The trace compressed or stretched in time so its mean rate, (n - 1) / span, is ``rate_qps``."""
     rate_qps = _positive(rate_qps, "rate", "a positive number of queries per second")
     if trace.duration_s <= 0:
-        raise InputError(f"{trace.source}: cannot scale to {rate_qps:g} qps: the trace spans zero seconds "
-                         f"({len(trace)} queries, all at the same instant)")
+        raise InputError(
+            f"{trace.source}: cannot scale to {rate_qps:g} qps: the trace spans zero seconds "
+            f"({len(trace)} queries, all at the same instant)"
+        )
     n = len(trace)
     scaled = _stretch(trace, trace.duration_s, (n - 1) / rate_qps, f"scaled to {rate_qps:g} qps")
     # (n - 1) / span can miss the target by an ulp; nudge the last arrival by a few ulps to the closest

@@ -63,28 +63,35 @@ class Trace:
 
     def head(self, n: int) -> Trace:
         """The first ``n`` queries."""
-        return Trace(self.arrival_s[:n], self.batch_size[:n], self.model[:n],
-                     {k: v[:n] for k, v in self.extra.items()}, self.source)
+        return Trace(
+            self.arrival_s[:n],
+            self.batch_size[:n],
+            self.model[:n],
+            {k: v[:n] for k, v in self.extra.items()},
+            self.source,
+        )
 
     def only_model(self) -> str:
         """The one model this trace holds; an error naming the choice when it holds several."""
         if len(self.models) != 1:
-            raise InputError(f"not given, and {self.source} holds several models ({', '.join(self.models)}): "
-                             "name one", field="model")
+            raise InputError(
+                f"not given, and {self.source} holds several models ({', '.join(self.models)}): name one", field="model"
+            )
         return self.models[0]
 
     def with_model(self, model: str) -> Trace:
         """The same arrivals and batches, every query for ``model``."""
-        return Trace(self.arrival_s, self.batch_size, np.full(len(self), model, dtype=object),
-                     self.extra, self.source)
+        return Trace(self.arrival_s, self.batch_size, np.full(len(self), model, dtype=object), self.extra, self.source)
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, *, source: str = "<frame>") -> Trace:
         """Validate a frame against the schema; errors name ``source``, the column and the first bad row."""
         missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
         if missing:
-            raise TraceError(f"{source}: missing column(s) {', '.join(map(repr, missing))} "
-                             f"(a trace needs {', '.join(REQUIRED_COLUMNS)})")
+            raise TraceError(
+                f"{source}: missing column(s) {', '.join(map(repr, missing))} "
+                f"(a trace needs {', '.join(REQUIRED_COLUMNS)})"
+            )
         raw_arr = frame["arrival_s"].to_numpy()
         arr = pd.to_numeric(frame["arrival_s"], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(arr)
@@ -96,8 +103,10 @@ class Trace:
             dec = np.diff(arr) < 0
             if dec.any():
                 row = int(dec.nonzero()[0][0]) + 1
-                raise TraceError(f"{source}: column 'arrival_s', row {row + 1}: {_show(raw_arr[row])} is before "
-                                 f"the previous row's {_show(raw_arr[row - 1])} (arrivals must be non-decreasing)")
+                raise TraceError(
+                    f"{source}: column 'arrival_s', row {row + 1}: {_show(raw_arr[row])} is before "
+                    f"the previous row's {_show(raw_arr[row - 1])} (arrivals must be non-decreasing)"
+                )
         raw_b = frame["batch_size"].to_numpy()
         b = pd.to_numeric(frame["batch_size"], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(b) | (b != np.floor(np.nan_to_num(b))) | (np.nan_to_num(b) < 1)

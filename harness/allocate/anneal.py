@@ -55,8 +55,9 @@ def neighbours(counts: tuple[int, ...], space: set[tuple[int, ...]]) -> list[tup
     return [c for c in out if c in space]
 
 
-def anneal_search(configs: np.ndarray, evaluate: Callable[[tuple[int, ...]], float],
-                  settings: AnnealSettings = AnnealSettings()) -> SearchResult:
+def anneal_search(
+    configs: np.ndarray, evaluate: Callable[[tuple[int, ...]], float], settings: AnnealSettings = AnnealSettings()
+) -> SearchResult:
     """Anneal over the rows of ``configs``; ``evaluate`` returns a configuration's allowable qps."""
     rows = [tuple(int(c) for c in r) for r in np.asarray(configs)]
     space = set(rows)

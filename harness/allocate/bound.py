@@ -67,8 +67,16 @@ class KairosStats:
             if i == self.base_index:
                 continue
             ok = int(self.max_ok_batch[i])
-            out.append(AuxProfile(t, None if ok < 0 else ok + 1, ok, float(self.small_ratio[i]),
-                                  float(self.base_time_ratio[i]), float(self.qps_at[i, i])))
+            out.append(
+                AuxProfile(
+                    t,
+                    None if ok < 0 else ok + 1,
+                    ok,
+                    float(self.small_ratio[i]),
+                    float(self.base_time_ratio[i]),
+                    float(self.qps_at[i, i]),
+                )
+            )
         return out
 
 
@@ -111,9 +119,11 @@ def kairos_stats(profile: Profile, problem: AllocationProblem, mix: BatchMix, th
     latency = LatencyModel(profile, list(problem.types), [problem.model])
     table = latency.table_ms(problem.model)
     if mix.max_batch >= table.shape[1]:
-        raise InputError(f"the batch mix reaches batch {mix.max_batch}, above the largest batch every candidate type "
-                         f"serves for {problem.model} ({table.shape[1] - 1}); narrow the candidate types or the batch "
-                         f"mix")
+        raise InputError(
+            f"the batch mix reaches batch {mix.max_batch}, above the largest batch every candidate type "
+            f"serves for {problem.model} ({table.shape[1] - 1}); narrow the candidate types or the batch "
+            f"mix"
+        )
     lat = table[:, mix.sizes]  # [type, size] mean ms
     p = mix.probs
     base = problem.base_index
@@ -133,8 +143,9 @@ def kairos_stats(profile: Profile, problem: AllocationProblem, mix: BatchMix, th
         if mask.any():
             w = p[mask] / p[mask].sum()
             qps_at[:, j] = 1000.0 / (lat[:, mask] @ w)
-    return KairosStats(problem.types, base, 1000.0 / base_mean, max_ok, small, base_time, qps_at,
-                       1.0 - problem.percentile / 100.0)
+    return KairosStats(
+        problem.types, base, 1000.0 / base_mean, max_ok, small, base_time, qps_at, 1.0 - problem.percentile / 100.0
+    )
 
 
 def kairos_bound(stats: KairosStats, counts) -> float:
@@ -206,8 +217,9 @@ def top_rows(bounds: np.ndarray, costs: np.ndarray, rule: PickRule = PickRule())
     return rank_order(bounds, costs)[: rule.top_k]
 
 
-def pick_candidates(bounds: np.ndarray, costs: np.ndarray, rule: PickRule = PickRule(),
-                    scores: np.ndarray | None = None) -> np.ndarray:
+def pick_candidates(
+    bounds: np.ndarray, costs: np.ndarray, rule: PickRule = PickRule(), scores: np.ndarray | None = None
+) -> np.ndarray:
     """Row indices the pick chooses among (near-ties by score), best score first; ``scores`` (aligned with the
     rows, needed where ``rule.by`` is ``queue``) at least on ``top_rows``."""
     top = top_rows(bounds, costs, rule)
@@ -223,8 +235,13 @@ def pick_candidates(bounds: np.ndarray, costs: np.ndarray, rule: PickRule = Pick
     return top[key >= key[0] * (1.0 - rule.within) - 1e-12]
 
 
-def pick_medoid(configs: np.ndarray, bounds: np.ndarray, costs: np.ndarray, rule: PickRule = PickRule(),
-                scores: np.ndarray | None = None) -> int:
+def pick_medoid(
+    configs: np.ndarray,
+    bounds: np.ndarray,
+    costs: np.ndarray,
+    rule: PickRule = PickRule(),
+    scores: np.ndarray | None = None,
+) -> int:
     """Row index of the configuration Kairos picks (see ``PickRule``), without running any."""
     top = pick_candidates(np.asarray(bounds, dtype=float), np.asarray(costs, dtype=float), rule, scores)
     x = np.asarray(configs, dtype=float)[top]

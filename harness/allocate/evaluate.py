@@ -92,7 +92,9 @@ class EvalContext:
         return EvalContext(self.problem, self.profile, self.trace, self.fluid, settings)
 
 
-def bracket_search(passes: Callable[[float], bool], upper_qps: float, settings: EvalSettings) -> tuple[float, float, int]:
+def bracket_search(
+    passes: Callable[[float], bool], upper_qps: float, settings: EvalSettings
+) -> tuple[float, float, int]:
     """Largest passing rate below (about) ``upper_qps``: returns (lo, hi, points); lo = 0 if nothing passed."""
     if not upper_qps > 0:
         return 0.0, 0.0, 0
@@ -206,8 +208,12 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
-def evaluate_many(ctx: EvalContext, configs: Iterable, workers: int | None = None,
-                  progress: Callable[[int, int, Evaluation], None] | None = None) -> list[Evaluation]:
+def evaluate_many(
+    ctx: EvalContext,
+    configs: Iterable,
+    workers: int | None = None,
+    progress: Callable[[int, int, Evaluation], None] | None = None,
+) -> list[Evaluation]:
     """Evaluate several configurations (in ``workers`` processes when > 1); results in input order."""
     todo = [tuple(int(c) for c in row) for row in configs]
     workers = default_workers() if workers is None else workers
@@ -302,8 +308,10 @@ def stderr_progress(label: str, every_s: float = 5.0) -> Callable[[int, int, Eva
         last[0] = now
         elapsed = now - start
         eta = elapsed / done * (total - done) if done else math.nan
-        print(f"{label}: {done}/{total} configurations, {elapsed:.0f} s elapsed, ~{eta:.0f} s left",
-              file=sys.stderr, flush=True)
+        print(
+            f"{label}: {done}/{total} configurations, {elapsed:.0f} s elapsed, ~{eta:.0f} s left",
+            file=sys.stderr,
+            flush=True,
+        )
 
     return report
-

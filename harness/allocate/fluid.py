@@ -62,8 +62,13 @@ def fluid_bound(model: FluidModel, counts) -> float:
 def fluid_solve(model: FluidModel, counts) -> tuple[float, np.ndarray]:
     """The LP optimum ``lam`` (qps) and its routing ``x[type, size]`` (qps) for one count vector."""
     counts = np.asarray(counts, dtype=float)
-    pairs = [(t, s) for t in range(len(model.types)) if counts[t] > 0
-             for s in range(len(model.probs)) if model.ok[t, s] > 0 and np.isfinite(model.mean_ms[t, s])]
+    pairs = [
+        (t, s)
+        for t in range(len(model.types))
+        if counts[t] > 0
+        for s in range(len(model.probs))
+        if model.ok[t, s] > 0 and np.isfinite(model.mean_ms[t, s])
+    ]
     n_x, n_s = len(pairs), len(model.probs)
     n_var = n_x + n_s + 1  # x pairs, drop per size, lam
     lam = n_var - 1
@@ -89,8 +94,9 @@ def fluid_solve(model: FluidModel, counts) -> tuple[float, np.ndarray]:
     b_ub = np.array([counts[t] for t in present] + [0.0])
     c = np.zeros(n_var)
     c[lam] = -1.0
-    res = linprog(c, A_ub=a_ub.tocsr(), b_ub=b_ub, A_eq=a_eq.tocsr(), b_eq=np.zeros(n_s),
-                  bounds=(0, None), method="highs")
+    res = linprog(
+        c, A_ub=a_ub.tocsr(), b_ub=b_ub, A_eq=a_eq.tocsr(), b_eq=np.zeros(n_s), bounds=(0, None), method="highs"
+    )
     if res.status != 0:  # infeasible cannot happen (lam = 0 is feasible); anything else is a solver failure
         raise RuntimeError(f"fluid LP failed for counts {counts.tolist()}: {res.message}")
     x = np.zeros((len(model.types), n_s))

@@ -44,7 +44,9 @@ def budget_scaled(problem: AllocationProblem, counts, allowable_qps: float) -> f
     return allowable_qps * problem.budget_per_h / cost if cost > 0 else allowable_qps
 
 
-def best_homogeneous(problem: AllocationProblem, evaluate: Callable[[tuple[int, ...]], float]) -> list[HomogeneousResult]:
+def best_homogeneous(
+    problem: AllocationProblem, evaluate: Callable[[tuple[int, ...]], float]
+) -> list[HomogeneousResult]:
     """Evaluate every homogeneous pool; results sorted best budget-scaled throughput first."""
     results = []
     for counts in homogeneous_configs(problem):

@@ -104,13 +104,20 @@ class Oracle(BaseMethod):
 
     def pick(self, ctx):
         """The best configuration by search qps; its runners-up are candidates too."""
-        ctx.say(f"oracle: {len(ctx.configs)} configurations, {ctx.workers} worker(s), "
-                f"{ctx.job.search.queries} queries/point")
+        ctx.say(
+            f"oracle: {len(ctx.configs)} configurations, {ctx.workers} worker(s), "
+            f"{ctx.job.search.queries} queries/point"
+        )
         res = run_oracle(ctx.search, ctx.configs, ctx.workers, stderr_progress("oracle") if ctx.log else None)
         top = res.top(max(1, ctx.job.oracle_refine))
-        return Pick(_row(ctx.configs, res.best_index), float(res.allowable_qps[res.best_index]), len(ctx.configs),
-                    None, tuple(_row(ctx.configs, i) for i in top),
-                    {"oracle_seconds": round(res.seconds, 1), "workers": res.workers})
+        return Pick(
+            _row(ctx.configs, res.best_index),
+            float(res.allowable_qps[res.best_index]),
+            len(ctx.configs),
+            None,
+            tuple(_row(ctx.configs, i) for i in top),
+            {"oracle_seconds": round(res.seconds, 1), "workers": res.workers},
+        )
 
     def finish(self, ctx, pick, measured):
         """The best of the refined candidates by final qps (the cheaper on ties) when measured."""
@@ -134,8 +141,14 @@ class Homogeneous(BaseMethod):
         if not results:
             raise InputError("homogeneous: no single instance type fits the budget")
         best = results[0]
-        return Pick(best.counts, best.allowable_qps, view.evaluated, None, (best.counts,),
-                    {"per_type": {ctx.problem.label(r.counts): round(r.budget_scaled_qps, 3) for r in results}})
+        return Pick(
+            best.counts,
+            best.allowable_qps,
+            view.evaluated,
+            None,
+            (best.counts,),
+            {"per_type": {ctx.problem.label(r.counts): round(r.budget_scaled_qps, 3) for r in results}},
+        )
 
     def finish(self, ctx, pick, measured):
         """Add the measured qps scaled to the whole budget."""
@@ -183,11 +196,22 @@ class KairosPick(BaseMethod):
         rule = ctx.job.pick
         i = pick_medoid(ctx.configs, ctx.kb, ctx.costs, rule, ctx.qe)
         counts, top1 = _row(ctx.configs, i), _row(ctx.configs, ctx.k_order[0])
-        return Pick(counts, math.nan, 0, None, (counts, top1),
-                    {"top_k": rule.top_k, "within": rule.within, "pick_by": rule.by,
-                     "queue_estimate_qps": float(ctx.qe[i]),
-                     "candidates": len(pick_candidates(ctx.kb, ctx.costs, rule, ctx.qe)),
-                     "top1_config": ctx.problem.as_mapping(top1), "pick_rank": int(ctx.k_rank[i])})
+        return Pick(
+            counts,
+            math.nan,
+            0,
+            None,
+            (counts, top1),
+            {
+                "top_k": rule.top_k,
+                "within": rule.within,
+                "pick_by": rule.by,
+                "queue_estimate_qps": float(ctx.qe[i]),
+                "candidates": len(pick_candidates(ctx.kb, ctx.costs, rule, ctx.qe)),
+                "top1_config": ctx.problem.as_mapping(top1),
+                "pick_rank": int(ctx.k_rank[i]),
+            },
+        )
 
     def finish(self, ctx, pick, measured):
         """Add the top-1's measured qps."""

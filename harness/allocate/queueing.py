@@ -59,7 +59,7 @@ def queue_model(profile: Profile, problem: AllocationProblem, mix: BatchMix, flu
         for j, x in enumerate(samples):
             slack[j, : len(x)] = problem.qos_ms - x
         per_type.append(slack)
-        second[i] = [float((x ** 2).mean()) for x in samples]
+        second[i] = [float((x**2).mean()) for x in samples]
         usable = (fluid.ok[i] > 0) & np.isfinite(fluid.mean_ms[i])
         if usable.any():
             mean_s[i], cs2[i] = _moments(fluid.mean_ms[i], second[i], mix.probs * usable)
@@ -86,8 +86,7 @@ def erlang_c(servers: int, load: float) -> float:
     return servers * b / (servers - load * (1.0 - b))
 
 
-def on_time_probability(model: QueueModel, t: int, servers: int, rho: float, mean_ms: float,
-                        cs2: float) -> np.ndarray:
+def on_time_probability(model: QueueModel, t: int, servers: int, rho: float, mean_ms: float, cs2: float) -> np.ndarray:
     """``P(S + W <= QoS)`` per size of the mix for type ``t`` with ``servers`` instances at utilization ``rho``,
     serving queries of mean ``mean_ms`` and squared coefficient of variation ``cs2``."""
     wait_p = erlang_c(servers, servers * rho)

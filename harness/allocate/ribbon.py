@@ -62,8 +62,12 @@ def dominated(configs: np.ndarray, by) -> np.ndarray:
     return np.all(np.asarray(configs) <= np.asarray(by)[None, :], axis=1)
 
 
-def ribbon_search(configs: np.ndarray, evaluate: Callable[[tuple[int, ...]], float], norm_qps: float,
-                  settings: RibbonSettings = RibbonSettings()) -> SearchResult:
+def ribbon_search(
+    configs: np.ndarray,
+    evaluate: Callable[[tuple[int, ...]], float],
+    norm_qps: float,
+    settings: RibbonSettings = RibbonSettings(),
+) -> SearchResult:
     """Run the BO loop over the rows of ``configs``; ``evaluate`` returns a configuration's allowable qps."""
     configs = np.asarray(configs, dtype=np.int64)
     rng = np.random.default_rng(settings.seed)

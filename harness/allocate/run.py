@@ -39,8 +39,10 @@ def parse_methods(text: str) -> tuple[str, ...]:
         return METHODS
     bad = [m for m in names if m not in METHODS]
     if bad or not names:
-        raise InputError(f"{text!r}: unknown method {bad[0] if bad else ''!r} "
-                         f"(choose from {', '.join(METHODS)}, or all)", field="method")
+        raise InputError(
+            f"{text!r}: unknown method {bad[0] if bad else ''!r} (choose from {', '.join(METHODS)}, or all)",
+            field="method",
+        )
     return tuple(dict.fromkeys(names))
 
 
@@ -63,11 +65,18 @@ class MethodResult:
 
     def as_json(self) -> dict:
         """The ``--json`` line: method, config, cost_per_h, allowable_qps, evaluated, and the rest."""
-        out = {"method": self.method, "config": self.config, "cost_per_h": round(self.cost_per_h, 6),
-               "allowable_qps": _num(self.allowable_qps), "evaluated": self.evaluated,
-               "kairos_bound_qps": _num(self.kairos_bound_qps), "fluid_bound_qps": _num(self.fluid_bound_qps),
-               "search_allowable_qps": _num(self.search_allowable_qps),
-               "evaluated_to_best": self.evaluated_to_best, "seconds": round(self.seconds, 3)}
+        out = {
+            "method": self.method,
+            "config": self.config,
+            "cost_per_h": round(self.cost_per_h, 6),
+            "allowable_qps": _num(self.allowable_qps),
+            "evaluated": self.evaluated,
+            "kairos_bound_qps": _num(self.kairos_bound_qps),
+            "fluid_bound_qps": _num(self.fluid_bound_qps),
+            "search_allowable_qps": _num(self.search_allowable_qps),
+            "evaluated_to_best": self.evaluated_to_best,
+            "seconds": round(self.seconds, 3),
+        }
         out.update({k: (_num(v) if isinstance(v, float) else v) for k, v in self.extra.items()})
         return out
 
@@ -97,8 +106,9 @@ class AllocationResult:
 def make_context(problem: AllocationProblem, profile: Profile, trace: Trace, settings: EvalSettings) -> EvalContext:
     """An EvalContext on the first ``settings.queries`` of ``trace``, its fluid limit from those queries' mix."""
     head = trace.head(min(settings.queries, len(trace)))
-    return EvalContext(problem, profile, head, fluid_model(profile, problem, BatchMix.from_batch_sizes(head.batch_size)),
-                       settings)
+    return EvalContext(
+        problem, profile, head, fluid_model(profile, problem, BatchMix.from_batch_sizes(head.batch_size)), settings
+    )
 
 
 def run_allocation(job: AllocateJob, log: Callable[[str], None] | None = None) -> AllocationResult:
@@ -130,8 +140,9 @@ def run_allocation(job: AllocateJob, log: Callable[[str], None] | None = None) -
 
     search = Evaluator(make_context(problem, profile, job.trace, job.search))
     final = Evaluator(make_context(problem, profile, job.trace, job.final))
-    ctx = MethodContext(problem, profile, configs, costs, kb, fb, k_order, f_order, k_rank, f_rank, qe, search,
-                        workers, job, log)
+    ctx = MethodContext(
+        problem, profile, configs, costs, kb, fb, k_order, f_order, k_rank, f_rank, qe, search, workers, job, log
+    )
     chosen = {name: METHOD_CLASSES[name]() for name in sorted(job.methods, key=lambda n: METHOD_CLASSES[n].run_order)}
     picks: dict[str, Pick] = {}
     seconds: dict[str, float] = {}
@@ -154,22 +165,33 @@ def run_allocation(job: AllocateJob, log: Callable[[str], None] | None = None) -
         counts, extra = chosen[name].finish(ctx, pick, measured)
         i = index.get(counts)
         search_qps = search.cache[counts].allowable_qps if counts in search.cache else pick.search_qps
-        results.append(MethodResult(
-            name, counts, problem.as_mapping(counts), problem.cost_per_h(counts),
-            float(kb[i]) if i is not None else float(kairos_bounds(stats, np.array([counts]))[0]),
-            float(fb[i]) if i is not None else float(np.maximum(fluid_bounds(fm, np.array([counts])), 0)[0]),
-            measured(counts), search_qps, pick.evaluated, pick.evaluated_to_best, seconds[name], extra))
+        results.append(
+            MethodResult(
+                name,
+                counts,
+                problem.as_mapping(counts),
+                problem.cost_per_h(counts),
+                float(kb[i]) if i is not None else float(kairos_bounds(stats, np.array([counts]))[0]),
+                float(fb[i]) if i is not None else float(np.maximum(fluid_bounds(fm, np.array([counts])), 0)[0]),
+                measured(counts),
+                search_qps,
+                pick.evaluated,
+                pick.evaluated_to_best,
+                seconds[name],
+                extra,
+            )
+        )
 
     table = ranked_table(problem, configs, costs, kb, fb, k_rank, f_rank, search, final, results, stats, fm, qe)
     return AllocationResult(problem, table, tuple(results), stats, len(configs))
 
 
-def ranked_table(problem, configs, costs, kb, fb, k_rank, f_rank, search: Evaluator, final: Evaluator,
-                 results, stats, fm, qe) -> pd.DataFrame:
+def ranked_table(
+    problem, configs, costs, kb, fb, k_rank, f_rank, search: Evaluator, final: Evaluator, results, stats, fm, qe
+) -> pd.DataFrame:
     """One row per configuration (plus evaluated ones outside the space), ranked by the Kairos bound."""
     rows = [tuple(int(c) for c in r) for r in configs]
-    extra_rows = [c for c in list(search.cache) + list(final.cache) + [m.counts for m in results]
-                  if c not in set(rows)]
+    extra_rows = [c for c in list(search.cache) + list(final.cache) + [m.counts for m in results] if c not in set(rows)]
     extra_rows = list(dict.fromkeys(extra_rows))
     all_rows = rows + extra_rows
     arr = np.array(all_rows, dtype=np.int64).reshape(-1, len(problem.types))
@@ -180,10 +202,10 @@ def ranked_table(problem, configs, costs, kb, fb, k_rank, f_rank, search: Evalua
     frame = pd.DataFrame({"config": [problem.label(c) for c in all_rows]})
     for j, t in enumerate(problem.types):
         frame[f"n_{t}"] = arr[:, j]
-    frame["cost_per_h"] = np.concatenate([costs, config_costs(problem, arr[len(rows):])]) if n_extra else costs
+    frame["cost_per_h"] = np.concatenate([costs, config_costs(problem, arr[len(rows) :])]) if n_extra else costs
     if n_extra:
-        frame["kairos_bound_qps"] = np.concatenate([kb, kairos_bounds(stats, arr[len(rows):])])
-        frame["fluid_bound_qps"] = np.concatenate([fb, np.maximum(fluid_bounds(fm, arr[len(rows):]), 0.0)])
+        frame["kairos_bound_qps"] = np.concatenate([kb, kairos_bounds(stats, arr[len(rows) :])])
+        frame["fluid_bound_qps"] = np.concatenate([fb, np.maximum(fluid_bounds(fm, arr[len(rows) :]), 0.0)])
     else:
         frame["kairos_bound_qps"] = kb
         frame["fluid_bound_qps"] = fb
@@ -194,9 +216,17 @@ def ranked_table(problem, configs, costs, kb, fb, k_rank, f_rank, search: Evalua
     frame["allowable_qps"] = [search.cache[c].allowable_qps if c in search.cache else math.nan for c in all_rows]
     frame["final_allowable_qps"] = [final.cache[c].allowable_qps if c in final.cache else math.nan for c in all_rows]
     frame["picked_by"] = [",".join(picked.get(c, [])) for c in all_rows]
-    order = np.lexsort((frame["cost_per_h"].to_numpy(), -frame["kairos_bound_qps"].to_numpy(),
-                        ~frame["in_space"].to_numpy()))
+    order = np.lexsort(
+        (frame["cost_per_h"].to_numpy(), -frame["kairos_bound_qps"].to_numpy(), ~frame["in_space"].to_numpy())
+    )
     frame = frame.iloc[order].reset_index(drop=True)
-    frame.attrs.update({"model": problem.model, "qos_ms": problem.qos_ms, "budget_per_h": problem.budget_per_h,
-                        "base_type": problem.base_type, "types": list(problem.types)})
+    frame.attrs.update(
+        {
+            "model": problem.model,
+            "qos_ms": problem.qos_ms,
+            "budget_per_h": problem.budget_per_h,
+            "base_type": problem.base_type,
+            "types": list(problem.types),
+        }
+    )
     return frame

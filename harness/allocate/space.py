@@ -79,9 +79,18 @@ def choose_base_type(profile: Profile, types, model: str) -> str:
     return min(types, key=lambda t: (profile.mean_ms(t, model, largest), t))
 
 
-def make_problem(profile: Profile, prices: dict[str, float], model: str, qos_ms: float, budget_per_h: float,
-                 types=None, max_counts: dict[str, int] | None = None, *, require_base: bool = True,
-                 percentile: float = 99.0) -> AllocationProblem:
+def make_problem(
+    profile: Profile,
+    prices: dict[str, float],
+    model: str,
+    qos_ms: float,
+    budget_per_h: float,
+    types=None,
+    max_counts: dict[str, int] | None = None,
+    *,
+    require_base: bool = True,
+    percentile: float = 99.0,
+) -> AllocationProblem:
     """Validate the inputs and build an AllocationProblem (types default to those profiled for the model and priced)."""
     if not (isinstance(budget_per_h, (int, float)) and math.isfinite(budget_per_h) and budget_per_h > 0):
         raise InputError(f"{budget_per_h!r}: must be a positive number of USD per hour", field="budget")
@@ -99,8 +108,9 @@ def make_problem(profile: Profile, prices: dict[str, float], model: str, qos_ms:
             raise InputError("none given", field="types")
         for t in types:
             if t not in profile.instance_types:
-                raise InputError(f"has unknown instance type {t!r} (profiled: {', '.join(profile.instance_types)})",
-                                 field="types")
+                raise InputError(
+                    f"has unknown instance type {t!r} (profiled: {', '.join(profile.instance_types)})", field="types"
+                )
             profile.table(t, model)
             if t not in prices:
                 raise InputError(f"has no price for instance type {t!r}; add a row for it to the prices", field="types")
@@ -110,7 +120,9 @@ def make_problem(profile: Profile, prices: dict[str, float], model: str, qos_ms:
             raise InputError(f"{t!r}: not one of the candidate types ({', '.join(types)})", field="max_count")
         if n < 0:
             raise InputError(f"{t}={n}: must be >= 0", field="max_count")
-    types = sorted(types)  # one canonical order: a pool's instance order (hence its simulation) never depends on --types
+    types = sorted(
+        types
+    )  # one canonical order: a pool's instance order (hence its simulation) never depends on --types
     counts = []
     for t in types:
         price = prices[t]
@@ -119,9 +131,17 @@ def make_problem(profile: Profile, prices: dict[str, float], model: str, qos_ms:
             raise InputError(f"instance type {t!r} costs nothing; give it a maximum count")
         counts.append(min(c for c in (by_budget, caps.get(t)) if c is not None))
     base = choose_base_type(profile, types, model)
-    return AllocationProblem(model, float(qos_ms), float(budget_per_h), tuple(types),
-                             tuple(float(prices[t]) for t in types), tuple(int(c) for c in counts), base,
-                             require_base, float(percentile))
+    return AllocationProblem(
+        model,
+        float(qos_ms),
+        float(budget_per_h),
+        tuple(types),
+        tuple(float(prices[t]) for t in types),
+        tuple(int(c) for c in counts),
+        base,
+        require_base,
+        float(percentile),
+    )
 
 
 def enumerate_configs(problem: AllocationProblem) -> np.ndarray:
@@ -149,9 +169,11 @@ def enumerate_configs(problem: AllocationProblem) -> np.ndarray:
 
     walk(0, 0.0)
     if not rows:
-        raise InputError(f"no configuration fits the budget ${problem.budget_per_h:g}/h "
-                         f"(cheapest {'base ' if problem.require_base else ''}instance: "
-                         f"{problem.base_type if problem.require_base else min(problem.types, key=dict(zip(problem.types, prices)).get)})")
+        raise InputError(
+            f"no configuration fits the budget ${problem.budget_per_h:g}/h "
+            f"(cheapest {'base ' if problem.require_base else ''}instance: "
+            f"{problem.base_type if problem.require_base else min(problem.types, key=dict(zip(problem.types, prices)).get)})"
+        )
     return np.asarray(rows, dtype=np.int64).reshape(-1, n_types)
 
 

@@ -31,11 +31,13 @@ SEARCH = EvalSettings()
 def register(subparsers) -> None:
     """Add ``kairos allocate``."""
     p = subparsers.add_parser(
-        "allocate", help="choose an instance mix under a budget (Kairos bound) and compare with baselines",
+        "allocate",
+        help="choose an instance mix under a budget (Kairos bound) and compare with baselines",
         description="Rank every instance mix under the budget by the Kairos throughput upper bound and a fluid LP "
-                    "bound, pick one without running any (kairos), and optionally compare with the best homogeneous "
-                    "mix, Ribbon-style Bayesian optimisation, simulated annealing and the exhaustive oracle. Every "
-                    "pick is measured in the simulator (allowable throughput under --policy).")
+        "bound, pick one without running any (kairos), and optionally compare with the best homogeneous "
+        "mix, Ribbon-style Bayesian optimisation, simulated annealing and the exhaustive oracle. Every "
+        "pick is measured in the simulator (allowable throughput under --policy).",
+    )
     p.add_argument("--model", help="model to allocate for (default: the trace's)")
     p.add_argument("--qos-ms", type=float, help="p99 latency target in ms (default: the paper's for the model)")
     p.add_argument("--budget", type=float, required=True, metavar="USD_PER_H", help="hourly budget in USD")
@@ -47,35 +49,71 @@ def register(subparsers) -> None:
     src.add_argument("--trace", help="trace file whose batch mix (and arrivals, rate-scaled) to use")
     src.add_argument("--batch-mix", default="kairos", help="batch-size mix of a generated trace (default kairos)")
     p.add_argument("--arrivals", default="poisson", help="arrival process of a generated trace (default poisson)")
-    p.add_argument("--method", default="kairos",
-                   help=f"comma list of {','.join(METHODS)}, or all (default kairos)")
+    p.add_argument("--method", default="kairos", help=f"comma list of {','.join(METHODS)}, or all (default kairos)")
     p.add_argument("--policy", default=SEARCH.policy, help="dispatch policy simulated (default kairos)")
-    p.add_argument("--top-k", type=int, default=PickRule().top_k,
-                   help=f"Kairos pick: choose among the top K by bound (default {PickRule().top_k}; 1 = top-1)")
-    p.add_argument("--pick-by", default=PickRule().by, choices=("queue", "bound"),
-                   help="Kairos pick: score the top K by the queueing-aware estimate (queue, default) or by the "
-                        "bound itself (bound, the paper's near-ties)")
-    p.add_argument("--pick-within", type=float, default=PickRule().within,
-                   help=f"Kairos pick: the medoid of those whose score is within this fraction of the best "
-                        f"(default {PickRule().within:g})")
-    p.add_argument("--threshold", default="mean",
-                   help="Kairos bound: an auxiliary type violates QoS where its bucket mean (mean, the artifact's "
-                        "rule, default) or a sample percentile (e.g. p99) exceeds the target")
-    p.add_argument("--queries", type=int, default=SEARCH.queries,
-                   help=f"queries per simulated point while searching (default {SEARCH.queries})")
-    p.add_argument("--tolerance", type=float, default=SEARCH.rel_tol,
-                   help=f"search bracket, relative (default {SEARCH.rel_tol:g})")
-    p.add_argument("--final-queries", type=int, default=FINAL_SETTINGS.queries,
-                   help=f"queries per point when measuring each pick (default {FINAL_SETTINGS.queries})")
-    p.add_argument("--final-tolerance", type=float, default=FINAL_SETTINGS.rel_tol,
-                   help=f"bracket when measuring each pick (default {FINAL_SETTINGS.rel_tol:g})")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=PickRule().top_k,
+        help=f"Kairos pick: choose among the top K by bound (default {PickRule().top_k}; 1 = top-1)",
+    )
+    p.add_argument(
+        "--pick-by",
+        default=PickRule().by,
+        choices=("queue", "bound"),
+        help="Kairos pick: score the top K by the queueing-aware estimate (queue, default) or by the "
+        "bound itself (bound, the paper's near-ties)",
+    )
+    p.add_argument(
+        "--pick-within",
+        type=float,
+        default=PickRule().within,
+        help=f"Kairos pick: the medoid of those whose score is within this fraction of the best "
+        f"(default {PickRule().within:g})",
+    )
+    p.add_argument(
+        "--threshold",
+        default="mean",
+        help="Kairos bound: an auxiliary type violates QoS where its bucket mean (mean, the artifact's "
+        "rule, default) or a sample percentile (e.g. p99) exceeds the target",
+    )
+    p.add_argument(
+        "--queries",
+        type=int,
+        default=SEARCH.queries,
+        help=f"queries per simulated point while searching (default {SEARCH.queries})",
+    )
+    p.add_argument(
+        "--tolerance", type=float, default=SEARCH.rel_tol, help=f"search bracket, relative (default {SEARCH.rel_tol:g})"
+    )
+    p.add_argument(
+        "--final-queries",
+        type=int,
+        default=FINAL_SETTINGS.queries,
+        help=f"queries per point when measuring each pick (default {FINAL_SETTINGS.queries})",
+    )
+    p.add_argument(
+        "--final-tolerance",
+        type=float,
+        default=FINAL_SETTINGS.rel_tol,
+        help=f"bracket when measuring each pick (default {FINAL_SETTINGS.rel_tol:g})",
+    )
     p.add_argument("--no-measure", action="store_true", help="do not simulate the picks (bounds and searches only)")
-    p.add_argument("--oracle-refine", type=int, default=5,
-                   help="oracle: re-measure its N best at the final fidelity (default 5)")
-    p.add_argument("--ribbon-evals", type=int, default=RibbonSettings().max_evals,
-                   help=f"ribbon: at most N evaluations (default {RibbonSettings().max_evals})")
-    p.add_argument("--anneal-evals", type=int, default=AnnealSettings().max_evals,
-                   help=f"anneal: at most N evaluations (default {AnnealSettings().max_evals})")
+    p.add_argument(
+        "--oracle-refine", type=int, default=5, help="oracle: re-measure its N best at the final fidelity (default 5)"
+    )
+    p.add_argument(
+        "--ribbon-evals",
+        type=int,
+        default=RibbonSettings().max_evals,
+        help=f"ribbon: at most N evaluations (default {RibbonSettings().max_evals})",
+    )
+    p.add_argument(
+        "--anneal-evals",
+        type=int,
+        default=AnnealSettings().max_evals,
+        help=f"anneal: at most N evaluations (default {AnnealSettings().max_evals})",
+    )
     p.add_argument("--workers", type=int, help="worker processes for the oracle and measurements (default: CPUs)")
     p.add_argument("--seed", type=int, default=0, help="seed of the trace, the simulator and the searches (default 0)")
     p.add_argument("--json", action="store_true", help="one JSON object per method per line on stdout")
@@ -120,33 +158,48 @@ def build_job(args: argparse.Namespace) -> AllocateJob:
         if not args.model:
             raise InputError("--model is required without --trace")
         model = args.model
-        trace = generate_trace(n, 1.0, arrivals=args.arrivals, batch_mix=args.batch_mix, model=model,
-                               rng=np.random.default_rng(args.seed))
+        trace = generate_trace(
+            n, 1.0, arrivals=args.arrivals, batch_mix=args.batch_mix, model=model, rng=np.random.default_rng(args.seed)
+        )
     qos = resolve_qos_ms(model, args.qos_ms)
     types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
     if types is None and not args.quiet:
         unpriced = [t for t in profile.instance_types if (t, model) in profile.tables and t not in prices]
         if unpriced:
-            print(f"kairos allocate: note: no price for {', '.join(unpriced)}; left out (add them with --prices)",
-                  file=sys.stderr)
+            print(
+                f"kairos allocate: note: no price for {', '.join(unpriced)}; left out (add them with --prices)",
+                file=sys.stderr,
+            )
     problem = make_problem(profile, prices, model, float(qos), args.budget, types, _parse_caps(args.max_count))
     # Fail early, with the type named, if some candidate cannot serve the trace's largest batch.
     for t in problem.types:
         largest = profile.table(t, model).max_batch
         if int(trace.batch_size.max()) > largest:
-            raise InputError(f"the trace has batches up to {int(trace.batch_size.max())} but {t} is profiled for "
-                             f"{model} only up to {largest}; drop it with --types or change the batch mix")
+            raise InputError(
+                f"the trace has batches up to {int(trace.batch_size.max())} but {t} is profiled for "
+                f"{model} only up to {largest}; drop it with --types or change the batch mix"
+            )
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers}: must be >= 1")
     search = EvalSettings(queries=args.queries, seed=args.seed, policy=args.policy, rel_tol=args.tolerance)
     final = EvalSettings(queries=args.final_queries, seed=args.seed, policy=args.policy, rel_tol=args.final_tolerance)
     if args.oracle_refine < 1:
         raise InputError(f"--oracle-refine {args.oracle_refine}: must be >= 1")
-    return AllocateJob(problem, profile, trace, methods, search, final,
-                       PickRule(args.top_k, args.pick_within, args.pick_by),
-                       RibbonSettings(max_evals=args.ribbon_evals, seed=args.seed),
-                       AnnealSettings(max_evals=args.anneal_evals, seed=args.seed),
-                       args.oracle_refine, args.workers, not args.no_measure, parse_threshold(args.threshold))
+    return AllocateJob(
+        problem,
+        profile,
+        trace,
+        methods,
+        search,
+        final,
+        PickRule(args.top_k, args.pick_within, args.pick_by),
+        RibbonSettings(max_evals=args.ribbon_evals, seed=args.seed),
+        AnnealSettings(max_evals=args.anneal_evals, seed=args.seed),
+        args.oracle_refine,
+        args.workers,
+        not args.no_measure,
+        parse_threshold(args.threshold),
+    )
 
 
 def _f(x, spec=".1f") -> str:
@@ -156,30 +209,43 @@ def _f(x, spec=".1f") -> str:
 def print_report(result: AllocationResult, rows: int) -> None:
     """The console tables: Kairos inputs, ranked configurations, and each method's answer."""
     p = result.problem
-    print(f"{p.model}: p99 <= {p.qos_ms:g} ms, budget ${p.budget_per_h:.2f}/h, {result.n_configs} configurations "
-          f"of {', '.join(p.types)} (base {p.base_type})")
+    print(
+        f"{p.model}: p99 <= {p.qos_ms:g} ms, budget ${p.budget_per_h:.2f}/h, {result.n_configs} configurations "
+        f"of {', '.join(p.types)} (base {p.base_type})"
+    )
     print(f"base {p.base_type}: {result.stats.base_qps:.2f} qps on the whole mix")
     print(f"{'auxiliary type':<16} {'violates at':>11} {'small ratio':>11} {'base time':>9} {'qps on small':>12}")
     for a in result.stats.aux_profiles():
-        print(f"{a.instance_type:<16} {a.violating_batch if a.violating_batch else '-':>11} "
-              f"{a.small_ratio:11.3f} {a.base_time_ratio:9.3f} {a.small_qps:12.2f}")
+        print(
+            f"{a.instance_type:<16} {a.violating_batch if a.violating_batch else '-':>11} "
+            f"{a.small_ratio:11.3f} {a.base_time_ratio:9.3f} {a.small_qps:12.2f}"
+        )
     t = result.table
     picked = t["picked_by"].str.len() > 0
     shown = t[(t.index < rows) | picked]
-    w = max([13] + [len(c) for c in shown["config"]] + [len(",".join(f"{k}={v}" for k, v in m.config.items()))
-                                                       for m in result.methods])
+    w = max(
+        [13]
+        + [len(c) for c in shown["config"]]
+        + [len(",".join(f"{k}={v}" for k, v in m.config.items())) for m in result.methods]
+    )
     print()
-    print(f"{'rank':>4} {'configuration':<{w}} {'$/h':>6} {'kairos ub':>9} {'fluid ub':>9} {'queue est':>9} "
-          f"{'allowable':>9} {'final':>9}  picked by")
+    print(
+        f"{'rank':>4} {'configuration':<{w}} {'$/h':>6} {'kairos ub':>9} {'fluid ub':>9} {'queue est':>9} "
+        f"{'allowable':>9} {'final':>9}  picked by"
+    )
     for _, r in shown.iterrows():
         rank = str(int(r["kairos_rank"])) if r["kairos_rank"] > 0 else "-"
-        print(f"{rank:>4} {r['config']:<{w}} {r['cost_per_h']:6.3f} {r['kairos_bound_qps']:9.1f} "
-              f"{r['fluid_bound_qps']:9.1f} {_f(r['queue_estimate_qps']):>9} {_f(r['allowable_qps']):>9} "
-              f"{_f(r['final_allowable_qps']):>9}  {r['picked_by']}")
+        print(
+            f"{rank:>4} {r['config']:<{w}} {r['cost_per_h']:6.3f} {r['kairos_bound_qps']:9.1f} "
+            f"{r['fluid_bound_qps']:9.1f} {_f(r['queue_estimate_qps']):>9} {_f(r['allowable_qps']):>9} "
+            f"{_f(r['final_allowable_qps']):>9}  {r['picked_by']}"
+        )
     print()
     oracle = next((m for m in result.methods if m.method == "oracle"), None)
-    print(f"{'method':<12} {'configuration':<{w}} {'$/h':>6} {'allowable':>9} {'of fluid':>8} "
-          f"{'of oracle':>9} {'evaluated':>9}")
+    print(
+        f"{'method':<12} {'configuration':<{w}} {'$/h':>6} {'allowable':>9} {'of fluid':>8} "
+        f"{'of oracle':>9} {'evaluated':>9}"
+    )
     for m in result.methods:
         of_fluid = m.allowable_qps / m.fluid_bound_qps if m.fluid_bound_qps > 0 else math.nan
         of_oracle = m.allowable_qps / oracle.allowable_qps if oracle and oracle.allowable_qps > 0 else math.nan
@@ -188,20 +254,35 @@ def print_report(result: AllocationResult, rows: int) -> None:
         if m.method == "homogeneous":
             extra = f"  budget-scaled {_f(m.extra.get('budget_scaled_qps'))}"
         if m.method == "kairos":
-            extra = (f"  top-1 {','.join(f'{k}={v}' for k, v in m.extra['top1_config'].items())}: "
-                     f"{_f(m.extra.get('top1_allowable_qps'))} (pick is rank {m.extra['pick_rank']}, medoid of "
-                     f"{m.extra['candidates']} of the top {m.extra['top_k']} within {m.extra['within']:.0%} of the "
-                     f"best {'queueing-aware estimate' if m.extra['pick_by'] == 'queue' else 'bound'})")
-        print(f"{m.method:<12} {label:<{w}} {m.cost_per_h:6.3f} {_f(m.allowable_qps):>9} {_f(of_fluid, '.0%'):>8} "
-              f"{_f(of_oracle, '.0%'):>9} {m.evaluated:>9}{extra}")
+            extra = (
+                f"  top-1 {','.join(f'{k}={v}' for k, v in m.extra['top1_config'].items())}: "
+                f"{_f(m.extra.get('top1_allowable_qps'))} (pick is rank {m.extra['pick_rank']}, medoid of "
+                f"{m.extra['candidates']} of the top {m.extra['top_k']} within {m.extra['within']:.0%} of the "
+                f"best {'queueing-aware estimate' if m.extra['pick_by'] == 'queue' else 'bound'})"
+            )
+        print(
+            f"{m.method:<12} {label:<{w}} {m.cost_per_h:6.3f} {_f(m.allowable_qps):>9} {_f(of_fluid, '.0%'):>8} "
+            f"{_f(of_oracle, '.0%'):>9} {m.evaluated:>9}{extra}"
+        )
 
 
 def launch(result: AllocationResult, pool_file: str, args: argparse.Namespace) -> int:
     """Replace this process with ``kairos serve pool`` for the chosen configuration."""
     chosen = result.methods[0]
     config = ",".join(f"{k}={v}" for k, v in chosen.config.items())
-    argv = [sys.executable, "-m", "harness.cli", "serve", "pool", "--config", config,
-            "--model", result.problem.model, "--pool-file", pool_file]
+    argv = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "serve",
+        "pool",
+        "--config",
+        config,
+        "--model",
+        result.problem.model,
+        "--pool-file",
+        pool_file,
+    ]
     if args.profiles:
         argv += ["--profiles", args.profiles]
     if args.prices:
@@ -217,8 +298,10 @@ def run(args: argparse.Namespace) -> int:
     job = build_job(args)
     log = None if args.quiet else (lambda line: print(f"kairos allocate: {line}", file=sys.stderr, flush=True))
     if log:
-        log(f"{job.problem.model}, p99 <= {job.problem.qos_ms:g} ms, ${job.problem.budget_per_h:g}/h; "
-            f"methods {', '.join(job.methods)}")
+        log(
+            f"{job.problem.model}, p99 <= {job.problem.qos_ms:g} ms, ${job.problem.budget_per_h:g}/h; "
+            f"methods {', '.join(job.methods)}"
+        )
     result = run_allocation(job, log)
     if args.out:
         out = Path(args.out)

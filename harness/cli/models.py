@@ -98,13 +98,23 @@ def run_doc(args) -> int:
 
 def register(subparsers) -> None:
     """Add ``kairos models {build,list,doc}``."""
-    p = subparsers.add_parser("models", help="build/list the built-in ONNX recommendation models",
-                              description="Build, list or document the built-in ONNX recommendation models.")
+    p = subparsers.add_parser(
+        "models",
+        help="build/list the built-in ONNX recommendation models",
+        description="Build, list or document the built-in ONNX recommendation models.",
+    )
     sub = p.add_subparsers(dest="models_command", required=True)
     b = sub.add_parser("build", help="build model files (cached by spec hash)")
-    b.add_argument("--out", default=None, help="directory (default $KAIROS_MODEL_DIR or ~/.cache/kairos-harness/models)")
-    b.add_argument("--models", nargs="+", default=None, metavar="NAME",
-                   help=f"models to build (default all: {' '.join(models.MODEL_NAMES)}); comma lists accepted")
+    b.add_argument(
+        "--out", default=None, help="directory (default $KAIROS_MODEL_DIR or ~/.cache/kairos-harness/models)"
+    )
+    b.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help=f"models to build (default all: {' '.join(models.MODEL_NAMES)}); comma lists accepted",
+    )
     b.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     b.add_argument("--force", action="store_true", help="rebuild even if an up-to-date file exists")
     b.set_defaults(func=run_build)

@@ -32,8 +32,12 @@ def add_listen_args(p: argparse.ArgumentParser, kind: ServerKind) -> None:
     p.add_argument("--host", default=Listen.host, help=f"address to bind (default {Listen.host})")
     p.add_argument("--port", type=int, default=Listen.port, help="port to bind; 0 picks a free one (default 0)")
     # uvloop cuts the event loop's cost per request, a large part of a proxy hop on a small machine.
-    p.add_argument("--loop", default=kind.default_loop, choices=LOOPS,
-                   help=f"event loop (default {kind.default_loop}; auto: uvloop when installed, else asyncio)")
+    p.add_argument(
+        "--loop",
+        default=kind.default_loop,
+        choices=LOOPS,
+        help=f"event loop (default {kind.default_loop}; auto: uvloop when installed, else asyncio)",
+    )
 
 
 def listen(args: argparse.Namespace) -> Listen:
@@ -45,29 +49,55 @@ def listen(args: argparse.Namespace) -> Listen:
 def run_model(args) -> int:
     """``kairos serve model``."""
     models = tuple(m.strip() for text in args.models for m in text.split(",") if m.strip())
-    config = ModelServerConfig(models=models or ModelServerConfig.models, model_dir=_path(args.model_dir),
-                               provider=args.provider, threads=args.threads, concurrency=args.concurrency,
-                               max_batch=args.max_batch, seed=args.seed, instance_type=args.instance_type)
+    config = ModelServerConfig(
+        models=models or ModelServerConfig.models,
+        model_dir=_path(args.model_dir),
+        provider=args.provider,
+        threads=args.threads,
+        concurrency=args.concurrency,
+        max_batch=args.max_batch,
+        seed=args.seed,
+        instance_type=args.instance_type,
+    )
     return serve(model_server.KIND, config, listen(args))
 
 
 def add_model_parser(sub) -> None:
     """``kairos serve model``: an ONNX Runtime V2 server."""
     d = ModelServerConfig
-    p = sub.add_parser("model", help="serve ONNX models with ONNX Runtime (V2 REST protocol)",
-                       description="Serve one or more built-in models with ONNX Runtime over the V2 REST protocol. "
-                                   "Models are built into --model-dir if missing.")
-    p.add_argument("--model", dest="models", action="append", default=[], metavar="NAME[,NAME...]",
-                   help=f"model(s) to serve (default {','.join(d.models)}); repeat or comma-separate")
-    p.add_argument("--model-dir", default=None, help="model cache directory (default $KAIROS_MODEL_DIR or "
-                                                     "~/.cache/kairos-harness/models)")
-    p.add_argument("--provider", choices=model_server.PROVIDERS, default=d.provider,
-                   help=f"execution provider (default {d.provider})")
+    p = sub.add_parser(
+        "model",
+        help="serve ONNX models with ONNX Runtime (V2 REST protocol)",
+        description="Serve one or more built-in models with ONNX Runtime over the V2 REST protocol. "
+        "Models are built into --model-dir if missing.",
+    )
+    p.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME...]",
+        help=f"model(s) to serve (default {','.join(d.models)}); repeat or comma-separate",
+    )
+    p.add_argument(
+        "--model-dir",
+        default=None,
+        help="model cache directory (default $KAIROS_MODEL_DIR or ~/.cache/kairos-harness/models)",
+    )
+    p.add_argument(
+        "--provider",
+        choices=model_server.PROVIDERS,
+        default=d.provider,
+        help=f"execution provider (default {d.provider})",
+    )
     p.add_argument("--threads", type=int, default=d.threads, help=f"ORT intra-op threads (default {d.threads})")
-    p.add_argument("--concurrency", type=int, default=d.concurrency,
-                   help=f"inferences running at once (default {d.concurrency})")
+    p.add_argument(
+        "--concurrency", type=int, default=d.concurrency, help=f"inferences running at once (default {d.concurrency})"
+    )
     p.add_argument("--max-batch", type=int, default=d.max_batch, help=f"largest batch accepted (default {d.max_batch})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"weight seed used when building a model (default {d.seed})")
+    p.add_argument(
+        "--seed", type=int, default=d.seed, help=f"weight seed used when building a model (default {d.seed})"
+    )
     p.add_argument("--instance-type", default=None, help="label reported in response parameters")
     add_listen_args(p, model_server.KIND)
     p.set_defaults(func=run_model)
@@ -76,23 +106,32 @@ def add_model_parser(sub) -> None:
 # -- kairos serve emulated --------------------------------------------------------------------------------------
 def run_emulated(args) -> int:
     """``kairos serve emulated``."""
-    config = EmulatedConfig(instance_type=args.instance_type, model=args.model, profiles=_path(args.profiles),
-                            seed=args.seed, concurrency=args.concurrency)
+    config = EmulatedConfig(
+        instance_type=args.instance_type,
+        model=args.model,
+        profiles=_path(args.profiles),
+        seed=args.seed,
+        concurrency=args.concurrency,
+    )
     return serve(emulated.KIND, config, listen(args))
 
 
 def add_emulated_parser(sub) -> None:
     """``kairos serve emulated``: one profile-driven emulated instance."""
     d = EmulatedConfig
-    p = sub.add_parser("emulated", help="serve an emulated instance (profile-sampled service times)",
-                       description="Answer V2 infer requests like the model server, sleeping a service time "
-                                   "sampled from a latency profile for (instance type, model, batch bucket).")
+    p = sub.add_parser(
+        "emulated",
+        help="serve an emulated instance (profile-sampled service times)",
+        description="Answer V2 infer requests like the model server, sleeping a service time "
+        "sampled from a latency profile for (instance type, model, batch bucket).",
+    )
     p.add_argument("--instance-type", required=True, help="profiled instance type, e.g. r5n.large")
     p.add_argument("--model", default=d.model, help=f"profiled model (default {d.model})")
     p.add_argument("--profiles", default=None, help="profile parquet/CSV (default: the shipped AWS profiles)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of the service-time sampler (default {d.seed})")
-    p.add_argument("--concurrency", type=int, default=d.concurrency,
-                   help=f"queries served at once (default {d.concurrency})")
+    p.add_argument(
+        "--concurrency", type=int, default=d.concurrency, help=f"queries served at once (default {d.concurrency})"
+    )
     add_listen_args(p, emulated.KIND)
     p.set_defaults(func=run_emulated)
 
@@ -100,24 +139,43 @@ def add_emulated_parser(sub) -> None:
 # -- kairos serve pool ------------------------------------------------------------------------------------------
 def run_pool(args) -> int:
     """``kairos serve pool``: start the pool, write the pool file, wait for Ctrl-C/SIGTERM, stop everything."""
-    spec = PoolSpec(config=args.pool_config, model=args.model, mode=args.mode, profiles=_path(args.profiles),
-                    prices=_path(args.prices), seed=args.seed, concurrency=args.concurrency,
-                    model_dir=_path(args.model_dir), threads=args.threads, host=args.host)
+    spec = PoolSpec(
+        config=args.pool_config,
+        model=args.model,
+        mode=args.mode,
+        profiles=_path(args.profiles),
+        prices=_path(args.prices),
+        seed=args.seed,
+        concurrency=args.concurrency,
+        model_dir=_path(args.model_dir),
+        threads=args.threads,
+        host=args.host,
+    )
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with start_pool(spec) as pool:
             path = pool.write(args.pool_file)
-            print_ready({"kind": "pool", "pool_file": str(path), "model": pool.model, "mode": spec.mode,
-                         "instances": [i.to_json() for i in pool.instances], "pid": os.getpid()})
+            print_ready(
+                {
+                    "kind": "pool",
+                    "pool_file": str(path),
+                    "model": pool.model,
+                    "mode": spec.mode,
+                    "instances": [i.to_json() for i in pool.instances],
+                    "pid": os.getpid(),
+                }
+            )
             for inst in pool.instances:
                 print(f"{inst.id:>20}  {inst.url}", file=sys.stderr)
             print(f"pool of {len(pool.instances)} written to {path}; Ctrl-C to stop", file=sys.stderr, flush=True)
             while not stop.wait(0.5):
                 dead = pool.dead()
                 if dead:
-                    print(f"kairos serve pool: instance(s) exited unexpectedly: {', '.join(dead)}; stopping",
-                          file=sys.stderr)
+                    print(
+                        f"kairos serve pool: instance(s) exited unexpectedly: {', '.join(dead)}; stopping",
+                        file=sys.stderr,
+                    )
                     return 1
         return 0
     finally:
@@ -128,21 +186,38 @@ def run_pool(args) -> int:
 def add_pool_parser(sub) -> None:
     """``kairos serve pool``: one process per instance of a configuration."""
     d = PoolSpec
-    p = sub.add_parser("pool", help="start one server process per instance and write a pool file",
-                       description="Start one emulated instance (or ONNX Runtime server) per instance of --config on "
-                                   "loopback, write the pool file, and run until Ctrl-C/SIGTERM, then stop them all.")
+    p = sub.add_parser(
+        "pool",
+        help="start one server process per instance and write a pool file",
+        description="Start one emulated instance (or ONNX Runtime server) per instance of --config on "
+        "loopback, write the pool file, and run until Ctrl-C/SIGTERM, then stop them all.",
+    )
     p.add_argument("--config", dest="pool_config", required=True, help="instance mix, e.g. g4dn.xlarge=2,r5n.large=9")
     p.add_argument("--model", default=d.model, help=f"model (default {d.model})")
-    p.add_argument("--mode", choices=MODES, default=d.mode,
-                   help=f"emulated instances or ONNX Runtime CPU servers (default {d.mode})")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default=d.mode,
+        help=f"emulated instances or ONNX Runtime CPU servers (default {d.mode})",
+    )
     p.add_argument("--profiles", default=None, help="profile file for emulated instances (default: shipped)")
     p.add_argument("--prices", default=None, help="price CSV (default: shipped AWS prices)")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"base seed; each instance derives its own (default {d.seed})")
-    p.add_argument("--concurrency", type=int, default=d.concurrency,
-                   help=f"queries each instance serves at once (default {d.concurrency})")
+    p.add_argument(
+        "--seed", type=int, default=d.seed, help=f"base seed; each instance derives its own (default {d.seed})"
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=d.concurrency,
+        help=f"queries each instance serves at once (default {d.concurrency})",
+    )
     p.add_argument("--model-dir", default=None, help="model cache directory for --mode onnx")
-    p.add_argument("--threads", type=int, default=d.threads,
-                   help=f"ORT intra-op threads per server for --mode onnx (default {d.threads})")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help=f"ORT intra-op threads per server for --mode onnx (default {d.threads})",
+    )
     p.add_argument("--host", default=d.host, help=f"address the instances bind (default {d.host})")
     p.add_argument("--pool-file", default="pool.json", help="where to write the pool file (default pool.json)")
     p.set_defaults(func=run_pool)
@@ -151,42 +226,69 @@ def add_pool_parser(sub) -> None:
 # -- kairos serve dispatcher ------------------------------------------------------------------------------------
 def run_dispatcher(args) -> int:
     """``kairos serve dispatcher``."""
-    config = DispatcherConfig(pool=load_pool_file(args.pool, args.prices), policy=args.policy, qos_ms=args.qos_ms,
-                              profiles=_path(args.profiles), latency_alpha=args.latency_alpha,
-                              max_queue=args.max_queue, concurrency=args.concurrency, prefetch_ms=args.prefetch_ms,
-                              records_path=_path(args.records_path), admin_token=args.admin_token,
-                              max_retries=args.max_retries, seed=args.seed)
+    config = DispatcherConfig(
+        pool=load_pool_file(args.pool, args.prices),
+        policy=args.policy,
+        qos_ms=args.qos_ms,
+        profiles=_path(args.profiles),
+        latency_alpha=args.latency_alpha,
+        max_queue=args.max_queue,
+        concurrency=args.concurrency,
+        prefetch_ms=args.prefetch_ms,
+        records_path=_path(args.records_path),
+        admin_token=args.admin_token,
+        max_retries=args.max_retries,
+        seed=args.seed,
+    )
     return serve(dispatcher.KIND, config, listen(args))
 
 
 def add_dispatcher_parser(sub) -> None:
     """``kairos serve dispatcher``: the policy-driven proxy in front of a pool."""
     d = DispatcherConfig
-    p = sub.add_parser("dispatcher", help="run the dispatcher proxy in front of a pool",
-                       description="A V2 proxy with a central queue: each query is assigned to an instance of the "
-                                   "pool by the same policy objects the simulator runs. Admin endpoints "
-                                   "(/admin/policy, /admin/drain, /admin/status, /admin/flush) answer on loopback "
-                                   "or with --admin-token; /metrics is Prometheus text.")
+    p = sub.add_parser(
+        "dispatcher",
+        help="run the dispatcher proxy in front of a pool",
+        description="A V2 proxy with a central queue: each query is assigned to an instance of the "
+        "pool by the same policy objects the simulator runs. Admin endpoints "
+        "(/admin/policy, /admin/drain, /admin/status, /admin/flush) answer on loopback "
+        "or with --admin-token; /metrics is Prometheus text.",
+    )
     p.add_argument("--pool", required=True, help="pool file (written by `kairos serve pool`, or by hand)")
     p.add_argument("--policy", default=d.policy, help=f"policy NAME[:k=v] (default {d.policy})")
-    p.add_argument("--qos-ms", type=float, default=d.qos_ms, help="p99 target in ms (default: the paper's for the model)")
+    p.add_argument(
+        "--qos-ms", type=float, default=d.qos_ms, help="p99 target in ms (default: the paper's for the model)"
+    )
     p.add_argument("--profiles", default=None, help="profile seeding the latency model (default: shipped)")
     p.add_argument("--prices", default=None, help="price CSV for pool entries without usd_per_hour")
-    p.add_argument("--latency-alpha", type=float, default=d.latency_alpha,
-                   help=f"weight of each observed service time in the online latency model (default "
-                        f"{d.latency_alpha}; 0: profile only)")
-    p.add_argument("--max-queue", type=int, default=d.max_queue,
-                   help=f"central queue bound; beyond it 503 (default {d.max_queue})")
-    p.add_argument("--concurrency", type=int, default=d.concurrency,
-                   help=f"queries per instance at once (default {d.concurrency})")
-    p.add_argument("--prefetch-ms", type=float, default=d.prefetch_ms,
-                   help=f"send an instance its next query this long before its running one is predicted to end, "
-                        f"hiding the proxy's round trip (default {d.prefetch_ms:g}; 0: only when idle; needs "
-                        f"--concurrency 1)")
-    p.add_argument("--max-retries", type=int, default=d.max_retries,
-                   help=f"retries of a query whose instance failed (default {d.max_retries})")
-    p.add_argument("--records", dest="records_path", default=None,
-                   help="stream per-query records to this parquet file")
+    p.add_argument(
+        "--latency-alpha",
+        type=float,
+        default=d.latency_alpha,
+        help=f"weight of each observed service time in the online latency model (default "
+        f"{d.latency_alpha}; 0: profile only)",
+    )
+    p.add_argument(
+        "--max-queue", type=int, default=d.max_queue, help=f"central queue bound; beyond it 503 (default {d.max_queue})"
+    )
+    p.add_argument(
+        "--concurrency", type=int, default=d.concurrency, help=f"queries per instance at once (default {d.concurrency})"
+    )
+    p.add_argument(
+        "--prefetch-ms",
+        type=float,
+        default=d.prefetch_ms,
+        help=f"send an instance its next query this long before its running one is predicted to end, "
+        f"hiding the proxy's round trip (default {d.prefetch_ms:g}; 0: only when idle; needs "
+        f"--concurrency 1)",
+    )
+    p.add_argument(
+        "--max-retries",
+        type=int,
+        default=d.max_retries,
+        help=f"retries of a query whose instance failed (default {d.max_retries})",
+    )
+    p.add_argument("--records", dest="records_path", default=None, help="stream per-query records to this parquet file")
     p.add_argument("--admin-token", default=None, help="also accept admin calls from elsewhere with this bearer token")
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of randomized policies (default {d.seed})")
     add_listen_args(p, dispatcher.KIND)
@@ -198,8 +300,11 @@ SUBCOMMANDS = [add_model_parser, add_emulated_parser, add_pool_parser, add_dispa
 
 def register(subparsers) -> None:
     """Add ``kairos serve`` and its subcommands."""
-    p = subparsers.add_parser("serve", help="run model servers, emulated instances, a pool or the dispatcher",
-                              description="Run V2 inference servers on loopback.")
+    p = subparsers.add_parser(
+        "serve",
+        help="run model servers, emulated instances, a pool or the dispatcher",
+        description="Run V2 inference servers on loopback.",
+    )
     sub = p.add_subparsers(dest="serve_command", required=True)
     for add in SUBCOMMANDS:
         add(sub)

@@ -54,33 +54,56 @@ class SimulateJob:
 
 def register(subparsers) -> None:
     """Add ``kairos simulate``."""
-    p = subparsers.add_parser("simulate", help="simulate dispatch policies on a trace and latency profiles",
-                              description="Simulate dispatch policies on a trace and measured latency profiles. "
-                                          "Without --rate, finds each policy's allowable throughput.")
+    p = subparsers.add_parser(
+        "simulate",
+        help="simulate dispatch policies on a trace and latency profiles",
+        description="Simulate dispatch policies on a trace and measured latency profiles. "
+        "Without --rate, finds each policy's allowable throughput.",
+    )
     p.add_argument("--profiles", help="latency profile parquet/CSV (default: the shipped AWS profiles)")
     p.add_argument("--model", help="model to simulate (default: the trace's, or rm2)")
-    p.add_argument("--config", dest="pool_config", default=PAPER_CONFIG, help=f"instance mix TYPE=N[,...] (default {PAPER_CONFIG})")
+    p.add_argument(
+        "--config", dest="pool_config", default=PAPER_CONFIG, help=f"instance mix TYPE=N[,...] (default {PAPER_CONFIG})"
+    )
     p.add_argument("--qos-ms", type=float, help="p99 latency target in ms (default: the paper's for the model)")
-    p.add_argument("--policy", default=DEFAULT_POLICIES, help=f"comma-separated policies, NAME[:k=v] (default {DEFAULT_POLICIES})")
+    p.add_argument(
+        "--policy", default=DEFAULT_POLICIES, help=f"comma-separated policies, NAME[:k=v] (default {DEFAULT_POLICIES})"
+    )
     p.add_argument("--trace", help="trace file (parquet/CSV); rate-scaled for --rate/--allowable")
     p.add_argument("--arrivals", default="poisson", help="arrival process when no --trace (default poisson)")
     p.add_argument("--batch-mix", default="kairos", help="batch-size mix when no --trace (default kairos)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--rate", type=float, help="offered load in queries/s (one run per policy)")
-    mode.add_argument("--allowable", action="store_true", help="search the allowable throughput (default without --rate)")
+    mode.add_argument(
+        "--allowable", action="store_true", help="search the allowable throughput (default without --rate)"
+    )
     p.add_argument("--queries", type=int, default=50000, help="queries per run (default 50000; a trace is cut to this)")
     p.add_argument("--seed", type=int, default=0, help="seed for generated traces and service-time sampling")
     p.add_argument("--concurrency", type=int, default=1, help="queries one instance serves at once (default 1)")
     p.add_argument("--prices", help="CSV instance_type,usd_per_hour (default: shipped AWS prices)")
     p.add_argument("--min-queries", type=int, default=2000, help="validity: minimum measured queries (default 2000)")
     p.add_argument("--min-duration-s", type=float, default=30.0, help="validity: minimum measured span (default 30)")
-    p.add_argument("--criterion", choices=("mlperf", "p99"), default="mlperf",
-                   help="what makes a point pass: MLPerf early stopping (default) or measured p99 <= QoS")
-    p.add_argument("--phase-seconds", type=float, default=None,
-                   help="cut each point to rate x this many seconds of the scaled trace (as live phases are)")
-    p.add_argument("--phase-queries", type=int, default=0,
-                   help="with --phase-seconds: at least this many queries per point (live default 1000)")
-    p.add_argument("--tolerance", type=float, default=0.02, help="allowable search: relative bracket width (default 0.02)")
+    p.add_argument(
+        "--criterion",
+        choices=("mlperf", "p99"),
+        default="mlperf",
+        help="what makes a point pass: MLPerf early stopping (default) or measured p99 <= QoS",
+    )
+    p.add_argument(
+        "--phase-seconds",
+        type=float,
+        default=None,
+        help="cut each point to rate x this many seconds of the scaled trace (as live phases are)",
+    )
+    p.add_argument(
+        "--phase-queries",
+        type=int,
+        default=0,
+        help="with --phase-seconds: at least this many queries per point (live default 1000)",
+    )
+    p.add_argument(
+        "--tolerance", type=float, default=0.02, help="allowable search: relative bracket width (default 0.02)"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per policy per line on stdout")
     p.add_argument("--out", help="directory for queries.parquet and summary.parquet")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -101,8 +124,9 @@ def build_job(args: argparse.Namespace) -> SimulateJob:
     else:
         rng = np.random.default_rng(args.seed)
         # Generated at 1 qps and rate-scaled per run: every rate sees the same queries (common random numbers).
-        trace = generate_trace(args.queries, 1.0, arrivals=args.arrivals, batch_mix=args.batch_mix,
-                               model=args.model or "rm2", rng=rng)
+        trace = generate_trace(
+            args.queries, 1.0, arrivals=args.arrivals, batch_mix=args.batch_mix, model=args.model or "rm2", rng=rng
+        )
     model = trace.only_model()
     qos_ms = resolve_qos_ms(model, args.qos_ms)
     check_trace(trace, profile, pool)
@@ -118,15 +142,29 @@ def build_job(args: argparse.Namespace) -> SimulateJob:
         if args.prices:
             raise
         cost = None  # prices are optional where no user asked for cost
-    return SimulateJob(profile, pool, float(qos_ms), policies, trace, args.rate, allowable, args.seed,
-                       args.concurrency, ValidityRules(min_queries=args.min_queries,
-                                                      min_duration_s=args.min_duration_s, criterion=args.criterion),
-                       SearchConfig(rel_tol=args.tolerance), cost, args.phase_seconds, args.phase_queries)
+    return SimulateJob(
+        profile,
+        pool,
+        float(qos_ms),
+        policies,
+        trace,
+        args.rate,
+        allowable,
+        args.seed,
+        args.concurrency,
+        ValidityRules(min_queries=args.min_queries, min_duration_s=args.min_duration_s, criterion=args.criterion),
+        SearchConfig(rel_tol=args.tolerance),
+        cost,
+        args.phase_seconds,
+        args.phase_queries,
+    )
 
 
 def _progress_line(policy: str, rate: float, s) -> str:
     verdict = "VALID" if s.valid else f"INVALID ({s.invalid_reason})"
-    return f"  {policy:<22} {rate:9.2f} qps  p99 {s.p99_ms:9.1f} ms  violations {100 * s.violation_rate:6.2f}%  {verdict}"
+    return (
+        f"  {policy:<22} {rate:9.2f} qps  p99 {s.p99_ms:9.1f} ms  violations {100 * s.violation_rate:6.2f}%  {verdict}"
+    )
 
 
 def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.DataFrame]:
@@ -146,8 +184,9 @@ def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.Da
             summary = summarize(records, job.qos_ms, job.rules)
             if summary.valid and (not best_ok or rate_qps > best_ok[0]):
                 best_ok[:] = [rate_qps]
-            keep = {rate_qps: records.assign(dispatcher=spec, phase=len(rows),
-                                             offered_qps=rate_qps or summary.offered_qps)}
+            keep = {
+                rate_qps: records.assign(dispatcher=spec, phase=len(rows), offered_qps=rate_qps or summary.offered_qps)
+            }
             if best_ok and best_ok[0] in kept:
                 keep[best_ok[0]] = kept[best_ok[0]]
             kept.clear()
@@ -159,13 +198,20 @@ def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.Da
         if job.allowable:
             latency = LatencyModel(job.profile, job.pool.instance_types, [model])
             start = 0.5 * capacity_qps(latency, job.pool.instance_types, model, job.base_trace.batch_size)
-            found = find_allowable(evaluate, start, job.search,
-                                   on_point=(lambda r, s, spec=spec: log(_progress_line(spec, r, s))) if log else None)
+            found = find_allowable(
+                evaluate,
+                start,
+                job.search,
+                on_point=(lambda r, s, spec=spec: log(_progress_line(spec, r, s))) if log else None,
+            )
             best = found.passing
             stamp_allowable(rows, spec, found.allowable_qps, found.bracket_qps)
-            result = {"policy": spec, "allowable_qps": found.allowable_qps,
-                      "bracket_qps": [found.bracket_qps[0], found.bracket_qps[1]],
-                      "points": len(found.points)}
+            result = {
+                "policy": spec,
+                "allowable_qps": found.allowable_qps,
+                "bracket_qps": [found.bracket_qps[0], found.bracket_qps[1]],
+                "points": len(found.points),
+            }
             final_rate = found.allowable_qps if best else found.points[-1][0]
             summary = best or found.points[-1][1]
         else:
@@ -174,11 +220,19 @@ def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.Da
             if log:
                 log(_progress_line(spec, job.rate_qps or summary.offered_qps, summary))
             result = {"policy": spec, "rate_qps": job.rate_qps or summary.offered_qps}
-        result.update(queries=summary.queries, p99_ms=summary.p99_ms,
-                      p99_ci_ms=[summary.p99_ci_low_ms, summary.p99_ci_high_ms],
-                      p50_ms=summary.p50_ms, p999_ms=summary.p999_ms, violation_rate=summary.violation_rate,
-                      valid=summary.valid, qos_ms=job.qos_ms, config=job.pool.as_dict(),
-                      cost_per_h=job.cost_per_h, seconds=round(time.perf_counter() - t0, 3))
+        result.update(
+            queries=summary.queries,
+            p99_ms=summary.p99_ms,
+            p99_ci_ms=[summary.p99_ci_low_ms, summary.p99_ci_high_ms],
+            p50_ms=summary.p50_ms,
+            p999_ms=summary.p999_ms,
+            violation_rate=summary.violation_rate,
+            valid=summary.valid,
+            qos_ms=job.qos_ms,
+            config=job.pool.as_dict(),
+            cost_per_h=job.cost_per_h,
+            seconds=round(time.perf_counter() - t0, 3),
+        )
         results.append(result)
         if kept.get(final_rate) is not None:
             final_records.append(kept[final_rate])
@@ -187,13 +241,28 @@ def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.Da
 
 def write_out(out: Path, job: SimulateJob, summary_rows: pd.DataFrame, records: pd.DataFrame | None) -> Path | None:
     """Write the run folder (summary.parquet, queries.parquet, run.json, report.html) into ``out``."""
-    run_dir = RunDir(out, exist_ok=True, meta={
-        "kind": "simulated", "model": job.base_trace.models[0], "qos_ms": job.qos_ms, "pool_config": str(job.pool),
-        "cost_per_h": job.cost_per_h, "trace": {"source": job.base_trace.source, "queries": len(job.base_trace)},
-        "config": {"policies": list(job.policies), "seed": job.seed, "criterion": job.rules.criterion,
-                   "min_queries": job.rules.min_queries, "min_duration_s": job.rules.min_duration_s,
-                   "tolerance": job.search.rel_tol, "phase_seconds": job.phase_seconds,
-                   "profiles": job.profile.source}})
+    run_dir = RunDir(
+        out,
+        exist_ok=True,
+        meta={
+            "kind": "simulated",
+            "model": job.base_trace.models[0],
+            "qos_ms": job.qos_ms,
+            "pool_config": str(job.pool),
+            "cost_per_h": job.cost_per_h,
+            "trace": {"source": job.base_trace.source, "queries": len(job.base_trace)},
+            "config": {
+                "policies": list(job.policies),
+                "seed": job.seed,
+                "criterion": job.rules.criterion,
+                "min_queries": job.rules.min_queries,
+                "min_duration_s": job.rules.min_duration_s,
+                "tolerance": job.search.rel_tol,
+                "phase_seconds": job.phase_seconds,
+                "profiles": job.profile.source,
+            },
+        },
+    )
     if records is not None:
         run_dir.add_queries(records)
     for row in summary_rows.to_dict("records"):
@@ -210,9 +279,13 @@ def run(args: argparse.Namespace) -> int:
     job = build_job(args)
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     if log:
-        what = "allowable throughput" if job.allowable else (f"{job.rate_qps:g} qps" if job.rate_qps else "trace replay")
-        log(f"kairos simulate: {job.base_trace.models[0]} on {job.pool} (QoS p99 <= {job.qos_ms:g} ms), "
-            f"{len(job.base_trace)} queries/run, {what}")
+        what = (
+            "allowable throughput" if job.allowable else (f"{job.rate_qps:g} qps" if job.rate_qps else "trace replay")
+        )
+        log(
+            f"kairos simulate: {job.base_trace.models[0]} on {job.pool} (QoS p99 <= {job.qos_ms:g} ms), "
+            f"{len(job.base_trace)} queries/run, {what}"
+        )
     results, summary_rows, records = run_job(job, log)
     if args.out:
         report = write_out(Path(args.out), job, summary_rows, records)
@@ -230,14 +303,18 @@ def run(args: argparse.Namespace) -> int:
             lo, hi = r["bracket_qps"]
             ci = r["p99_ci_ms"]
             allowable = f"{r['allowable_qps']:13.2f}" if r["allowable_qps"] > 0 else f"{'none':>13}"
-            print(f"{r['policy']:<22} {allowable} {'[' + _fmt(lo, '.3g') + ', ' + _fmt(hi, '.3g') + ']':>19} "
-                  f"{_fmt(r['p99_ms']):>9} {'[' + _fmt(ci[0]) + ', ' + _fmt(ci[1]) + ']':>19} "
-                  f"{_fmt(100 * r['violation_rate'], '.2f'):>7}")
+            print(
+                f"{r['policy']:<22} {allowable} {'[' + _fmt(lo, '.3g') + ', ' + _fmt(hi, '.3g') + ']':>19} "
+                f"{_fmt(r['p99_ms']):>9} {'[' + _fmt(ci[0]) + ', ' + _fmt(ci[1]) + ']':>19} "
+                f"{_fmt(100 * r['violation_rate'], '.2f'):>7}"
+            )
         if any(r["allowable_qps"] <= 0 for r in results):
             print("none: no tested rate met the QoS target; the bracket's upper end is the lowest rate tried")
     else:
         print(f"{'policy':<22} {'rate qps':>9} {'p50 ms':>9} {'p99 ms':>9} {'p99.9 ms':>9} {'viol %':>7} valid")
         for r in results:
-            print(f"{r['policy']:<22} {r['rate_qps']:9.2f} {_fmt(r['p50_ms']):>9} {_fmt(r['p99_ms']):>9} "
-                  f"{_fmt(r['p999_ms']):>9} {_fmt(100 * r['violation_rate'], '.2f'):>7} {r['valid']}")
+            print(
+                f"{r['policy']:<22} {r['rate_qps']:9.2f} {_fmt(r['p50_ms']):>9} {_fmt(r['p99_ms']):>9} "
+                f"{_fmt(r['p999_ms']):>9} {_fmt(100 * r['violation_rate'], '.2f'):>7} {r['valid']}"
+            )
     return 0

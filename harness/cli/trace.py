@@ -1,10 +1,10 @@
 """``kairos trace``: generate, import, rescale and describe traces.
 
-    kairos trace generate --queries N --rate QPS [--arrivals SPEC] [--batch-mix SPEC] [--model M] [--seed S] --out FILE
-    kairos trace import --format FMT FILE [--model M] [--size-field F] [--divisor X] [--min-batch N]
-                        [--max-batch N] [--round-to N] [--rate QPS] --out FILE
-    kairos trace scale FILE (--rate QPS | --speedup X) --out FILE
-    kairos trace info FILE [--json]
+kairos trace generate --queries N --rate QPS [--arrivals SPEC] [--batch-mix SPEC] [--model M] [--seed S] --out FILE
+kairos trace import --format FMT FILE [--model M] [--size-field F] [--divisor X] [--min-batch N]
+                    [--max-batch N] [--round-to N] [--rate QPS] --out FILE
+kairos trace scale FILE (--rate QPS | --speedup X) --out FILE
+kairos trace info FILE [--json]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ PERCENTILES = (50, 90, 99)
 
 def summarize(trace: Trace) -> dict:
     """Queries, duration, mean rate, burstiness (gap CV), batch-size percentiles and per-model counts."""
+
     def finite(x: float) -> float | None:
         return float(x) if math.isfinite(x) else None  # JSON has no inf/NaN
 
@@ -38,9 +39,12 @@ def summarize(trace: Trace) -> dict:
         "duration_s": trace.duration_s,
         "mean_rate_qps": finite(trace.mean_rate_qps),
         "gap_cv": finite(gap_cv(trace.arrival_s)),
-        "batch_size": {"min": int(sizes.min()), "mean": float(sizes.mean()),
-                       **{f"p{q}": float(np.percentile(sizes, q)) for q in PERCENTILES},
-                       "max": int(sizes.max())},
+        "batch_size": {
+            "min": int(sizes.min()),
+            "mean": float(sizes.mean()),
+            **{f"p{q}": float(np.percentile(sizes, q)) for q in PERCENTILES},
+            "max": int(sizes.max()),
+        },
         "models": {str(m): int(c) for m, c in zip(models, counts)},
         "columns": list(trace.to_frame().columns),
     }
@@ -48,22 +52,25 @@ def summarize(trace: Trace) -> dict:
 
 def _format_summary(info: dict) -> str:
     """The human-readable form of ``summarize``."""
+
     def num(x, spec: str) -> str:
         return "n/a" if x is None else format(x, spec)
 
     b = info["batch_size"]
     pct = "  ".join(f"p{q} {b[f'p{q}']:g}" for q in PERCENTILES)
     models = ", ".join(f"{m} ({c})" for m, c in info["models"].items())
-    return "\n".join([
-        f"trace       {info['source']}",
-        f"queries     {info['queries']}",
-        f"duration    {info['duration_s']:.3f} s",
-        f"mean rate   {num(info['mean_rate_qps'], '.3f')} qps",
-        f"burstiness  {num(info['gap_cv'], '.3f')} (CV of inter-arrival gaps; Poisson = 1)",
-        f"batch size  min {b['min']}  mean {b['mean']:.1f}  {pct}  max {b['max']}",
-        f"models      {models}",
-        f"columns     {', '.join(info['columns'])}",
-    ])
+    return "\n".join(
+        [
+            f"trace       {info['source']}",
+            f"queries     {info['queries']}",
+            f"duration    {info['duration_s']:.3f} s",
+            f"mean rate   {num(info['mean_rate_qps'], '.3f')} qps",
+            f"burstiness  {num(info['gap_cv'], '.3f')} (CV of inter-arrival gaps; Poisson = 1)",
+            f"batch size  min {b['min']}  mean {b['mean']:.1f}  {pct}  max {b['max']}",
+            f"models      {models}",
+            f"columns     {', '.join(info['columns'])}",
+        ]
+    )
 
 
 def _check_out(path: str) -> None:
@@ -82,8 +89,14 @@ def _wrote(trace: Trace, path: str) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     """``kairos trace generate``."""
     _check_out(args.out)
-    trace = generate_trace(args.queries, args.rate, arrivals=args.arrivals, batch_mix=args.batch_mix,
-                           model=args.model, rng=np.random.default_rng(args.seed))
+    trace = generate_trace(
+        args.queries,
+        args.rate,
+        arrivals=args.arrivals,
+        batch_mix=args.batch_mix,
+        model=args.model,
+        rng=np.random.default_rng(args.seed),
+    )
     write_trace(trace, args.out)
     _wrote(trace, args.out)
     return 0
@@ -92,10 +105,16 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     """``kairos trace import``."""
     _check_out(args.out)
-    overrides = {"field": args.size_field, "divisor": args.divisor, "min_batch": args.min_batch,
-                 "max_batch": args.max_batch, "round_to": args.round_to}
-    mapping = dataclasses.replace(DEFAULT_MAPPINGS[args.format],
-                                  **{k: v for k, v in overrides.items() if v is not None})
+    overrides = {
+        "field": args.size_field,
+        "divisor": args.divisor,
+        "min_batch": args.min_batch,
+        "max_batch": args.max_batch,
+        "round_to": args.round_to,
+    }
+    mapping = dataclasses.replace(
+        DEFAULT_MAPPINGS[args.format], **{k: v for k, v in overrides.items() if v is not None}
+    )
     trace = import_trace(args.format, args.file, mapping, model=args.model)
     if args.rate is not None:
         trace = scale_to_rate(trace, args.rate)
@@ -129,8 +148,9 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``kairos trace`` and its sub-subcommands to the top-level parser."""
-    parser = subparsers.add_parser("trace", help="generate, import, rescale and describe query traces",
-                                   description=__doc__.splitlines()[0])
+    parser = subparsers.add_parser(
+        "trace", help="generate, import, rescale and describe query traces", description=__doc__.splitlines()[0]
+    )
     parser.set_defaults(func=run)
     sub = parser.add_subparsers(dest="trace_command", required=True, metavar="{generate,import,scale,info}")
 
@@ -144,9 +164,12 @@ def register(subparsers) -> None:
     gen.add_argument("--out", required=True, help="output trace (.parquet or .csv)")
     gen.set_defaults(trace_func=run_generate)
 
-    imp = sub.add_parser("import", help="convert a public production trace to the harness schema",
-                         description="Sizes map to batches as clip(ceil(field / divisor / round_to) * round_to, "
-                                     "min_batch, max_batch); defaults per format are in traces.importers.")
+    imp = sub.add_parser(
+        "import",
+        help="convert a public production trace to the harness schema",
+        description="Sizes map to batches as clip(ceil(field / divisor / round_to) * round_to, "
+        "min_batch, max_batch); defaults per format are in traces.importers.",
+    )
     imp.add_argument("file", help="source trace file")
     imp.add_argument("--format", required=True, choices=list(IMPORTERS), help="source format")
     imp.add_argument("--model", default="rm2", help="model of every query (default rm2)")

@@ -29,5 +29,7 @@ def load_prices(path: str | Path | None = None) -> dict[str, float]:
     bad = price.isna() | (price < 0)
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
-        raise InputError(f"{src}: column 'usd_per_hour', row {row + 1}: {frame['usd_per_hour'].iloc[row]!r} is not a price >= 0")
+        raise InputError(
+            f"{src}: column 'usd_per_hour', row {row + 1}: {frame['usd_per_hour'].iloc[row]!r} is not a price >= 0"
+        )
     return dict(zip(frame["instance_type"].astype(str), price.astype(float)))

@@ -66,7 +66,9 @@ class Profile:
             try:
                 frame = pd.read_csv(p) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
             except Exception as exc:  # pyarrow raises several types for a non-parquet file
-                raise InputError(f"{p}: cannot read as {'CSV' if p.suffix.lower() == '.csv' else 'parquet'} ({exc})") from None
+                raise InputError(
+                    f"{p}: cannot read as {'CSV' if p.suffix.lower() == '.csv' else 'parquet'} ({exc})"
+                ) from None
         return cls.from_frame(frame, source=name, drop_max=drop_max)
 
     @classmethod
@@ -74,7 +76,9 @@ class Profile:
         """Validate a frame with PROFILE_COLUMNS and index it."""
         missing = [c for c in PROFILE_COLUMNS if c not in frame.columns]
         if missing:
-            raise InputError(f"{source}: missing column(s) {', '.join(map(repr, missing))} (need {', '.join(PROFILE_COLUMNS)})")
+            raise InputError(
+                f"{source}: missing column(s) {', '.join(map(repr, missing))} (need {', '.join(PROFILE_COLUMNS)})"
+            )
         if len(frame) == 0:
             raise InputError(f"{source}: no rows")
         for col in ("batch_size", "compute_ms", "load_ms"):
@@ -87,12 +91,14 @@ class Profile:
                 need = "an integer >= 1" if col == "batch_size" else "a number >= 0"
                 raise InputError(f"{source}: column {col!r}, row {row + 1}: {frame[col].iloc[row]!r} is not {need}")
         service = frame["compute_ms"].to_numpy(float) + frame["load_ms"].to_numpy(float)
-        work = pd.DataFrame({
-            "instance_type": frame["instance_type"].astype(str).to_numpy(),
-            "model": frame["model"].astype(str).to_numpy(),
-            "batch_size": frame["batch_size"].to_numpy().astype(np.int64),
-            "service_ms": service,
-        })
+        work = pd.DataFrame(
+            {
+                "instance_type": frame["instance_type"].astype(str).to_numpy(),
+                "model": frame["model"].astype(str).to_numpy(),
+                "batch_size": frame["batch_size"].to_numpy().astype(np.int64),
+                "service_ms": service,
+            }
+        )
         tables: dict[tuple[str, str], BucketTable] = {}
         for (itype, model), group in work.groupby(["instance_type", "model"], sort=True):
             buckets, samples = [], []
@@ -126,10 +132,14 @@ class Profile:
             return self.tables[(instance_type, model)]
         except KeyError:
             if instance_type not in self.instance_types:
-                raise InputError(f"unknown instance type {instance_type!r} in profile {self.source} "
-                                 f"(known: {', '.join(self.instance_types)})") from None
-            raise InputError(f"unknown model {model!r} for {instance_type} in profile {self.source} "
-                             f"(known: {', '.join(m for t, m in self.tables if t == instance_type)})") from None
+                raise InputError(
+                    f"unknown instance type {instance_type!r} in profile {self.source} "
+                    f"(known: {', '.join(self.instance_types)})"
+                ) from None
+            raise InputError(
+                f"unknown model {model!r} for {instance_type} in profile {self.source} "
+                f"(known: {', '.join(m for t, m in self.tables if t == instance_type)})"
+            ) from None
 
     def check(self, instance_types, models) -> None:
         """Raise InputError unless every (type, model) pair is profiled."""
@@ -142,8 +152,10 @@ class Profile:
         tab = self.table(instance_type, model)
         i = tab.index(batch_size)
         if i < 0 or batch_size < 1:
-            raise InputError(f"batch size {batch_size} outside the profiled range 1..{tab.max_batch} "
-                             f"for {instance_type}/{model} in {self.source}")
+            raise InputError(
+                f"batch size {batch_size} outside the profiled range 1..{tab.max_batch} "
+                f"for {instance_type}/{model} in {self.source}"
+            )
         return tab, i
 
     def mean_ms(self, instance_type: str, model: str, batch_size: int) -> float:

@@ -19,8 +19,9 @@ class RecordSink:
     """Append dict rows of one record schema; with a path, stream them to parquet. ``rows`` holds the most recent
     ``memory_rows`` (all of them without a path), so a long-running dispatcher's memory stays bounded."""
 
-    def __init__(self, path: str | Path | None, schema: dict[str, str], flush_rows: int = 2000,
-                 memory_rows: int = 200_000):
+    def __init__(
+        self, path: str | Path | None, schema: dict[str, str], flush_rows: int = 2000, memory_rows: int = 200_000
+    ):
         self.path = Path(path) if path else None
         self.schema = schema
         self.flush_rows = flush_rows
@@ -57,7 +58,7 @@ class RecordSink:
         """Write the rows not yet written as one row group."""
         if not self.path or not self._unflushed:
             return
-        chunk = conform(pd.DataFrame(self.rows[-self._unflushed:]), self.schema)
+        chunk = conform(pd.DataFrame(self.rows[-self._unflushed :]), self.schema)
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._schema = pa.Schema.from_pandas(chunk, preserve_index=False)
@@ -66,7 +67,7 @@ class RecordSink:
         self._writer.write_table(table)
         self._unflushed = 0
         if len(self.rows) > self.memory_rows:  # everything written may go; keep the recent tail for lookups
-            del self.rows[:len(self.rows) - self.memory_rows]
+            del self.rows[: len(self.rows) - self.memory_rows]
 
     def close(self) -> None:
         """Flush and write the footer; with no rows at all, write an empty file with the columns."""

@@ -14,19 +14,42 @@ import pandas as pd
 STR, INT, FLOAT = "str", "int64", "float64"
 
 RECORD_SCHEMA: dict[str, str] = {
-    "request_id": STR, "model": STR, "batch_size": INT,
-    "arrival_s": FLOAT, "dispatch_s": FLOAT, "start_s": FLOAT, "finish_s": FLOAT,  # times in seconds
-    "instance_id": STR, "instance_type": STR, "policy": STR, "status": STR,
+    "request_id": STR,
+    "model": STR,
+    "batch_size": INT,
+    "arrival_s": FLOAT,
+    "dispatch_s": FLOAT,
+    "start_s": FLOAT,
+    "finish_s": FLOAT,  # times in seconds
+    "instance_id": STR,
+    "instance_type": STR,
+    "policy": STR,
+    "status": STR,
 }
 # What the dispatcher measures of a forwarded query, besides the base record.
 DISPATCHER_SCHEMA: dict[str, str] = {
-    **RECORD_SCHEMA, "queue_ms": FLOAT, "service_ms": FLOAT, "http_status": INT, "attempts": INT, "error": STR,
+    **RECORD_SCHEMA,
+    "queue_ms": FLOAT,
+    "service_ms": FLOAT,
+    "http_status": INT,
+    "attempts": INT,
+    "error": STR,
 }
 # A run folder's queries.parquet: the base record, the run's labels, then the client's and the dispatcher's views.
 QUERY_SCHEMA: dict[str, str] = {
-    **RECORD_SCHEMA, "dispatcher": STR, "phase": INT, "offered_qps": FLOAT,
-    "sent_s": FLOAT, "send_lag_ms": FLOAT, "latency_ms": FLOAT, "http_status": INT, "queue_ms": FLOAT,
-    "service_ms": FLOAT, "backend_finish_s": FLOAT, "attempts": INT, "worker": STR,
+    **RECORD_SCHEMA,
+    "dispatcher": STR,
+    "phase": INT,
+    "offered_qps": FLOAT,
+    "sent_s": FLOAT,
+    "send_lag_ms": FLOAT,
+    "latency_ms": FLOAT,
+    "http_status": INT,
+    "queue_ms": FLOAT,
+    "service_ms": FLOAT,
+    "backend_finish_s": FLOAT,
+    "attempts": INT,
+    "worker": STR,
 }
 RECORD_COLUMNS = tuple(RECORD_SCHEMA)
 DISPATCHER_COLUMNS = tuple(DISPATCHER_SCHEMA)

@@ -20,9 +20,18 @@ from harness.dispatch.policies import Policy, PolicyContext, Query
 class DispatchCore:
     """Central FIFO + policy + per-instance state; callbacks ``on_assign``, ``on_start``, ``on_drop``."""
 
-    def __init__(self, policy: Policy, latency: LatencyModel, instances: list[InstanceState], qos_ms: float,
-                 rng: np.random.Generator, *, on_assign: Callable[[Query, InstanceState], None],
-                 on_start: Callable[[Query, InstanceState], None], on_drop: Callable[[Query], None]):
+    def __init__(
+        self,
+        policy: Policy,
+        latency: LatencyModel,
+        instances: list[InstanceState],
+        qos_ms: float,
+        rng: np.random.Generator,
+        *,
+        on_assign: Callable[[Query, InstanceState], None],
+        on_start: Callable[[Query, InstanceState], None],
+        on_drop: Callable[[Query], None],
+    ):
         self.latency = latency
         self.instances = instances
         self.qos_ms = float(qos_ms)
@@ -35,8 +44,9 @@ class DispatchCore:
 
     def set_policy(self, policy: Policy) -> None:
         """Bind ``policy`` to this pool (also used to switch policies between test phases)."""
-        policy.bind(PolicyContext(tuple(self.latency.instance_types), self.latency, self.qos_ms, self.rng),
-                    self.instances)
+        policy.bind(
+            PolicyContext(tuple(self.latency.instance_types), self.latency, self.qos_ms, self.rng), self.instances
+        )
         self.policy = policy
         self._push = policy.push
 

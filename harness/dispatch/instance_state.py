@@ -12,8 +12,19 @@ from harness.core.pool_config import instance_ids
 class InstanceState:
     """One instance: its type, how many queries it holds, and when the driver expects it to be free."""
 
-    __slots__ = ("index", "instance_id", "instance_type", "type_index", "capacity", "running",
-                 "outstanding", "expected_free_s", "backlog_s", "queue", "alive")
+    __slots__ = (
+        "index",
+        "instance_id",
+        "instance_type",
+        "type_index",
+        "capacity",
+        "running",
+        "outstanding",
+        "expected_free_s",
+        "backlog_s",
+        "queue",
+        "alive",
+    )
 
     def __init__(self, index: int, instance_id: str, instance_type: str, type_index: int, capacity: int = 1):
         self.index = index
@@ -68,8 +79,13 @@ class InstanceState:
         self.expected_free_s = now_s + predicted_s + self.backlog_s
 
 
-def build_instances(instance_types: list[str], type_index: dict[str, int], capacity: int = 1,
-                    ids: list[str] | None = None, cls: type[InstanceState] = InstanceState) -> list[InstanceState]:
+def build_instances(
+    instance_types: list[str],
+    type_index: dict[str, int],
+    capacity: int = 1,
+    ids: list[str] | None = None,
+    cls: type[InstanceState] = InstanceState,
+) -> list[InstanceState]:
     """Instances in configuration order, named ``TYPE-k`` unless ``ids`` are given."""
     ids = ids or instance_ids(instance_types)
     return [cls(i, ids[i], t, type_index[t], capacity) for i, t in enumerate(instance_types)]

@@ -19,8 +19,15 @@ class LatencyModel:
     exponentially weighted step (``alpha`` is the weight of the new observation).
     """
 
-    def __init__(self, profile: Profile, instance_types: list[str], models: list[str], *, alpha: float = 0.0,
-                 tail_percentile: float = 99.0):
+    def __init__(
+        self,
+        profile: Profile,
+        instance_types: list[str],
+        models: list[str],
+        *,
+        alpha: float = 0.0,
+        tail_percentile: float = 99.0,
+    ):
         self.instance_types = list(dict.fromkeys(instance_types))
         self.type_index = {t: i for i, t in enumerate(self.instance_types)}
         self.models = list(dict.fromkeys(models))

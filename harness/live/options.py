@@ -45,5 +45,6 @@ class LiveOptions:
     @property
     def rules(self) -> ValidityRules:
         """Validity of a live phase (after a 5% warm-up); p99 <= QoS by default, early stopping reported too."""
-        return ValidityRules(min_queries=self.min_queries, min_duration_s=0.5 * self.phase_seconds,
-                             criterion=self.criterion)
+        return ValidityRules(
+            min_queries=self.min_queries, min_duration_s=0.5 * self.phase_seconds, criterion=self.criterion
+        )

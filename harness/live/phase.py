@@ -34,18 +34,36 @@ class PhasePlan:
     batch_sizes: list[int]
 
     @classmethod
-    def from_trace(cls, trace: Trace, *, url: str, start_epoch: float, index: int = 0, dispatcher: str = "",
-                   offered_qps: float | None = None, id_prefix: str | None = None) -> PhasePlan:
+    def from_trace(
+        cls,
+        trace: Trace,
+        *,
+        url: str,
+        start_epoch: float,
+        index: int = 0,
+        dispatcher: str = "",
+        offered_qps: float | None = None,
+        id_prefix: str | None = None,
+    ) -> PhasePlan:
         """The plan that replays ``trace`` (one model) against ``url`` from ``start_epoch``; ids ``p<index>-<i>``."""
         prefix = f"p{index}-" if id_prefix is None else id_prefix
-        return cls(index, dispatcher, float(offered_qps if offered_qps is not None else trace.mean_rate_qps),
-                   trace.models[0], url, start_epoch, request_ids=[f"{prefix}{i}" for i in range(len(trace))],
-                   offsets_s=(trace.arrival_s - trace.arrival_s[0]).tolist(), batch_sizes=trace.batch_size.tolist())
+        return cls(
+            index,
+            dispatcher,
+            float(offered_qps if offered_qps is not None else trace.mean_rate_qps),
+            trace.models[0],
+            url,
+            start_epoch,
+            request_ids=[f"{prefix}{i}" for i in range(len(trace))],
+            offsets_s=(trace.arrival_s - trace.arrival_s[0]).tolist(),
+            batch_sizes=trace.batch_size.tolist(),
+        )
 
     def shard(self, k: int, n: int) -> PhasePlan:
         """The k-th of n interleaved shards (every query in exactly one shard)."""
-        return replace(self, request_ids=self.request_ids[k::n], offsets_s=self.offsets_s[k::n],
-                       batch_sizes=self.batch_sizes[k::n])
+        return replace(
+            self, request_ids=self.request_ids[k::n], offsets_s=self.offsets_s[k::n], batch_sizes=self.batch_sizes[k::n]
+        )
 
     def to_message(self) -> dict:
         """The plan as a message payload (Locust's messages carry plain data)."""
@@ -109,32 +127,55 @@ def merge_phase(plan: PhasePlan, client: list[ClientRecord], dispatcher_cols: di
 
     Latency runs from the *intended* send time (a late load generator cannot hide latency) to the client's finish.
     """
-    sent = client_frame(client).drop(columns=["latency_ms", "send_lag_ms"]).rename(
-        columns={"finish_s": "client_finish_s"})
+    sent = (
+        client_frame(client).drop(columns=["latency_ms", "send_lag_ms"]).rename(columns={"finish_s": "client_finish_s"})
+    )
     disp = pd.DataFrame(dispatcher_cols) if dispatcher_cols else pd.DataFrame(columns=["request_id"])
-    disp = disp.rename(columns={"finish_s": "backend_finish_s", "status": "dispatcher_status",
-                                "http_status": "dispatcher_http_status"})
-    base = pd.DataFrame({"request_id": plan.request_ids, "batch_size": plan.batch_sizes,
-                         "planned_s": [plan.start_epoch + o for o in plan.offsets_s]})
+    disp = disp.rename(
+        columns={"finish_s": "backend_finish_s", "status": "dispatcher_status", "http_status": "dispatcher_http_status"}
+    )
+    base = pd.DataFrame(
+        {
+            "request_id": plan.request_ids,
+            "batch_size": plan.batch_sizes,
+            "planned_s": [plan.start_epoch + o for o in plan.offsets_s],
+        }
+    )
     merged = base.merge(sent.drop(columns=["error"]), on="request_id", how="left").merge(
         disp.drop(columns=[c for c in ("model", "batch_size", "arrival_s", "policy", "error") if c in disp.columns]),
-        on="request_id", how="left")
+        on="request_id",
+        how="left",
+    )
     merged = merged[merged["sent_s"].notna() | merged.get("dispatcher_status", pd.Series(dtype=object)).notna()]
     ok = merged["http_status"].fillna(0).astype(int) == 200
     dstat = merged.get("dispatcher_status", pd.Series("", index=merged.index)).fillna("")
     status = np.where(ok, OK, np.where(dstat.isin([SHED, DROPPED]), dstat, FAILED))
     intended = merged["intended_s"].fillna(merged["planned_s"])
-    out = pd.DataFrame({
-        "request_id": merged["request_id"], "model": plan.model, "batch_size": merged["batch_size"],
-        "arrival_s": intended, "dispatch_s": merged.get("dispatch_s"), "start_s": merged.get("start_s"),
-        "finish_s": merged["client_finish_s"].where(ok), "instance_id": merged.get("instance_id"),
-        "instance_type": merged.get("instance_type"), "policy": plan.dispatcher, "status": status,
-        "dispatcher": plan.dispatcher, "phase": plan.index, "offered_qps": plan.offered_qps,
-        "sent_s": merged["sent_s"], "send_lag_ms": elapsed_ms(intended, merged["sent_s"]),
-        "http_status": merged["http_status"].fillna(merged.get("dispatcher_http_status", 0)).fillna(0),
-        "queue_ms": merged.get("queue_ms"), "service_ms": merged.get("service_ms"),
-        "backend_finish_s": merged.get("backend_finish_s"), "attempts": merged.get("attempts"),
-        "worker": merged["worker"],
-    })
+    out = pd.DataFrame(
+        {
+            "request_id": merged["request_id"],
+            "model": plan.model,
+            "batch_size": merged["batch_size"],
+            "arrival_s": intended,
+            "dispatch_s": merged.get("dispatch_s"),
+            "start_s": merged.get("start_s"),
+            "finish_s": merged["client_finish_s"].where(ok),
+            "instance_id": merged.get("instance_id"),
+            "instance_type": merged.get("instance_type"),
+            "policy": plan.dispatcher,
+            "status": status,
+            "dispatcher": plan.dispatcher,
+            "phase": plan.index,
+            "offered_qps": plan.offered_qps,
+            "sent_s": merged["sent_s"],
+            "send_lag_ms": elapsed_ms(intended, merged["sent_s"]),
+            "http_status": merged["http_status"].fillna(merged.get("dispatcher_http_status", 0)).fillna(0),
+            "queue_ms": merged.get("queue_ms"),
+            "service_ms": merged.get("service_ms"),
+            "backend_finish_s": merged.get("backend_finish_s"),
+            "attempts": merged.get("attempts"),
+            "worker": merged["worker"],
+        }
+    )
     out["latency_ms"] = latency_ms(out)
     return out.sort_values("arrival_s", kind="stable").reset_index(drop=True)

@@ -26,8 +26,9 @@ def payloads_for(model: str, seed: int = 0) -> v2.PayloadCache:
     return v2.PayloadCache(lambda b: models.make_inputs(spec, b, np.random.default_rng(seed + b)))
 
 
-async def replay_plan(plan: PhasePlan, *, payloads: v2.PayloadCache | None = None,
-                      timeout_s: float = 120.0) -> list[ClientRecord]:
+async def replay_plan(
+    plan: PhasePlan, *, payloads: v2.PayloadCache | None = None, timeout_s: float = 120.0
+) -> list[ClientRecord]:
     """Send every query of ``plan`` at its time (open loop); returns one record per query, in plan order."""
     payloads = payloads or payloads_for(plan.model)
     for b in set(plan.batch_sizes):
@@ -36,8 +37,9 @@ async def replay_plan(plan: PhasePlan, *, payloads: v2.PayloadCache | None = Non
     records: list[ClientRecord | None] = [None] * len(plan.request_ids)
     connector = aiohttp.TCPConnector(limit=0)
     # No cookie jar: inference servers set none, and it is per-request work in the sender's loop.
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s),
-                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s), cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
         epoch0 = plan.start_epoch
         mono0 = time.perf_counter() + (epoch0 - time.time())
 
@@ -53,8 +55,9 @@ async def replay_plan(plan: PhasePlan, *, payloads: v2.PayloadCache | None = Non
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 err = f"{type(exc).__name__}: {exc}"
             done = time.perf_counter()
-            records[i] = ClientRecord(rid, epoch0 + (intended - mono0), epoch0 + (sent - mono0),
-                                      epoch0 + (done - mono0), status, error=err)
+            records[i] = ClientRecord(
+                rid, epoch0 + (intended - mono0), epoch0 + (sent - mono0), epoch0 + (done - mono0), status, error=err
+            )
 
         tasks = []
         with frozen_gc():
@@ -68,8 +71,15 @@ async def replay_plan(plan: PhasePlan, *, payloads: v2.PayloadCache | None = Non
     return records
 
 
-async def replay(trace: Trace, base_url: str, *, payloads: v2.PayloadCache | None = None, lead_s: float = 0.5,
-                 timeout_s: float = 120.0, id_prefix: str = "q") -> list[ClientRecord]:
+async def replay(
+    trace: Trace,
+    base_url: str,
+    *,
+    payloads: v2.PayloadCache | None = None,
+    lead_s: float = 0.5,
+    timeout_s: float = 120.0,
+    id_prefix: str = "q",
+) -> list[ClientRecord]:
     """Replay ``trace`` against ``base_url`` starting ``lead_s`` from now; one record per query."""
     plan = PhasePlan.from_trace(trace, url=base_url, start_epoch=time.time() + lead_s, id_prefix=id_prefix)
     return await replay_plan(plan, payloads=payloads, timeout_s=timeout_s)

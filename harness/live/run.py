@@ -60,18 +60,31 @@ class LiveRun:
     def start(self) -> None:
         """Create the run folder and start the stack."""
         o = self.options
-        self.run_dir = RunDir(o.report_dir / new_run_id(), meta={"kind": "live", "model": self.model, "qos_ms": self.qos_ms,
-                                                   "config": {k: (str(v) if isinstance(v, Path) else v)
-                                                              for k, v in asdict(o).items()},
-                                                   "trace": {"source": self.base.source, "queries": len(self.base),
-                                                             "mean_rate_qps": self.base.mean_rate_qps}})
+        self.run_dir = RunDir(
+            o.report_dir / new_run_id(),
+            meta={
+                "kind": "live",
+                "model": self.model,
+                "qos_ms": self.qos_ms,
+                "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(o).items()},
+                "trace": {
+                    "source": self.base.source,
+                    "queries": len(self.base),
+                    "mean_rate_qps": self.base.mean_rate_qps,
+                },
+            },
+        )
         self.stack = LiveStack(o, self.model, self.run_dir.path / "dispatcher.parquet", self.log)
         pf = self.stack.pool_file
         self.pool_config = pf.config
         check_trace(self.base, self.profile, self.pool_config)
-        self.run_dir.update_meta(pool=[i.to_json() for i in pf.instances], pool_config=str(self.pool_config),
-                                 cost_per_h=pf.cost_per_h, dispatcher_url=self.stack.url,
-                                 dispatcher_pid=self.stack.dispatcher.pid)
+        self.run_dir.update_meta(
+            pool=[i.to_json() for i in pf.instances],
+            pool_config=str(self.pool_config),
+            cost_per_h=pf.cost_per_h,
+            dispatcher_url=self.stack.url,
+            dispatcher_pid=self.stack.dispatcher.pid,
+        )
         self.log(f"run folder {self.run_dir.path}")
 
     # -- phases -----------------------------------------------------------------------------------------------
@@ -90,20 +103,32 @@ class LiveRun:
         """The simulator's allowable throughput over the same phase construction."""
         latency = LatencyModel(self.profile, self.pool_config.instance_types, [self.model])
         start = 0.5 * capacity_qps(latency, self.pool_config.instance_types, self.model, self.base.batch_size)
-        found = find_allowable(lambda r: self.simulate_point(spec, self.phase_trace(r)), start,
-                               SearchConfig(rel_tol=self.options.tolerance))
+        found = find_allowable(
+            lambda r: self.simulate_point(spec, self.phase_trace(r)),
+            start,
+            SearchConfig(rel_tol=self.options.tolerance),
+        )
         return found.allowable_qps, found.bracket_qps
 
     def run_phase(self, spec: str, rate_qps: float) -> PointSummary:
         """Replay one phase through the dispatcher, merge records, summarize, write, log."""
         o = self.options
-        trace = self.phase_trace(rate_qps) if rate_qps else self.base.head(
-            phase_queries(self.base.mean_rate_qps, o.phase_seconds, o.rules, o.phase_queries))
+        trace = (
+            self.phase_trace(rate_qps)
+            if rate_qps
+            else self.base.head(phase_queries(self.base.mean_rate_qps, o.phase_seconds, o.rules, o.phase_queries))
+        )
         offered = rate_qps or trace.mean_rate_qps
         index = self._phase
         self._phase += 1
-        plan = PhasePlan.from_trace(trace, url=self.stack.url, start_epoch=time.time() + o.lead_s, index=index,
-                                    dispatcher=spec, offered_qps=offered)
+        plan = PhasePlan.from_trace(
+            trace,
+            url=self.stack.url,
+            start_epoch=time.time() + o.lead_s,
+            index=index,
+            dispatcher=spec,
+            offered_qps=offered,
+        )
         self.current = plan
         self.log(f"phase {index}: {spec} at {offered:.1f} qps, {len(trace)} queries, ~{trace.duration_s:.0f} s")
         output = self.loadgen.run_phase(plan)
@@ -118,9 +143,11 @@ class LiveRun:
         verdict = "VALID" if summary.valid else "INVALID"
         busy = f", load generator CPU {output.cpu_percent:.0f}%" if math.isfinite(output.cpu_percent) else ""
         warn = " (load generator saturated: latencies inflated)" if output.cpu_percent > 80 else ""
-        self.log(f"phase {index}: {spec} at {offered:.1f} qps -> p99 {summary.p99_ms:.1f} ms "
-                 f"(sim {sim.p99_ms:.1f}), violations {100 * summary.violation_rate:.2f}%, {verdict}; "
-                 f"send lag p99 {row['send_lag_p99_ms']:.1f} ms{busy}{warn}")
+        self.log(
+            f"phase {index}: {spec} at {offered:.1f} qps -> p99 {summary.p99_ms:.1f} ms "
+            f"(sim {sim.p99_ms:.1f}), violations {100 * summary.violation_rate:.2f}%, {verdict}; "
+            f"send lag p99 {row['send_lag_p99_ms']:.1f} ms{busy}{warn}"
+        )
         return summary
 
     def summary_row(self, plan: PhasePlan, merged: pd.DataFrame, summary: PointSummary, cpu_percent: float) -> dict:
@@ -128,10 +155,15 @@ class LiveRun:
         cost = self.stack.pool_file.cost_per_h if self.stack else math.nan
         sent = merged["sent_s"].dropna().sort_values().to_numpy()
         return summary_row(
-            plan.dispatcher, plan.index, summary, plan.offered_qps, cost,
+            plan.dispatcher,
+            plan.index,
+            summary,
+            plan.offered_qps,
+            cost,
             send_lag_p99_ms=percentile_ms(merged["send_lag_ms"].dropna().to_numpy(), 99),
             sent_qps=(len(sent) - 1) / (sent[-1] - sent[0]) if len(sent) > 1 and sent[-1] > sent[0] else math.nan,
-            loadgen_cpu_percent=cpu_percent)
+            loadgen_cpu_percent=cpu_percent,
+        )
 
     # -- the whole run ----------------------------------------------------------------------------------------
     def run(self, loadgen: LoadGenerator) -> Path | None:
@@ -145,18 +177,25 @@ class LiveRun:
                 sim_qps, sim_bracket = self.simulated_allowable(spec)
                 start = o.rate_qps or sim_qps or 1.0
                 self.log(f"{spec}: simulator's allowable throughput {sim_qps:.1f} qps; live sweep starts there")
-                found = find_allowable(lambda r, spec=spec: self.run_phase(spec, r), start,
-                                       SearchConfig(rel_tol=o.tolerance, max_points=o.max_phases, growth=o.growth))
+                found = find_allowable(
+                    lambda r, spec=spec: self.run_phase(spec, r),
+                    start,
+                    SearchConfig(rel_tol=o.tolerance, max_points=o.max_phases, growth=o.growth),
+                )
                 self.run_dir.set_allowable(spec, found.allowable_qps, found.bracket_qps, sim_allowable_qps=sim_qps)
                 results.append((spec, found.allowable_qps, sim_qps))
-                self.log(f"{spec}: allowable throughput {found.allowable_qps:.1f} qps live "
-                         f"(bracket {found.bracket_qps[0]:.1f}..{found.bracket_qps[1]:.1f}), {sim_qps:.1f} simulated")
+                self.log(
+                    f"{spec}: allowable throughput {found.allowable_qps:.1f} qps live "
+                    f"(bracket {found.bracket_qps[0]:.1f}..{found.bracket_qps[1]:.1f}), {sim_qps:.1f} simulated"
+                )
             else:
                 self.run_phase(spec, o.rate_qps)
         self.finished = True
         if results:
-            self.log("allowable throughput (qps):  " + ",  ".join(
-                f"{s} {live:.1f} live / {sim:.1f} sim" for s, live, sim in results))
+            self.log(
+                "allowable throughput (qps):  "
+                + ",  ".join(f"{s} {live:.1f} live / {sim:.1f} sim" for s, live, sim in results)
+            )
         return self.close(partial=False)
 
     def close(self, partial: bool) -> Path | None:
@@ -179,7 +218,9 @@ class LiveRun:
                 if len(merged):
                     summary = summarize(merged, self.qos_ms, self.options.rules)
                     row = self.summary_row(plan, merged, summary, math.nan)
-                    row.update(valid=False, invalid_reason="interrupted: " + (summary.invalid_reason or "partial phase"))
+                    row.update(
+                        valid=False, invalid_reason="interrupted: " + (summary.invalid_reason or "partial phase")
+                    )
                     self.run_dir.add_phase(merged, row)
         finally:
             if self.stack:

@@ -23,8 +23,19 @@ from harness.core.records import QUERY_SCHEMA, conform
 from harness.measure.analyzer import stamp_allowable
 from harness.report.page import build_report
 
-PACKAGES = ("kairos-harness", "locust", "aiohttp", "numpy", "scipy", "pandas", "pyarrow", "onnxruntime", "onnx",
-            "plotly", "gevent")
+PACKAGES = (
+    "kairos-harness",
+    "locust",
+    "aiohttp",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pyarrow",
+    "onnxruntime",
+    "onnx",
+    "plotly",
+    "gevent",
+)
 
 
 def new_run_id(prefix: str = "run") -> str:
@@ -71,8 +82,14 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=exist_ok)
         self.queries = RecordSink(self.path / "queries.parquet", QUERY_SCHEMA)
         self.summary_rows: list[dict] = []
-        self.meta = {"run_id": self.run_id, "started_at": datetime.now(UTC).isoformat(),
-                     "partial": True, "versions": versions(), "machine": machine(), **(meta or {})}
+        self.meta = {
+            "run_id": self.run_id,
+            "started_at": datetime.now(UTC).isoformat(),
+            "partial": True,
+            "versions": versions(),
+            "machine": machine(),
+            **(meta or {}),
+        }
         self._write_meta()
 
     def add_phase(self, queries: pd.DataFrame, summary_row: dict) -> None:

@@ -22,8 +22,12 @@ from servers.process import spawn_server, stop_processes
 def http_json(url: str, doc: dict | None = None, method: str | None = None, timeout_s: float = 300.0) -> dict:
     """A small JSON request (urllib: cooperative under gevent's monkey patching)."""
     data = json.dumps(doc).encode() if doc is not None else None
-    req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method=method or ("POST" if data is not None else "GET"),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=timeout_s) as resp:
         return json.loads(resp.read())
 
@@ -37,16 +41,23 @@ class LiveStack:
         if options.pool_file:
             self.pool_file = load_pool_file(options.pool_file)
             if self.pool_file.model != model:
-                raise InputError(f"{options.pool_file}: serves {self.pool_file.model!r}, the trace is {model!r}",
-                                 field="pool_file")
+                raise InputError(
+                    f"{options.pool_file}: serves {self.pool_file.model!r}, the trace is {model!r}", field="pool_file"
+                )
         else:
             log(f"starting {options.mode} pool {options.pool_config} for {model} ...")
-            self._pool = start_pool(PoolSpec(options.pool_config, model, options.mode, profiles=options.profiles,
-                                             seed=options.seed))
+            self._pool = start_pool(
+                PoolSpec(options.pool_config, model, options.mode, profiles=options.profiles, seed=options.seed)
+            )
             self.pool_file = self._pool.as_pool_file()
             self._pool.write(records_path.parent / "pool.json")
-        config = DispatcherConfig(pool=self.pool_file, policy=options.dispatchers[0], qos_ms=options.qos_ms,
-                                  profiles=options.profiles, records_path=records_path)
+        config = DispatcherConfig(
+            pool=self.pool_file,
+            policy=options.dispatchers[0],
+            qos_ms=options.qos_ms,
+            profiles=options.profiles,
+            records_path=records_path,
+        )
         try:
             self.dispatcher = spawn_server("dispatcher", config, name="dispatcher")
         except BaseException:

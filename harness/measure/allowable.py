@@ -44,9 +44,12 @@ class AllowableResult:
         return None
 
 
-def find_allowable(evaluate: Callable[[float], PointSummary], start_qps: float,
-                   search: SearchConfig = SearchConfig(),
-                   on_point: Callable[[float, PointSummary], None] | None = None) -> AllowableResult:
+def find_allowable(
+    evaluate: Callable[[float], PointSummary],
+    start_qps: float,
+    search: SearchConfig = SearchConfig(),
+    on_point: Callable[[float, PointSummary], None] | None = None,
+) -> AllowableResult:
     """Widen then bisect on the offered rate; a point passes when its summary is VALID."""
     points: list[tuple[float, PointSummary]] = []
 

@@ -153,31 +153,51 @@ def summarize(records: pd.DataFrame, qos_ms: float, rules: ValidityRules = Valid
     if rules.criterion == "p99" and n and not pct_ok:
         reasons.append(f"p{rules.percentile:g} {percentile_ms(lat, rules.percentile):.1f} ms > QoS {qos_ms:g} ms")
     return PointSummary(
-        queries=len(records), measured_queries=n, duration_s=span,
+        queries=len(records),
+        measured_queries=n,
+        duration_s=span,
         offered_qps=(n - 1) / span if span > 0 else math.nan,
         achieved_qps=int(served.sum()) / done_span if done_span > 0 else math.nan,
         goodput_qps=int(np.count_nonzero(lat <= qos_ms)) / done_span if done_span > 0 else math.nan,
-        p50_ms=pct[50.0], p90_ms=pct[90.0], p95_ms=pct[95.0], p99_ms=pct[99.0], p999_ms=pct[99.9],
-        p99_ci_low_ms=lo, p99_ci_high_ms=hi,
-        violations=violations, violation_rate=violations / n if n else math.nan,
+        p50_ms=pct[50.0],
+        p90_ms=pct[90.0],
+        p95_ms=pct[95.0],
+        p99_ms=pct[99.0],
+        p999_ms=pct[99.9],
+        p99_ci_low_ms=lo,
+        p99_ci_high_ms=hi,
+        violations=violations,
+        violation_rate=violations / n if n else math.nan,
         dropped=int((measured["status"].to_numpy() != OK).sum()),
-        valid=not reasons, invalid_reason="; ".join(reasons), early_stopping_ok=es_ok, percentile_ok=pct_ok,
+        valid=not reasons,
+        invalid_reason="; ".join(reasons),
+        early_stopping_ok=es_ok,
+        percentile_ok=pct_ok,
     )
 
 
-def summary_row(dispatcher: str, phase: int, summary: PointSummary, offered_qps: float, cost_per_h: float | None,
-                **extra) -> dict:
+def summary_row(
+    dispatcher: str, phase: int, summary: PointSummary, offered_qps: float, cost_per_h: float | None, **extra
+) -> dict:
     """One summary.parquet row (simulated or live): a dispatcher's point, what it cost, and what the caller adds."""
-    return {"dispatcher": dispatcher, "phase": phase, **summary.as_dict(), "offered_qps": offered_qps,
-            "cost_per_h": cost_per_h,
-            "qps_per_dollar": summary.achieved_qps / cost_per_h if cost_per_h else math.nan,
-            "allowable_qps": math.nan, **extra}
+    return {
+        "dispatcher": dispatcher,
+        "phase": phase,
+        **summary.as_dict(),
+        "offered_qps": offered_qps,
+        "cost_per_h": cost_per_h,
+        "qps_per_dollar": summary.achieved_qps / cost_per_h if cost_per_h else math.nan,
+        "allowable_qps": math.nan,
+        **extra,
+    }
 
 
-def stamp_allowable(rows: list[dict], dispatcher: str, allowable_qps: float, bracket_qps: tuple[float, float],
-                    **extra) -> None:
+def stamp_allowable(
+    rows: list[dict], dispatcher: str, allowable_qps: float, bracket_qps: tuple[float, float], **extra
+) -> None:
     """Write a dispatcher's search result (allowable rate, bracket, and e.g. the simulator's answer) on its rows."""
     for row in rows:
         if row["dispatcher"] == dispatcher:
-            row.update(allowable_qps=allowable_qps, bracket_low_qps=bracket_qps[0], bracket_high_qps=bracket_qps[1],
-                       **extra)
+            row.update(
+                allowable_qps=allowable_qps, bracket_low_qps=bracket_qps[0], bracket_high_qps=bracket_qps[1], **extra
+            )

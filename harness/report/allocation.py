@@ -25,15 +25,23 @@ def allocation_html(frame: pd.DataFrame, max_rows: int = 25) -> str:
     attrs = frame.attrs or {}
     title = "Configuration allocation"
     if attrs.get("model"):
-        title += (f": {escape(str(attrs['model']))}, p99 &le; {attrs.get('qos_ms', float('nan')):g} ms, "
-                  f"budget ${attrs.get('budget_per_h', float('nan')):.2f}/h")
+        title += (
+            f": {escape(str(attrs['model']))}, p99 &le; {attrs.get('qos_ms', float('nan')):g} ms, "
+            f"budget ${attrs.get('budget_per_h', float('nan')):.2f}/h"
+        )
     picked = frame["picked_by"].astype(str).str.len() > 0 if "picked_by" in frame else pd.Series(False, frame.index)
     shown = frame[(frame.index < max_rows) | picked]
-    columns = [("kairos_rank", "Kairos rank", 0), ("config", "configuration", None), ("cost_per_h", "$/h", 3),
-               ("kairos_bound_qps", "Kairos bound qps", 1), ("fluid_bound_qps", "fluid bound qps", 1),
-               ("queue_estimate_qps", "queueing-aware estimate qps", 1),
-               ("allowable_qps", "allowable qps (search)", 1), ("final_allowable_qps", "allowable qps (final)", 1),
-               ("picked_by", "picked by", None)]
+    columns = [
+        ("kairos_rank", "Kairos rank", 0),
+        ("config", "configuration", None),
+        ("cost_per_h", "$/h", 3),
+        ("kairos_bound_qps", "Kairos bound qps", 1),
+        ("fluid_bound_qps", "fluid bound qps", 1),
+        ("queue_estimate_qps", "queueing-aware estimate qps", 1),
+        ("allowable_qps", "allowable qps (search)", 1),
+        ("final_allowable_qps", "allowable qps (final)", 1),
+        ("picked_by", "picked by", None),
+    ]
     columns = [c for c in columns if c[0] in frame.columns]
     head = "".join(f'<th style="{_LEFT if d is None else _CELL}">{escape(label)}</th>' for _, label, d in columns)
     body = []
@@ -50,9 +58,13 @@ def allocation_html(frame: pd.DataFrame, max_rows: int = 25) -> str:
             cells.append(f'<td style="{_LEFT if digits is None else _CELL}">{text}</td>')
         style = f' style="{_PICKED}"' if picked.loc[i] else ""
         body.append(f"<tr{style}>{''.join(cells)}</tr>")
-    note = (f"<p>{len(frame)} configurations; showing the {min(max_rows, len(frame))} with the highest Kairos "
-            f"bound and every method's pick (highlighted). Allowable throughput is simulated; &ndash; means not "
-            f"evaluated.</p>")
-    return (f'<section class="kairos-allocation">\n<h2>{title}</h2>\n{note}\n'
-            f'<table style="border-collapse:collapse;font-family:sans-serif;font-size:13px">\n'
-            f"<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>\n</section>\n")
+    note = (
+        f"<p>{len(frame)} configurations; showing the {min(max_rows, len(frame))} with the highest Kairos "
+        f"bound and every method's pick (highlighted). Allowable throughput is simulated; &ndash; means not "
+        f"evaluated.</p>"
+    )
+    return (
+        f'<section class="kairos-allocation">\n<h2>{title}</h2>\n{note}\n'
+        f'<table style="border-collapse:collapse;font-family:sans-serif;font-size:13px">\n'
+        f"<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>\n</section>\n"
+    )

@@ -23,11 +23,29 @@ UTIL_BINS = 100
 BATCH_BUCKET = 100
 BATCH_TOP = 1000
 
-_SUMMARY_FLOATS = ("offered_qps", "achieved_qps", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms",
-                   "p99_ci_low_ms", "p99_ci_high_ms", "violation_rate", "cost_per_h", "qps_per_dollar",
-                   "allowable_qps")
-_SUMMARY_OPTIONAL_FLOATS = ("sim_p99_ms", "sim_allowable_qps", "send_lag_p99_ms", "loadgen_cpu_percent",
-                            "bracket_low_qps", "bracket_high_qps")
+_SUMMARY_FLOATS = (
+    "offered_qps",
+    "achieved_qps",
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "p999_ms",
+    "p99_ci_low_ms",
+    "p99_ci_high_ms",
+    "violation_rate",
+    "cost_per_h",
+    "qps_per_dollar",
+    "allowable_qps",
+)
+_SUMMARY_OPTIONAL_FLOATS = (
+    "sim_p99_ms",
+    "sim_allowable_qps",
+    "send_lag_p99_ms",
+    "loadgen_cpu_percent",
+    "bracket_low_qps",
+    "bracket_high_qps",
+)
 
 
 @dataclass(frozen=True)
@@ -67,8 +85,13 @@ def utilization(queries: pd.DataFrame, bins=UTIL_BINS) -> pd.DataFrame:
         backend = queries["backend_finish_s"].to_numpy(float)
         end = np.where(np.isfinite(backend), backend, end)
     inst = queries["instance_id"]
-    ok = (np.isfinite(start) & np.isfinite(end) & (end >= start) & inst.notna().to_numpy()
-          & (inst.astype(str).to_numpy() != ""))
+    ok = (
+        np.isfinite(start)
+        & np.isfinite(end)
+        & (end >= start)
+        & inst.notna().to_numpy()
+        & (inst.astype(str).to_numpy() != "")
+    )
     if np.ndim(bins) == 0:
         if not ok.any():
             return pd.DataFrame()

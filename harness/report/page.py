@@ -99,11 +99,12 @@ def _cell(cell) -> str:
 def _table(header: list[str], rows: list[list], cls: str = "", row_classes: list[str] | None = None) -> str:
     """An HTML table; cells are given already escaped (optionally as (css class, html) pairs)."""
     head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join((f'<tr class="{row_classes[i]}">' if row_classes else "<tr>")
-                   + "".join(_cell(c) for c in row) + "</tr>" for i, row in enumerate(rows))
+    body = "".join(
+        (f'<tr class="{row_classes[i]}">' if row_classes else "<tr>") + "".join(_cell(c) for c in row) + "</tr>"
+        for i, row in enumerate(rows)
+    )
     # Wrapped so that a wide table scrolls by itself instead of widening the page.
-    return (f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
-            "</table></div>")
+    return f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _kv_table(items: dict, cls: str = "kv") -> str:
@@ -121,8 +122,17 @@ def _kv_table(items: dict, cls: str = "kv") -> str:
 def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str:
     """Per dispatcher: allowable QPS, bracket, p99 at allowable, cost, QPS per $/h (and simulated allowable)."""
     has_sim = "sim_allowable_qps" in summary
-    header = ["dispatcher", "allowable qps", "bracket qps", "p99 at allowable (ms)", "p99 95% CI (ms)",
-              "violations", "cost $/h", "qps per $/h", "steps (valid)"]
+    header = [
+        "dispatcher",
+        "allowable qps",
+        "bracket qps",
+        "p99 at allowable (ms)",
+        "p99 95% CI (ms)",
+        "violations",
+        "cost $/h",
+        "qps per $/h",
+        "steps (valid)",
+    ]
     if has_sim:
         header.insert(2, "simulated allowable qps")
     rows = []
@@ -131,16 +141,25 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
         allowable = finite_values(steps["allowable_qps"])
         allow = float(allowable[0]) if allowable.size else math.nan
         lo, hi = bracket(steps)
-        cost = float(step["cost_per_h"]) if step is not None and math.isfinite(step["cost_per_h"]) else (
-            float(run_cost_per_h) if run_cost_per_h is not None else math.nan)
+        cost = (
+            float(step["cost_per_h"])
+            if step is not None and math.isfinite(step["cost_per_h"])
+            else (float(run_cost_per_h) if run_cost_per_h is not None else math.nan)
+        )
         per_dollar = float(step["qps_per_dollar"]) if step is not None else math.nan
         if not math.isfinite(per_dollar) and math.isfinite(allow) and cost > 0:
             per_dollar = allow / cost
-        row = [escape(d), fmt(allow), f"[{fmt(lo)}, {fmt(hi)}]",
-               fmt(step["p99_ms"]) if step is not None else "–",
-               f"[{fmt(step['p99_ci_low_ms'])}, {fmt(step['p99_ci_high_ms'])}]" if step is not None else "–",
-               fmt(100 * step["violation_rate"], 2, " %") if step is not None else "–",
-               fmt(cost, 3), fmt(per_dollar, 2), f"{len(steps)} ({int(steps['valid'].sum())})"]
+        row = [
+            escape(d),
+            fmt(allow),
+            f"[{fmt(lo)}, {fmt(hi)}]",
+            fmt(step["p99_ms"]) if step is not None else "–",
+            f"[{fmt(step['p99_ci_low_ms'])}, {fmt(step['p99_ci_high_ms'])}]" if step is not None else "–",
+            fmt(100 * step["violation_rate"], 2, " %") if step is not None else "–",
+            fmt(cost, 3),
+            fmt(per_dollar, 2),
+            f"{len(steps)} ({int(steps['valid'].sum())})",
+        ]
         if has_sim:
             sim = finite_values(steps["sim_allowable_qps"])
             row.insert(2, fmt(float(sim[0])) if sim.size else "–")
@@ -150,13 +169,27 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
 
 def steps_table(summary: pd.DataFrame) -> str:
     """Every dispatcher x rate step, in run order."""
-    cols = [("dispatcher", "dispatcher", None), ("phase", "phase", 0), ("offered_qps", "offered qps", 1),
-            ("achieved_qps", "achieved qps", 1), ("queries", "queries", 0), ("p50_ms", "p50 ms", 1),
-            ("p90_ms", "p90 ms", 1), ("p95_ms", "p95 ms", 1), ("p99_ms", "p99 ms", 1),
-            ("p99_ci", "p99 95% CI ms", 1), ("p999_ms", "p99.9 ms", 1), ("violation_rate", "violations %", 2),
-            ("valid", "verdict", None), ("sim_p99_ms", "sim p99 ms", 1), ("sim_valid", "sim verdict", None),
-            ("send_lag_p99_ms", "send lag p99 ms", 1), ("loadgen_cpu_percent", "loadgen CPU %", 0),
-            ("cost_per_h", "$/h", 3), ("qps_per_dollar", "qps per $/h", 2)]
+    cols = [
+        ("dispatcher", "dispatcher", None),
+        ("phase", "phase", 0),
+        ("offered_qps", "offered qps", 1),
+        ("achieved_qps", "achieved qps", 1),
+        ("queries", "queries", 0),
+        ("p50_ms", "p50 ms", 1),
+        ("p90_ms", "p90 ms", 1),
+        ("p95_ms", "p95 ms", 1),
+        ("p99_ms", "p99 ms", 1),
+        ("p99_ci", "p99 95% CI ms", 1),
+        ("p999_ms", "p99.9 ms", 1),
+        ("violation_rate", "violations %", 2),
+        ("valid", "verdict", None),
+        ("sim_p99_ms", "sim p99 ms", 1),
+        ("sim_valid", "sim verdict", None),
+        ("send_lag_p99_ms", "send lag p99 ms", 1),
+        ("loadgen_cpu_percent", "loadgen CPU %", 0),
+        ("cost_per_h", "$/h", 3),
+        ("qps_per_dollar", "qps per $/h", 2),
+    ]
     cols = [c for c in cols if c[0] in summary or c[0] == "p99_ci"]
     rows, classes = [], []
     for _, r in summary.iterrows():
@@ -165,8 +198,14 @@ def steps_table(summary: pd.DataFrame) -> str:
             if key == "p99_ci":
                 cells.append(f"[{fmt(r['p99_ci_low_ms'])}, {fmt(r['p99_ci_high_ms'])}]")
             elif key == "valid":
-                cells.append(("reason", "VALID" if r["valid"] else "INVALID" + (
-                    f": {escape(r['invalid_reason'])}" if r["invalid_reason"] else "")))
+                cells.append(
+                    (
+                        "reason",
+                        "VALID"
+                        if r["valid"]
+                        else "INVALID" + (f": {escape(r['invalid_reason'])}" if r["invalid_reason"] else ""),
+                    )
+                )
             elif key == "sim_valid":
                 cells.append("–" if pd.isna(r[key]) else ("VALID" if bool(r[key]) else "INVALID"))
             elif key == "violation_rate":
@@ -185,8 +224,7 @@ def steps_table(summary: pd.DataFrame) -> str:
 
 def config_section(meta: dict) -> str:
     """The run's identity, configuration, pool, package versions and machine, as tables."""
-    known = ("run_id", "kind", "started_at", "finished_at", "partial", "model", "qos_ms", "pool_config",
-             "cost_per_h")
+    known = ("run_id", "kind", "started_at", "finished_at", "partial", "model", "qos_ms", "pool_config", "cost_per_h")
     top = {k: meta[k] for k in known if k in meta}
     trace = meta.get("trace")
     if isinstance(trace, dict):
@@ -201,8 +239,11 @@ def config_section(meta: dict) -> str:
     pool = meta.get("pool")
     if isinstance(pool, list) and pool:
         keys = list(dict.fromkeys(k for p in pool if isinstance(p, dict) for k in p))
-        rows = [[escape(fmt(p.get(k), 3) if isinstance(p.get(k), float) else str(p.get(k, "")))
-                 for k in keys] for p in pool if isinstance(p, dict)]
+        rows = [
+            [escape(fmt(p.get(k), 3) if isinstance(p.get(k), float) else str(p.get(k, ""))) for k in keys]
+            for p in pool
+            if isinstance(p, dict)
+        ]
         parts += ["<h3>Pool</h3>", _table([escape(k) for k in keys], rows)]
     for key, title in (("versions", "Package versions"), ("machine", "Machine")):
         if isinstance(meta.get(key), dict) and meta[key]:
@@ -219,8 +260,10 @@ def _allocation_section(run: RunData) -> str:
     try:
         return allocation_html(run.allocation)
     except Exception as exc:  # a report with every other section beats no report
-        return (f'<section><h2>Configuration allocation</h2><p class="note">allocation.parquet could not be '
-                f"shown: {escape(type(exc).__name__)}: {escape(str(exc))}</p></section>")
+        return (
+            f'<section><h2>Configuration allocation</h2><p class="note">allocation.parquet could not be '
+            f"shown: {escape(type(exc).__name__)}: {escape(str(exc))}</p></section>"
+        )
 
 
 def _section(title: str, body: str, anchor: str) -> str:
@@ -244,10 +287,15 @@ def render_report(run: RunData, plotly_js: str | None = None) -> str:
     body: list[str] = []
 
     charts.append(dict(id=CHART_P99, **p99_figure(summary, qos_ms, colors)))
-    body.append(_section("Tail latency vs offered load",
-                         '<p class="note">One line per dispatcher; filled markers are VALID steps, hollow ones '
-                         "INVALID, with the p99's 95% confidence interval. Dashed lines: the simulator's prediction "
-                         "on the same trace, where present.</p>" + _chart_div(CHART_P99), "p99"))
+    body.append(
+        _section(
+            "Tail latency vs offered load",
+            '<p class="note">One line per dispatcher; filled markers are VALID steps, hollow ones '
+            "INVALID, with the p99's 95% confidence interval. Dashed lines: the simulator's prediction "
+            "on the same trace, where present.</p>" + _chart_div(CHART_P99),
+            "p99",
+        )
+    )
 
     # The step shown per dispatcher in the distribution charts: its allowable rate, else its highest VALID rate.
     shown = []
@@ -256,8 +304,7 @@ def render_report(run: RunData, plotly_js: str | None = None) -> str:
             sel, label = step_queries(queries, d, shown_step(summary[summary["dispatcher"] == d]))
             if len(sel):
                 shown.append((d, sel, label))
-    missing = ('<p class="note">No queries.parquet in this run directory: per-query charts are not '
-               "available.</p>")
+    missing = '<p class="note">No queries.parquet in this run directory: per-query charts are not available.</p>'
 
     if shown:
         curves = []
@@ -282,9 +329,15 @@ def render_report(run: RunData, plotly_js: str | None = None) -> str:
         charts.append(dict(id=CHART_UTIL, **utilization_figure(util_panels)))
         body.append(_section("Instance utilization", _chart_div(CHART_UTIL), "utilization"))
     else:
-        body.append(_section("Instance utilization", missing if queries is None else
-                             '<p class="note">No served queries with start/finish times and instances.</p>',
-                             "utilization"))
+        body.append(
+            _section(
+                "Instance utilization",
+                missing
+                if queries is None
+                else '<p class="note">No served queries with start/finish times and instances.</p>',
+                "utilization",
+            )
+        )
 
     batch_panels = []
     if shown and "batch_size" in queries:
@@ -296,12 +349,22 @@ def render_report(run: RunData, plotly_js: str | None = None) -> str:
         charts.append(dict(id=CHART_BATCH, **batch_figure(batch_panels)))
         body.append(_section("Batch placement", _chart_div(CHART_BATCH), "placement"))
     else:
-        body.append(_section("Batch placement", missing if queries is None else
-                             '<p class="note">No dispatched queries with batch sizes.</p>', "placement"))
+        body.append(
+            _section(
+                "Batch placement",
+                missing if queries is None else '<p class="note">No dispatched queries with batch sizes.</p>',
+                "placement",
+            )
+        )
 
     run_cost = meta.get("cost_per_h") if isinstance(meta.get("cost_per_h"), (int, float)) else None
-    body.append(_section("Results per dispatcher", dispatcher_table(summary, run_cost)
-                         + "<h3>Every rate step</h3>" + steps_table(summary), "tables"))
+    body.append(
+        _section(
+            "Results per dispatcher",
+            dispatcher_table(summary, run_cost) + "<h3>Every rate step</h3>" + steps_table(summary),
+            "tables",
+        )
+    )
     allocation = _allocation_section(run)
     if allocation:
         body.append(allocation)
@@ -320,31 +383,33 @@ def render_report(run: RunData, plotly_js: str | None = None) -> str:
         facts.append(f"started {meta['started_at']}")
     banner = f'<div class="banner" id="partial-banner">{escape(PARTIAL_BANNER)}</div>' if meta.get("partial") else ""
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in run.notes)
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(title)}</title>",
-        # Each asset on its own line after the opening tag, as the page had it when they were Python strings.
-        f"<style>\n{_asset('style.css')}</style>",
-        # errors.js runs before plotly.js so that errors while loading it are caught too; the browser test reads
-        # #report-errors.
-        f"<script>\n{_asset('errors.js')}</script>",
-        f"<script>{plotly_js}</script>",
-        "</head>",
-        f'<body data-charts-expected="{len(charts)}">',
-        '<pre id="report-errors" hidden></pre>',
-        f"<header><h1>{escape(title)}</h1>",
-        f'<p class="sub">{escape(" · ".join(facts))}</p></header>',
-        banner,
-        notes,
-        _EXPLANATION.get(str((meta.get("config") or {}).get("criterion", "mlperf")), _EXPLANATION["mlperf"]),
-        *body,
-        f'<script type="application/json" id="report-chart-data">{_json_for_script(charts)}</script>',
-        f"<script>\n{_asset('render.js')}</script>",
-        "</body></html>",
-        "",
-    ])
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{escape(title)}</title>",
+            # Each asset on its own line after the opening tag, as the page had it when they were Python strings.
+            f"<style>\n{_asset('style.css')}</style>",
+            # errors.js runs before plotly.js so that errors while loading it are caught too; the browser test reads
+            # #report-errors.
+            f"<script>\n{_asset('errors.js')}</script>",
+            f"<script>{plotly_js}</script>",
+            "</head>",
+            f'<body data-charts-expected="{len(charts)}">',
+            '<pre id="report-errors" hidden></pre>',
+            f"<header><h1>{escape(title)}</h1>",
+            f'<p class="sub">{escape(" · ".join(facts))}</p></header>',
+            banner,
+            notes,
+            _EXPLANATION.get(str((meta.get("config") or {}).get("criterion", "mlperf")), _EXPLANATION["mlperf"]),
+            *body,
+            f'<script type="application/json" id="report-chart-data">{_json_for_script(charts)}</script>',
+            f"<script>\n{_asset('render.js')}</script>",
+            "</body></html>",
+            "",
+        ]
+    )
 
 
 def build_report(run_dir: Path, *, out: Path | None = None) -> Path:

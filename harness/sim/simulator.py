@@ -45,15 +45,23 @@ def check_trace(trace: Trace, profile: Profile, pool: PoolConfig) -> None:
         mask = (trace.model == model) & (trace.batch_size > limit)
         if mask.any():
             row = int(np.nonzero(mask)[0][0])
-            raise InputError(f"{trace.source}: column 'batch_size', row {row + 1}: {int(trace.batch_size[row])} is "
-                             f"above the largest profiled batch ({limit}) for {model} on {', '.join(types)}")
+            raise InputError(
+                f"{trace.source}: column 'batch_size', row {row + 1}: {int(trace.batch_size[row])} is "
+                f"above the largest profiled batch ({limit}) for {model} on {', '.join(types)}"
+            )
 
 
 class Simulation:
     """One run of one policy over one trace; ``run()`` returns the per-query records."""
 
-    def __init__(self, trace: Trace, policy: Policy | str, profile: Profile, config: SimConfig,
-                 progress: Callable[[int, int], None] | None = None):
+    def __init__(
+        self,
+        trace: Trace,
+        policy: Policy | str,
+        profile: Profile,
+        config: SimConfig,
+        progress: Callable[[int, int], None] | None = None,
+    ):
         check_trace(trace, profile, config.pool)
         if config.concurrency < 1:
             raise InputError(f"{config.concurrency}: must be >= 1", field="concurrency")
@@ -110,8 +118,16 @@ class Simulation:
             status[q.index] = DROPPED
             dispatch[q.index] = loop.now
 
-        core = DispatchCore(self.policy, self.latency, self.instances, self.config.qos_ms, self._policy_rng,
-                            on_assign=on_assign, on_start=on_start, on_drop=on_drop)
+        core = DispatchCore(
+            self.policy,
+            self.latency,
+            self.instances,
+            self.config.qos_ms,
+            self._policy_rng,
+            on_assign=on_assign,
+            on_start=on_start,
+            on_drop=on_drop,
+        )
 
         def arrive(i: int) -> None:
             if i + 1 < n:
@@ -135,22 +151,29 @@ class Simulation:
         ids = np.array([inst.instance_id for inst in instances] + [None], dtype=object)
         types = np.array([inst.instance_type for inst in instances] + [None], dtype=object)
         where_arr = np.asarray(where)
-        return pd.DataFrame({
-            "request_id": np.asarray(rids, dtype=object) if rids else np.arange(n).astype(str).astype(object),
-            "model": trace.model,
-            "batch_size": trace.batch_size,
-            "arrival_s": trace.arrival_s,
-            "dispatch_s": np.asarray(dispatch, dtype=float),
-            "start_s": np.asarray(start, dtype=float),
-            "finish_s": np.asarray(finish, dtype=float),
-            "instance_id": ids[where_arr],
-            "instance_type": types[where_arr],
-            "policy": np.full(n, self.policy_name, dtype=object),
-            "status": np.asarray(status, dtype=object),
-        })
+        return pd.DataFrame(
+            {
+                "request_id": np.asarray(rids, dtype=object) if rids else np.arange(n).astype(str).astype(object),
+                "model": trace.model,
+                "batch_size": trace.batch_size,
+                "arrival_s": trace.arrival_s,
+                "dispatch_s": np.asarray(dispatch, dtype=float),
+                "start_s": np.asarray(start, dtype=float),
+                "finish_s": np.asarray(finish, dtype=float),
+                "instance_id": ids[where_arr],
+                "instance_type": types[where_arr],
+                "policy": np.full(n, self.policy_name, dtype=object),
+                "status": np.asarray(status, dtype=object),
+            }
+        )
 
 
-def simulate(trace: Trace, policy: Policy | str, profile: Profile, config: SimConfig,
-             progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+def simulate(
+    trace: Trace,
+    policy: Policy | str,
+    profile: Profile,
+    config: SimConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
     """Run ``policy`` over ``trace`` on ``config.pool`` and return the per-query records."""
     return Simulation(trace, policy, profile, config, progress).run()

@@ -33,12 +33,26 @@ async def admin_guard(request: web.Request, handler):
 
 def status_doc(d: Dispatcher) -> dict:
     """A JSON snapshot of the dispatcher."""
-    return {"policy": d.policy_name, "qos_ms": d.qos_ms, "model": d.model, "queue_length": len(d.core.pending),
-            "in_system": d.in_system, "records": len(d.sink),
-            "instances": [{"id": i.instance_id, "instance_type": i.instance_type, "url": d.urls[i.index],
-                           "alive": i.alive, "running": i.running, "outstanding": i.outstanding}
-                          for i in d.instances],
-            "counts": [{"policy": p, "status": s, "count": n} for (p, s), n in sorted(d.counts.items())]}
+    return {
+        "policy": d.policy_name,
+        "qos_ms": d.qos_ms,
+        "model": d.model,
+        "queue_length": len(d.core.pending),
+        "in_system": d.in_system,
+        "records": len(d.sink),
+        "instances": [
+            {
+                "id": i.instance_id,
+                "instance_type": i.instance_type,
+                "url": d.urls[i.index],
+                "alive": i.alive,
+                "running": i.running,
+                "outstanding": i.outstanding,
+            }
+            for i in d.instances
+        ],
+        "counts": [{"policy": p, "status": s, "count": n} for (p, s), n in sorted(d.counts.items())],
+    }
 
 
 async def admin_status(request: web.Request) -> web.Response:

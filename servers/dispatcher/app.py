@@ -24,8 +24,11 @@ def create_app(config: DispatcherConfig, profile: Profile | None = None) -> web.
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
         # No cookie jar: instances set none, and filtering cookies is per-request work on the hot path.
         dispatcher.session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=config.backend_timeout_s))
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=config.backend_timeout_s),
+        )
         yield
         for task in list(dispatcher._health_tasks.values()):
             task.cancel()
@@ -48,6 +51,14 @@ def create_app(config: DispatcherConfig, profile: Profile | None = None) -> web.
     return app
 
 
-KIND = ServerKind("dispatcher", DispatcherConfig, create_app,
-                  describe=lambda c: {"policy": c.policy, "model": c.pool.model, "instances": len(c.pool.instances),
-                                      "records": str(c.records_path or "")})
+KIND = ServerKind(
+    "dispatcher",
+    DispatcherConfig,
+    create_app,
+    describe=lambda c: {
+        "policy": c.policy,
+        "model": c.pool.model,
+        "instances": len(c.pool.instances),
+        "records": str(c.records_path or ""),
+    },
+)

@@ -108,8 +108,9 @@ async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, body: bytes, head
         row["service_ms"] = elapsed_ms(began, t_end)
         d.core.complete(t_end, q, inst, row["service_ms"])
         d.arm_prefetch(inst)
-        d.finish_record(q, OK if status < 400 else FAILED, status, "" if status < 400 else data[:200].decode(
-            "utf-8", "replace"))
+        d.finish_record(
+            q, OK if status < 400 else FAILED, status, "" if status < 400 else data[:200].decode("utf-8", "replace")
+        )
         passback["X-Kairos-Instance"] = inst.instance_id
         passback["X-Kairos-Queue-Ms"] = f"{row['queue_ms']:.3f}"
         return web.Response(body=data, status=status, headers=passback)
@@ -125,8 +126,7 @@ async def passthrough_get(request: web.Request) -> web.Response:
         if not inst.alive:
             continue
         try:
-            async with d.session.get(d.urls[inst.index] + request.path,
-                                     timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            async with d.session.get(d.urls[inst.index] + request.path, timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 return web.Response(body=await resp.read(), status=resp.status, content_type="application/json")
         except (TimeoutError, aiohttp.ClientError, OSError):
             continue

@@ -47,17 +47,25 @@ class Dispatcher:
         self.model = pool.model
         self.latency = LatencyModel(profile, types, [pool.model], alpha=config.latency_alpha)
         self.max_batch = self.latency.max_batch[pool.model]
-        self.instances = build_instances(types, self.latency.type_index, config.concurrency,
-                                         ids=[i.id for i in pool.instances], cls=PrefetchInstance)
+        self.instances = build_instances(
+            types, self.latency.type_index, config.concurrency, ids=[i.id for i in pool.instances], cls=PrefetchInstance
+        )
         self.urls = [i.url for i in pool.instances]
         # Parsed once: building a URL from a string costs more than the rest of a forward's bookkeeping.
         self.infer_urls = [URL(f"{u}/v2/models/{pool.model}/infer") for u in self.urls]
         self.policy_name = config.policy
         self.waiters: dict[Query, asyncio.Future] = {}
         self.rows: dict[Query, dict] = {}
-        self.core = PrefetchCore(make_policy(config.policy), self.latency, self.instances, self.qos_ms,
-                                 np.random.default_rng(config.seed), on_assign=self._on_assign,
-                                 on_start=self._on_start, on_drop=self._on_drop)
+        self.core = PrefetchCore(
+            make_policy(config.policy),
+            self.latency,
+            self.instances,
+            self.qos_ms,
+            np.random.default_rng(config.seed),
+            on_assign=self._on_assign,
+            on_start=self._on_start,
+            on_drop=self._on_drop,
+        )
         self.sink = RecordSink(config.records_path, DISPATCHER_SCHEMA)
         self.session: aiohttp.ClientSession | None = None
         self._t0 = time.perf_counter()
@@ -142,8 +150,7 @@ class Dispatcher:
     def new_row(self, rid: str, batch: int, t: float) -> dict:
         """A record row at arrival."""
         row = empty_row(DISPATCHER_SCHEMA)
-        row.update(request_id=rid, model=self.model, batch_size=batch, arrival_s=self.epoch(t),
-                   policy=self.policy_name)
+        row.update(request_id=rid, model=self.model, batch_size=batch, arrival_s=self.epoch(t), policy=self.policy_name)
         return row
 
     # -- instance health ------------------------------------------------------------------------------------------
@@ -193,5 +200,3 @@ class Dispatcher:
 
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
-
-

@@ -23,17 +23,29 @@ from tests.conftest import make_profile_frame
 @pytest.fixture
 def two_types() -> Profile:
     """'fast' (base) 10/20 ms at batch 100/200; 'slow' 40/80 ms."""
-    return Profile.from_frame(make_profile_frame({
-        ("fast", "m"): {100: [10.0], 200: [20.0]},
-        ("slow", "m"): {100: [40.0], 200: [80.0]},
-    }), drop_max=False)
+    return Profile.from_frame(
+        make_profile_frame(
+            {
+                ("fast", "m"): {100: [10.0], 200: [20.0]},
+                ("slow", "m"): {100: [40.0], 200: [80.0]},
+            }
+        ),
+        drop_max=False,
+    )
 
 
 def _stats(**kw) -> KairosStats:
     """One base (index 0, 100 qps) and one auxiliary: 80% small queries taking half the base time, 50 qps."""
-    base = dict(types=("base", "aux"), base_index=0, base_qps=100.0, max_ok_batch=np.array([1000, 50]),
-                small_ratio=np.array([1.0, 0.8]), base_time_ratio=np.array([1.0, 0.5]),
-                qps_at=np.array([[100.0, 100.0], [50.0, 50.0]]), tail=0.01)
+    base = dict(
+        types=("base", "aux"),
+        base_index=0,
+        base_qps=100.0,
+        max_ok_batch=np.array([1000, 50]),
+        small_ratio=np.array([1.0, 0.8]),
+        base_time_ratio=np.array([1.0, 0.5]),
+        qps_at=np.array([[100.0, 100.0], [50.0, 50.0]]),
+        tail=0.01,
+    )
     base.update(kw)
     return KairosStats(**base)
 
@@ -73,8 +85,9 @@ def test_bound_without_auxiliaries_or_base():
 
 
 def test_bound_grows_with_instances(shipped_profile):
-    problem = make_problem(shipped_profile, load_prices(), "wnd", 25.0, 2.5,
-                           ["g4dn.xlarge", "c5n.2xlarge", "r5n.large", "t3.xlarge"])
+    problem = make_problem(
+        shipped_profile, load_prices(), "wnd", 25.0, 2.5, ["g4dn.xlarge", "c5n.2xlarge", "r5n.large", "t3.xlarge"]
+    )
     mix = BatchMix.from_batch_sizes(np.random.default_rng(1).integers(1, 1001, 5000))
     stats = kairos_stats(shipped_profile, problem, mix)
     configs = enumerate_configs(problem)
@@ -129,10 +142,15 @@ def test_equal_bounds_rank_the_dearer_configuration_first():
 
 def test_threshold_by_percentile_is_stricter_than_the_mean():
     # 'slow' at batch 100: mean 40 ms but 1 sample in 5 at 70 ms; QoS 50 ms.
-    profile = Profile.from_frame(make_profile_frame({
-        ("fast", "m"): {100: [10.0] * 5, 200: [20.0] * 5},
-        ("slow", "m"): {100: [32.5, 32.5, 32.5, 32.5, 70.0], 200: [80.0] * 5},
-    }), drop_max=False)
+    profile = Profile.from_frame(
+        make_profile_frame(
+            {
+                ("fast", "m"): {100: [10.0] * 5, 200: [20.0] * 5},
+                ("slow", "m"): {100: [32.5, 32.5, 32.5, 32.5, 70.0], 200: [80.0] * 5},
+            }
+        ),
+        drop_max=False,
+    )
     problem = make_problem(profile, {"fast": 1.0, "slow": 0.2}, "m", 50.0, 2.0)
     mix = BatchMix.from_batch_sizes([100, 200])
     slow = problem.types.index("slow")

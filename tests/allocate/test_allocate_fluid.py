@@ -68,7 +68,12 @@ def toy_profile_small() -> Profile:
     """A GPU-like type (4 + 0.1 b ms) and a CPU-like one (1 + 0.5 b ms), five samples per bucket (+-10%)."""
     spread = np.array([0.9, 0.95, 1.0, 1.05, 1.1])
     buckets = range(10, 101, 10)
-    return Profile.from_frame(make_profile_frame({
-        ("gpu", "toy"): {b: list((4 + 0.1 * b) * spread) for b in buckets},
-        ("cpu", "toy"): {b: list((1 + 0.5 * b) * spread) for b in buckets},
-    }), drop_max=False)
+    return Profile.from_frame(
+        make_profile_frame(
+            {
+                ("gpu", "toy"): {b: list((4 + 0.1 * b) * spread) for b in buckets},
+                ("cpu", "toy"): {b: list((1 + 0.5 * b) * spread) for b in buckets},
+            }
+        ),
+        drop_max=False,
+    )

@@ -21,10 +21,15 @@ def toy():
     """A GPU-like base and a CPU-like type; $1.2/h allows 1 GPU with 0..4 CPUs (5 configurations)."""
     spread = np.array([0.9, 1.0, 1.1])
     buckets = range(10, 101, 10)
-    profile = Profile.from_frame(make_profile_frame({
-        ("gpu", "toy"): {b: list((4 + 0.1 * b) * spread) for b in buckets},
-        ("cpu", "toy"): {b: list((1 + 0.5 * b) * spread) for b in buckets},
-    }), drop_max=False)
+    profile = Profile.from_frame(
+        make_profile_frame(
+            {
+                ("gpu", "toy"): {b: list((4 + 0.1 * b) * spread) for b in buckets},
+                ("cpu", "toy"): {b: list((1 + 0.5 * b) * spread) for b in buckets},
+            }
+        ),
+        drop_max=False,
+    )
     problem = make_problem(profile, {"gpu": 1.0, "cpu": 0.05}, "toy", 40.0, 1.2, max_counts={"cpu": 4})
     trace = generate_trace(2000, 1.0, batch_mix="uniform:1:100", model="toy", rng=np.random.default_rng(5))
     return problem, make_context(problem, profile, trace, EvalSettings(queries=2000, rel_tol=0.1))
@@ -50,6 +55,7 @@ def test_aborting_a_failing_point_early_changes_no_verdict(toy):
     import dataclasses
 
     from harness.allocate.evaluate import evaluate_config
+
     problem, ctx = toy
     counts = [1 if t == "gpu" else 3 for t in problem.types]
     fast = evaluate_config(ctx, counts)
@@ -61,11 +67,12 @@ def test_aborting_a_failing_point_early_changes_no_verdict(toy):
 def test_aborting_policy_raises_only_past_the_allowed_violations():
     from harness.allocate.evaluate import AbortingPolicy, _Abort
     from harness.dispatch.policies import Query, make_policy
+
     policy = AbortingPolicy(make_policy("fcfs"), qos_ms=10.0, first_measured=2, max_violations=1)
     late = [Query(i, str(i), "m", 1, 0.0) for i in range(4)]
     policy.on_complete(0.0, late[0], None, 50.0)  # warm-up: not counted
     policy.on_complete(0.0, late[1], None, 50.0)
-    policy.on_complete(0.0, late[2], None, 5.0)   # within QoS
+    policy.on_complete(0.0, late[2], None, 5.0)  # within QoS
     policy.on_complete(0.0, late[2], None, 50.0)  # first counted violation: allowed
     with pytest.raises(_Abort):
         policy.on_complete(0.0, late[3], None, 50.0)

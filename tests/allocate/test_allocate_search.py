@@ -18,8 +18,9 @@ from harness.core.prices import load_prices
 @pytest.fixture(scope="module")
 def landscape(shipped_profile):
     """The 331 paper configurations for rm2 and their Kairos bounds as a stand-in objective."""
-    problem = make_problem(shipped_profile, load_prices(), "rm2", 350.0, 2.5,
-                           ["g4dn.xlarge", "c5n.2xlarge", "r5n.large", "t3.xlarge"])
+    problem = make_problem(
+        shipped_profile, load_prices(), "rm2", 350.0, 2.5, ["g4dn.xlarge", "c5n.2xlarge", "r5n.large", "t3.xlarge"]
+    )
     mix = BatchMix.from_batch_sizes(np.random.default_rng(0).integers(1, 1001, 4000))
     configs = enumerate_configs(problem)
     values = kairos_bounds(kairos_stats(shipped_profile, problem, mix), configs)

@@ -49,19 +49,21 @@ def test_batch_mix_comes_from_the_sizes():
     assert mix.max_batch == 30
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(budget_per_h=0.0), "budget"),
-    (dict(budget_per_h=-1.0), "budget"),
-    (dict(types=["g4dn.xlarge", "p5.48xlarge"]), "unknown instance type 'p5.48xlarge'"),
-    (dict(max_counts={"m5.xlarge": 2}), "max count"),
-    (dict(qos_ms=0.0), "qos ms"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(budget_per_h=0.0), "budget"),
+        (dict(budget_per_h=-1.0), "budget"),
+        (dict(types=["g4dn.xlarge", "p5.48xlarge"]), "unknown instance type 'p5.48xlarge'"),
+        (dict(max_counts={"m5.xlarge": 2}), "max count"),
+        (dict(qos_ms=0.0), "qos ms"),
+    ],
+)
 def test_bad_input_is_an_input_error(shipped_profile, prices, kwargs, message):
     args = dict(model="rm2", qos_ms=350.0, budget_per_h=2.5, types=PAPER_TYPES)
     args.update(kwargs)
     with pytest.raises(InputError, match=message.replace(".", r"\.").replace("(", r"\(")):
-        make_problem(shipped_profile, prices, args.pop("model"), args.pop("qos_ms"), args.pop("budget_per_h"),
-                     **args)
+        make_problem(shipped_profile, prices, args.pop("model"), args.pop("qos_ms"), args.pop("budget_per_h"), **args)
 
 
 def test_budget_below_the_base_price_has_no_configuration(shipped_profile, prices):

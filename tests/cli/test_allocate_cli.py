@@ -23,21 +23,44 @@ def toy_files(tmp_path_factory):
     """A profile with a GPU-like base, a CPU-like and a cheap type for model 'toy', and their prices."""
     root = tmp_path_factory.mktemp("toy")
     buckets = range(10, 101, 10)
-    frame = make_profile_frame({
-        ("gpu", "toy"): {b: list((4 + 0.1 * b) * SPREAD) for b in buckets},
-        ("cpu", "toy"): {b: list((1 + 0.3 * b) * SPREAD) for b in buckets},
-        ("cheap", "toy"): {b: list((2 + 0.5 * b) * SPREAD) for b in buckets},
-    })
+    frame = make_profile_frame(
+        {
+            ("gpu", "toy"): {b: list((4 + 0.1 * b) * SPREAD) for b in buckets},
+            ("cpu", "toy"): {b: list((1 + 0.3 * b) * SPREAD) for b in buckets},
+            ("cheap", "toy"): {b: list((2 + 0.5 * b) * SPREAD) for b in buckets},
+        }
+    )
     frame.to_csv(root / "profile.csv", index=False)
     pd.DataFrame({"instance_type": ["gpu", "cpu", "cheap"], "usd_per_hour": [1.0, 0.25, 0.15]}).to_csv(
-        root / "prices.csv", index=False)
+        root / "prices.csv", index=False
+    )
     return root
 
 
 def _args(root, *extra):
-    return ["allocate", "--model", "toy", "--qos-ms", "40", "--budget", "2", "--profiles", str(root / "profile.csv"),
-            "--prices", str(root / "prices.csv"), "--batch-mix", "uniform:1:100", "--queries", "1000",
-            "--final-queries", "1500", "--workers", "1", "--quiet", *extra]
+    return [
+        "allocate",
+        "--model",
+        "toy",
+        "--qos-ms",
+        "40",
+        "--budget",
+        "2",
+        "--profiles",
+        str(root / "profile.csv"),
+        "--prices",
+        str(root / "prices.csv"),
+        "--batch-mix",
+        "uniform:1:100",
+        "--queries",
+        "1000",
+        "--final-queries",
+        "1500",
+        "--workers",
+        "1",
+        "--quiet",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +69,25 @@ def all_methods(toy_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     import io
     from contextlib import redirect_stdout
+
     buf = io.StringIO()
     with redirect_stdout(buf):
-        code = main(_args(toy_files, "--method", "all", "--ribbon-evals", "6", "--anneal-evals", "6",
-                          "--oracle-refine", "2", "--json", "--out", str(out)))
+        code = main(
+            _args(
+                toy_files,
+                "--method",
+                "all",
+                "--ribbon-evals",
+                "6",
+                "--anneal-evals",
+                "6",
+                "--oracle-refine",
+                "2",
+                "--json",
+                "--out",
+                str(out),
+            )
+        )
     return code, [json.loads(line) for line in buf.getvalue().splitlines()], out
 
 
@@ -69,14 +107,22 @@ def test_every_method_answers_with_the_required_fields(all_methods):
     assert by["oracle"]["evaluated"] == 21  # gpu >= 1 under $2
     assert by["oracle"]["allowable_qps"] >= max(by[m]["allowable_qps"] for m in ("kairos", "fluid", "ribbon", "anneal"))
     assert by["homogeneous"]["budget_scaled_qps"] == pytest.approx(
-        by["homogeneous"]["allowable_qps"] * 2.0 / by["homogeneous"]["cost_per_h"])
+        by["homogeneous"]["allowable_qps"] * 2.0 / by["homogeneous"]["cost_per_h"]
+    )
 
 
 def test_out_writes_the_ranked_table_and_html(all_methods):
     _, lines, out = all_methods
     table = pd.read_parquet(out / "allocation.parquet")
-    assert {"config", "cost_per_h", "kairos_bound_qps", "fluid_bound_qps", "allowable_qps",
-            "final_allowable_qps", "picked_by"} <= set(table.columns)
+    assert {
+        "config",
+        "cost_per_h",
+        "kairos_bound_qps",
+        "fluid_bound_qps",
+        "allowable_qps",
+        "final_allowable_qps",
+        "picked_by",
+    } <= set(table.columns)
     ranked = table[table["in_space"]]
     assert len(ranked) == 21 and ranked["kairos_bound_qps"].is_monotonic_decreasing
     assert ranked["allowable_qps"].notna().all()  # the oracle evaluated every configuration
@@ -88,10 +134,18 @@ def test_out_writes_the_ranked_table_and_html(all_methods):
 
 
 def test_allocation_html_escapes_and_marks_picks():
-    frame = pd.DataFrame({"kairos_rank": [1, 2], "config": ["a<b=1", "c=2"], "cost_per_h": [1.0, 2.0],
-                          "kairos_bound_qps": [10.0, 9.0], "fluid_bound_qps": [11.0, 9.5],
-                          "allowable_qps": [float("nan"), 8.0], "final_allowable_qps": [float("nan")] * 2,
-                          "picked_by": ["", "kairos"]})
+    frame = pd.DataFrame(
+        {
+            "kairos_rank": [1, 2],
+            "config": ["a<b=1", "c=2"],
+            "cost_per_h": [1.0, 2.0],
+            "kairos_bound_qps": [10.0, 9.0],
+            "fluid_bound_qps": [11.0, 9.5],
+            "allowable_qps": [float("nan"), 8.0],
+            "final_allowable_qps": [float("nan")] * 2,
+            "picked_by": ["", "kairos"],
+        }
+    )
     html = allocation_html(frame)
     assert "a&lt;b=1" in html and "a<b" not in html
     assert html.count('style="background:#fff4cc"') == 1
@@ -107,12 +161,15 @@ def test_console_report(toy_files, capsys):
     assert "medoid of 1 of the top 1 within 1% of the best bound" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--method", "greedy"], "unknown method 'greedy'"),
-    (["--types", "gpu,tpu"], "unknown instance type 'tpu'"),
-    (["--budget", "0"], "--budget"),
-    (["--max-count", "gpu"], "--max-count"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--method", "greedy"], "unknown method 'greedy'"),
+        (["--types", "gpu,tpu"], "unknown instance type 'tpu'"),
+        (["--budget", "0"], "--budget"),
+        (["--max-count", "gpu"], "--max-count"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(toy_files, capsys, extra, message):
     args = _args(toy_files)
     if extra[0] == "--budget":

@@ -22,13 +22,34 @@ def _info(capsys, path) -> dict:
 
 def test_generate_then_info(tmp_path, capsys):
     out = tmp_path / "g.parquet"
-    assert main(["trace", "generate", "--queries", "3000", "--rate", "250", "--arrivals", "gamma:0.5",
-                 "--batch-mix", "uniform:1:8", "--model", "ncf", "--seed", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "trace",
+                "generate",
+                "--queries",
+                "3000",
+                "--rate",
+                "250",
+                "--arrivals",
+                "gamma:0.5",
+                "--batch-mix",
+                "uniform:1:8",
+                "--model",
+                "ncf",
+                "--seed",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "wrote 3000 queries" in capsys.readouterr().out
     info = _info(capsys, out)
     assert info["queries"] == 3000 and info["models"] == {"ncf": 3000}
     assert info["mean_rate_qps"] == pytest.approx(250, rel=0.1)
-    assert info["gap_cv"] == pytest.approx(2 ** 0.5, rel=0.1)
+    assert info["gap_cv"] == pytest.approx(2**0.5, rel=0.1)
     assert 1 <= info["batch_size"]["min"] <= info["batch_size"]["p50"] <= info["batch_size"]["max"] <= 8
 
 
@@ -41,9 +62,32 @@ def test_generate_is_deterministic_for_a_seed(tmp_path):
 
 def test_import_with_mapping_overrides_and_rate(tmp_path, capsys):
     out = tmp_path / "azure.csv"
-    assert main(["trace", "import", "--format", "azure-llm", str(sample_path("azure_llm_conv_slice.csv")),
-                 "--divisor", "1", "--round-to", "1", "--max-batch", "500", "--size-field", "tokens_out",
-                 "--model", "wnd", "--rate", "80", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "trace",
+                "import",
+                "--format",
+                "azure-llm",
+                str(sample_path("azure_llm_conv_slice.csv")),
+                "--divisor",
+                "1",
+                "--round-to",
+                "1",
+                "--max-batch",
+                "500",
+                "--size-field",
+                "tokens_out",
+                "--model",
+                "wnd",
+                "--rate",
+                "80",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "ceil(tokens_out / 1 / 1) * 1, 1, 500" in capsys.readouterr().out
     t = read_trace(out)
     assert len(t) == 2000 and t.models == ["wnd"]
@@ -73,23 +117,44 @@ def test_info_of_a_single_query_has_no_rate(tmp_path, capsys):
     assert info["mean_rate_qps"] is None and info["gap_cv"] is None and info["duration_s"] == 0
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["trace", "info", "{tmp}/missing.parquet"], "missing.parquet: no such file"),
-    (["trace", "info", "{tmp}/bad.csv"], "bad.csv: column 'batch_size', row 2"),
-    (["trace", "info", "{tmp}/x.txt"], "x.txt: unsupported trace format"),
-    (["trace", "generate", "--queries", "0", "--rate", "1", "--out", "{tmp}/g.csv"], "--queries 0"),
-    (["trace", "generate", "--queries", "5", "--rate", "-1", "--out", "{tmp}/g.csv"], "--rate"),
-    (["trace", "generate", "--queries", "5", "--rate", "1", "--arrivals", "bursty", "--out", "{tmp}/g.csv"],
-     "--arrivals 'bursty'"),
-    (["trace", "generate", "--queries", "5", "--rate", "1", "--out", "{tmp}/g.xlsx"], "g.xlsx: unsupported"),
-    (["trace", "import", "--format", "azure-llm", "{tmp}/bad.csv", "--out", "{tmp}/o.csv"],
-     "bad.csv: missing column(s) 'TIMESTAMP'"),
-    (["trace", "import", "--format", "azure-llm", "{sample}", "--divisor", "-1", "--out", "{tmp}/o.csv"],
-     "--divisor -1.0"),
-    (["trace", "import", "--format", "azure-llm", "{sample}", "--size-field", "duration_ms", "--out",
-      "{tmp}/o.csv"], "--size-field 'duration_ms'"),
-    (["trace", "scale", "{tmp}/bad.csv", "--rate", "0", "--out", "{tmp}/o.csv"], "bad.csv: column"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["trace", "info", "{tmp}/missing.parquet"], "missing.parquet: no such file"),
+        (["trace", "info", "{tmp}/bad.csv"], "bad.csv: column 'batch_size', row 2"),
+        (["trace", "info", "{tmp}/x.txt"], "x.txt: unsupported trace format"),
+        (["trace", "generate", "--queries", "0", "--rate", "1", "--out", "{tmp}/g.csv"], "--queries 0"),
+        (["trace", "generate", "--queries", "5", "--rate", "-1", "--out", "{tmp}/g.csv"], "--rate"),
+        (
+            ["trace", "generate", "--queries", "5", "--rate", "1", "--arrivals", "bursty", "--out", "{tmp}/g.csv"],
+            "--arrivals 'bursty'",
+        ),
+        (["trace", "generate", "--queries", "5", "--rate", "1", "--out", "{tmp}/g.xlsx"], "g.xlsx: unsupported"),
+        (
+            ["trace", "import", "--format", "azure-llm", "{tmp}/bad.csv", "--out", "{tmp}/o.csv"],
+            "bad.csv: missing column(s) 'TIMESTAMP'",
+        ),
+        (
+            ["trace", "import", "--format", "azure-llm", "{sample}", "--divisor", "-1", "--out", "{tmp}/o.csv"],
+            "--divisor -1.0",
+        ),
+        (
+            [
+                "trace",
+                "import",
+                "--format",
+                "azure-llm",
+                "{sample}",
+                "--size-field",
+                "duration_ms",
+                "--out",
+                "{tmp}/o.csv",
+            ],
+            "--size-field 'duration_ms'",
+        ),
+        (["trace", "scale", "{tmp}/bad.csv", "--rate", "0", "--out", "{tmp}/o.csv"], "bad.csv: column"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):
     (tmp_path / "bad.csv").write_text("arrival_s,batch_size,model\n0,1,rm2\n1,0,rm2\n")
     sample = str(sample_path("azure_llm_conv_slice.csv"))
@@ -102,9 +167,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv", [["trace"], ["trace", "import", "x.csv", "--format", "nope", "--out", "o.csv"],
-                                  ["trace", "generate", "--queries", "many", "--rate", "1", "--out", "o.csv"],
-                                  ["trace", "scale", "x.csv", "--rate", "1", "--speedup", "2", "--out", "o.csv"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["trace"],
+        ["trace", "import", "x.csv", "--format", "nope", "--out", "o.csv"],
+        ["trace", "generate", "--queries", "many", "--rate", "1", "--out", "o.csv"],
+        ["trace", "scale", "x.csv", "--rate", "1", "--speedup", "2", "--out", "o.csv"],
+    ],
+)
 def test_usage_errors_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as exc:
         main(argv)

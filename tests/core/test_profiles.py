@@ -33,16 +33,27 @@ def test_mean_percentile_sample_agree_with_raw_data():
 
 
 def test_service_time_is_compute_plus_load():
-    frame = pd.DataFrame({"instance_type": ["t"], "model": ["m"], "batch_size": [10], "sample": [0],
-                          "compute_ms": [3.0], "load_ms": [1.5]})
+    frame = pd.DataFrame(
+        {
+            "instance_type": ["t"],
+            "model": ["m"],
+            "batch_size": [10],
+            "sample": [0],
+            "compute_ms": [3.0],
+            "load_ms": [1.5],
+        }
+    )
     assert Profile.from_frame(frame, drop_max=False).mean_ms("t", "m", 5) == 4.5
 
 
-@pytest.mark.parametrize("args, needle", [
-    (("p3.2xlarge", "rm2", 10), "unknown instance type 'p3.2xlarge'"),
-    (("g4dn.xlarge", "bert", 10), "unknown model 'bert'"),
-    (("g4dn.xlarge", "rm2", 1001), "batch size 1001 outside the profiled range 1..1000"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("p3.2xlarge", "rm2", 10), "unknown instance type 'p3.2xlarge'"),
+        (("g4dn.xlarge", "bert", 10), "unknown model 'bert'"),
+        (("g4dn.xlarge", "rm2", 1001), "batch size 1001 outside the profiled range 1..1000"),
+    ],
+)
 def test_profile_lookup_errors_are_clear(shipped_profile, args, needle):
     with pytest.raises(InputError, match=needle):
         shipped_profile.mean_ms(*args)

@@ -17,13 +17,15 @@ from harness.core.records import (
 
 
 def test_every_schema_extends_the_base_record():
-    assert QUERY_COLUMNS[:len(RECORD_COLUMNS)] == RECORD_COLUMNS
-    assert tuple(DISPATCHER_SCHEMA)[:len(RECORD_COLUMNS)] == RECORD_COLUMNS
+    assert QUERY_COLUMNS[: len(RECORD_COLUMNS)] == RECORD_COLUMNS
+    assert tuple(DISPATCHER_SCHEMA)[: len(RECORD_COLUMNS)] == RECORD_COLUMNS
 
 
 def test_conform_gives_columns_order_and_dtypes():
-    frame = conform(pd.DataFrame({"status": ["ok", None], "batch_size": ["10", None], "extra": [1, 2],
-                                  "arrival_s": [1, 2]}), QUERY_SCHEMA)
+    frame = conform(
+        pd.DataFrame({"status": ["ok", None], "batch_size": ["10", None], "extra": [1, 2], "arrival_s": [1, 2]}),
+        QUERY_SCHEMA,
+    )
     assert list(frame.columns) == list(QUERY_COLUMNS)
     assert frame["batch_size"].tolist() == [10, 0] and frame["batch_size"].dtype == np.int64
     assert frame["status"].tolist() == ["ok", ""] and frame["arrival_s"].dtype == float
@@ -33,8 +35,9 @@ def test_conform_gives_columns_order_and_dtypes():
 
 
 def test_latency_is_infinite_unless_served():
-    frame = pd.DataFrame({"arrival_s": [1.0, 1.0, 1.0], "finish_s": [1.25, 2.0, np.nan],
-                          "status": ["ok", "shed", "ok"]})
+    frame = pd.DataFrame(
+        {"arrival_s": [1.0, 1.0, 1.0], "finish_s": [1.25, 2.0, np.nan], "status": ["ok", "shed", "ok"]}
+    )
     assert latency_ms(frame).tolist() == [250.0, np.inf, np.inf]
 
 

@@ -25,14 +25,17 @@ class LockedInstance(InstanceState):
 
 
 def _snapshot(instances):
-    return [(s.capacity, s.running, s.outstanding, s.expected_free_s, s.backlog_s, list(s.queue), s.alive)
-            for s in instances]
+    return [
+        (s.capacity, s.running, s.outstanding, s.expected_free_s, s.backlog_s, list(s.queue), s.alive)
+        for s in instances
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_policies_read_instance_state_and_never_change_it(name):
-    prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [5.0], 100: [20.0]},
-                                                  ("b", "m"): {10: [9.0], 100: [60.0]}}), drop_max=False)
+    prof = Profile.from_frame(
+        make_profile_frame({("a", "m"): {10: [5.0], 100: [20.0]}, ("b", "m"): {10: [9.0], 100: [60.0]}}), drop_max=False
+    )
     lat = LatencyModel(prof, ["a", "b"], ["m"])
     instances = build_instances(["a", "b", "b"], lat.type_index, cls=LockedInstance)
     instances[1].running, instances[1].outstanding, instances[1].expected_free_s = 1, 3, 0.05
@@ -54,10 +57,16 @@ def test_the_simulator_and_dispatcher_core_start_queries_through_callbacks():
     lat = LatencyModel(prof, ["a"], ["m"])
     insts = build_instances(["a"], lat.type_index)
     events = []
-    core = DispatchCore(make_policy("fcfs"), lat, insts, 100.0, np.random.default_rng(0),
-                        on_assign=lambda q, i: events.append(("assign", q.index)),
-                        on_start=lambda q, i: events.append(("start", q.index)),
-                        on_drop=lambda q: events.append(("drop", q.index)))
+    core = DispatchCore(
+        make_policy("fcfs"),
+        lat,
+        insts,
+        100.0,
+        np.random.default_rng(0),
+        on_assign=lambda q, i: events.append(("assign", q.index)),
+        on_start=lambda q, i: events.append(("start", q.index)),
+        on_drop=lambda q: events.append(("drop", q.index)),
+    )
     core.arrive(0.0, Query(0, "0", "m", 10, 0.0))
     core.arrive(0.0, Query(1, "1", "m", 10, 0.0))
     assert events == [("assign", 0), ("start", 0)] and len(core.pending) == 1

@@ -27,8 +27,16 @@ def occupy(inst, now_s, busy_for_s):
 
 
 def test_registry_has_every_policy_the_issue_names():
-    assert set(POLICIES) == {"kairos", "fcfs", "deeprecsys", "clockwork", "round_robin", "least_outstanding",
-                             "power_of_two", "least_expected_work"}
+    assert set(POLICIES) == {
+        "kairos",
+        "fcfs",
+        "deeprecsys",
+        "clockwork",
+        "round_robin",
+        "least_outstanding",
+        "power_of_two",
+        "least_expected_work",
+    }
     for name, cls in POLICIES.items():
         assert cls.__doc__, name
 
@@ -67,6 +75,7 @@ def test_kairos_cost_matrix_matches_the_artifact_formula(fixed_profile):
 
 def test_kairos_safeguard_band_costs_500():
     from harness.core.profiles import Profile
+
     prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [295.0]}}), drop_max=False)
     policy = make_policy("kairos")
     insts = bind(policy, prof, ["a"], qos_ms=300.0)
@@ -76,11 +85,17 @@ def test_kairos_safeguard_band_costs_500():
 
 def test_kairos_checks_qos_with_the_tail_by_default():
     from harness.core.profiles import Profile
+
     # 'bursty' averages 20 ms but its p99 is 60 ms; QoS 30 ms. 'gpu' always takes 10 ms.
-    prof = Profile.from_frame(make_profile_frame({
-        ("gpu", "m"): {10: [10.0] * 100},
-        ("bursty", "m"): {10: [15.0] * 90 + [60.0] * 10},
-    }), drop_max=False)
+    prof = Profile.from_frame(
+        make_profile_frame(
+            {
+                ("gpu", "m"): {10: [10.0] * 100},
+                ("bursty", "m"): {10: [15.0] * 90 + [60.0] * 10},
+            }
+        ),
+        drop_max=False,
+    )
     costs = {}
     for feasibility in ("tail", "mean"):
         policy = make_policy(f"kairos:feasibility={feasibility}")
@@ -95,8 +110,8 @@ def test_kairos_checks_qos_with_the_tail_by_default():
 
 def test_kairos_accepts_a_profile_of_zero_service_times():
     from harness.core.profiles import Profile
-    prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [0.0]}, ("b", "m"): {10: [0.0]}}),
-                              drop_max=False)
+
+    prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [0.0]}, ("b", "m"): {10: [0.0]}}), drop_max=False)
     policy = make_policy("kairos")
     insts = bind(policy, prof, ["a", "b"], qos_ms=5.0)
     assert np.isfinite(policy.cost_matrix(0.0, list(queue(10, 10)), insts)).all()
@@ -134,7 +149,10 @@ def test_deeprecsys_splits_by_threshold(fixed_profile):
     insts = bind(policy, fixed_profile, ["fast", "slow", "slow"])
     d = policy.decide(0.0, queue(100, 1000, 100, 200), insts)
     assert sorted((q.batch_size, insts[j].instance_type) for q, j in d.assign) == [
-        (100, "slow"), (100, "slow"), (1000, "fast")]
+        (100, "slow"),
+        (100, "slow"),
+        (1000, "fast"),
+    ]
 
 
 def test_deeprecsys_default_threshold_from_latency_model(fixed_profile):
@@ -173,9 +191,13 @@ def test_least_outstanding_spreads_a_burst(fixed_profile):
 
 def test_latency_model_online_update_moves_exactly_the_observed_bucket():
     from harness.core.profiles import Profile
-    prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [1.0], 100: [10.0], 1000: [100.0]},
-                                                  ("b", "m"): {10: [2.0], 100: [20.0], 1000: [200.0]}}),
-                              drop_max=False)
+
+    prof = Profile.from_frame(
+        make_profile_frame(
+            {("a", "m"): {10: [1.0], 100: [10.0], 1000: [100.0]}, ("b", "m"): {10: [2.0], 100: [20.0], 1000: [200.0]}}
+        ),
+        drop_max=False,
+    )
     lat = LatencyModel(prof, ["a", "b"], ["m"], alpha=0.5)
     tail_before = lat.tail_ms("m").copy()
     lat.observe(0, "m", 50, 20.0)  # bucket 100 of type a: 10 -> 15 ms

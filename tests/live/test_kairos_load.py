@@ -15,13 +15,32 @@ pytestmark = pytest.mark.slow  # whole stacks or long searches: left out of the 
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "harness" / "kairos_load.py"
-SMALL = ["--pool-config", "g4dn.xlarge=1,r5n.large=2", "--min-queries", "50", "--phase-queries", "60",
-         "--phase-seconds", "2"]
+SMALL = [
+    "--pool-config",
+    "g4dn.xlarge=1,r5n.large=2",
+    "--min-queries",
+    "50",
+    "--phase-queries",
+    "60",
+    "--phase-seconds",
+    "2",
+]
 
 
 def locust_cmd(report_dir, *args):
-    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-            "--report-dir", str(report_dir), *SMALL, *args]
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--only-summary",
+        "--report-dir",
+        str(report_dir),
+        *SMALL,
+        *args,
+    ]
 
 
 def run_dir_of(report_dir: Path) -> Path:
@@ -47,8 +66,13 @@ def started_pids(run: Path) -> list[int]:
 
 
 def test_headless_run_writes_report_and_leaves_nothing_behind(tmp_path):
-    proc = subprocess.run(locust_cmd(tmp_path, "--dispatchers", "kairos,fcfs", "--rate", "30"),
-                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    proc = subprocess.run(
+        locust_cmd(tmp_path, "--dispatchers", "kairos,fcfs", "--rate", "30"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = run_dir_of(tmp_path)
     for name in ("queries.parquet", "summary.parquet", "report.html", "run.json"):
@@ -65,18 +89,33 @@ def test_headless_run_writes_report_and_leaves_nothing_behind(tmp_path):
 
 
 def test_bad_options_are_named_as_locust_users_typed_them(tmp_path):
-    proc = subprocess.run(locust_cmd(tmp_path, "--pool-config", "r5n.large=x", "--dispatchers", "kairos:nope=1"),
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        locust_cmd(tmp_path, "--pool-config", "r5n.large=x", "--dispatchers", "kairos:nope=1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert "kairos: --dispatchers 'kairos:nope=1': 'nope=1' is not a tunable of kairos" in proc.stderr
-    proc = subprocess.run(locust_cmd(tmp_path, "--pool-config", "r5n.large=x", "--rate", "5"),
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        locust_cmd(tmp_path, "--pool-config", "r5n.large=x", "--rate", "5"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "kairos: --pool-config 'r5n.large=x': count must be an integer" in proc.stderr
 
 
 def test_two_processes_send_each_query_exactly_once(tmp_path):
-    proc = subprocess.run(locust_cmd(tmp_path, "--dispatchers", "fcfs", "--rate", "40", "--processes", "2"),
-                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    proc = subprocess.run(
+        locust_cmd(tmp_path, "--dispatchers", "fcfs", "--rate", "40", "--processes", "2"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     q = pd.read_parquet(run_dir_of(tmp_path) / "queries.parquet")
     assert len(q) == 80 and q["request_id"].is_unique
@@ -108,6 +147,7 @@ def test_ctrl_c_leaves_a_partial_readable_report(tmp_path):
 
 def free_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -115,6 +155,7 @@ def free_port() -> int:
 
 def test_web_ui_mode_runs_and_serves_the_ui(tmp_path):
     import urllib.request
+
     port = free_port()
     cmd = locust_cmd(tmp_path, "--dispatchers", "fcfs", "--rate", "30")
     cmd[cmd.index("--headless")] = "--autostart"

@@ -17,8 +17,17 @@ from harness.measure.analyzer import ValidityRules
 
 @pytest.fixture
 def plan():
-    return PhasePlan(3, "kairos", 50.0, "rm2", "http://127.0.0.1:1", 1000.0,
-                     [f"p3-{i}" for i in range(7)], [0.1 * i for i in range(7)], [10, 20, 30, 40, 50, 60, 70])
+    return PhasePlan(
+        3,
+        "kairos",
+        50.0,
+        "rm2",
+        "http://127.0.0.1:1",
+        1000.0,
+        [f"p3-{i}" for i in range(7)],
+        [0.1 * i for i in range(7)],
+        [10, 20, 30, 40, 50, 60, 70],
+    )
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5])
@@ -33,14 +42,24 @@ def test_shards_cover_every_query_exactly_once(plan, n):
 
 
 def test_merge_joins_client_and_dispatcher_views(plan):
-    client = [ClientRecord("p3-0", 1000.0, 1000.001, 1000.051, 200, "local"),
-              ClientRecord("p3-1", 1000.1, 1000.102, 1000.103, 503, "local")]
+    client = [
+        ClientRecord("p3-0", 1000.0, 1000.001, 1000.051, 200, "local"),
+        ClientRecord("p3-1", 1000.1, 1000.102, 1000.103, 503, "local"),
+    ]
     assert from_columns(to_columns(client)) == client  # the worker -> master message keeps every field
-    disp = {"request_id": ["p3-0", "p3-1", "p3-2"], "status": ["ok", "shed", "ok"],
-            "dispatch_s": [1000.002, 1000.102, 1000.21], "start_s": [1000.002, math.nan, 1000.21],
-            "finish_s": [1000.05, math.nan, 1000.25], "instance_id": ["g-0", "", "r-1"],
-            "instance_type": ["g", "", "r"], "queue_ms": [1.0, math.nan, 0.5], "service_ms": [48.0, math.nan, 40.0],
-            "http_status": [200, 503, 200], "attempts": [1, 0, 1]}
+    disp = {
+        "request_id": ["p3-0", "p3-1", "p3-2"],
+        "status": ["ok", "shed", "ok"],
+        "dispatch_s": [1000.002, 1000.102, 1000.21],
+        "start_s": [1000.002, math.nan, 1000.21],
+        "finish_s": [1000.05, math.nan, 1000.25],
+        "instance_id": ["g-0", "", "r-1"],
+        "instance_type": ["g", "", "r"],
+        "queue_ms": [1.0, math.nan, 0.5],
+        "service_ms": [48.0, math.nan, 40.0],
+        "http_status": [200, 503, 200],
+        "attempts": [1, 0, 1],
+    }
     m = merge_phase(plan, client, disp).set_index("request_id")
     # p3-3.. were never sent (interrupted run) and are not rows; p3-2 reached the dispatcher only
     assert list(m.index) == ["p3-0", "p3-1", "p3-2"]
@@ -66,8 +85,9 @@ def test_live_defaults_sweep_and_use_the_p99_criterion():
 
 def test_run_dir_streams_queries_and_marks_partial(tmp_path):
     rd = RunDir(tmp_path / "r1", meta={"kind": "live"})
-    frame = conform(pd.DataFrame({"request_id": ["a", "b"], "batch_size": [10, 20], "status": ["ok", "shed"]}),
-                    QUERY_SCHEMA)
+    frame = conform(
+        pd.DataFrame({"request_id": ["a", "b"], "batch_size": [10, 20], "status": ["ok", "shed"]}), QUERY_SCHEMA
+    )
     rd.add_phase(frame, {"dispatcher": "fcfs", "phase": 0, "p99_ms": 10.0})
     rd.add_queries(frame.assign(request_id=["c", "d"]))
     rd.finish(partial=True, build_html=False)

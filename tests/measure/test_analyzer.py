@@ -18,8 +18,13 @@ from harness.measure.analyzer import (
 def records(lat_ms, gap_s=0.01, status=None):
     n = len(lat_ms)
     arr = np.arange(n) * gap_s
-    return pd.DataFrame({"arrival_s": arr, "finish_s": arr + np.asarray(lat_ms) / 1000.0,
-                         "status": status if status is not None else ["ok"] * n})
+    return pd.DataFrame(
+        {
+            "arrival_s": arr,
+            "finish_s": arr + np.asarray(lat_ms) / 1000.0,
+            "status": status if status is not None else ["ok"] * n,
+        }
+    )
 
 
 def test_percentile_is_nearest_rank():
@@ -94,6 +99,7 @@ class Step:
 
     def __call__(self, rate):
         from harness.measure.analyzer import PointSummary
+
         self.calls.append(rate)
         ok = rate <= self.limit
         return PointSummary(1, 1, 1, rate, rate, rate, *([1.0] * 7), 0, 0.0, 0, ok, "" if ok else "x", ok, ok)

@@ -29,30 +29,55 @@ from harness.report.page import CHART_IDS, PARTIAL_BANNER, build_report
 # (dispatcher, offered qps, p99 ms, valid, allowable qps, cost $/h): kairos passes at 100, fcfs drops queries at
 # 150 (p99 = inf), clockwork never passes (no allowable throughput); NaN costs where the pool had no prices.
 STEPS = [
-    ("kairos", 50.0, 120.0, True, 100.0, 3.2), ("kairos", 100.0, 300.0, True, 100.0, 3.2),
+    ("kairos", 50.0, 120.0, True, 100.0, 3.2),
+    ("kairos", 100.0, 300.0, True, 100.0, 3.2),
     ("kairos", 150.0, 900.0, False, 100.0, 3.2),
-    ("fcfs", 50.0, 200.0, True, 50.0, math.nan), ("fcfs", 100.0, 2000.0, False, 50.0, math.nan),
+    ("fcfs", 50.0, 200.0, True, 50.0, math.nan),
+    ("fcfs", 100.0, 2000.0, False, 50.0, math.nan),
     ("fcfs", 150.0, math.inf, False, 50.0, math.nan),
-    ("clockwork", 50.0, 400.0, False, math.nan, 3.2), ("clockwork", 100.0, 800.0, False, math.nan, 3.2),
+    ("clockwork", 50.0, 400.0, False, math.nan, 3.2),
+    ("clockwork", 100.0, 800.0, False, math.nan, 3.2),
     ("clockwork", 150.0, math.inf, False, math.nan, 3.2),
 ]
-POOL = [{"id": "gpu-0", "instance_type": "g4dn.xlarge", "url": "http://127.0.0.1:9001", "usd_per_hour": 0.526},
-        {"id": "gpu-1", "instance_type": "g4dn.xlarge", "url": "http://127.0.0.1:9002", "usd_per_hour": 0.526},
-        {"id": "cpu-0", "instance_type": "r5n.large", "url": "http://127.0.0.1:9003", "usd_per_hour": 0.149},
-        {"id": "cpu-1", "instance_type": "r5n.large", "url": "http://127.0.0.1:9004", "usd_per_hour": 0.149}]
+POOL = [
+    {"id": "gpu-0", "instance_type": "g4dn.xlarge", "url": "http://127.0.0.1:9001", "usd_per_hour": 0.526},
+    {"id": "gpu-1", "instance_type": "g4dn.xlarge", "url": "http://127.0.0.1:9002", "usd_per_hour": 0.526},
+    {"id": "cpu-0", "instance_type": "r5n.large", "url": "http://127.0.0.1:9003", "usd_per_hour": 0.149},
+    {"id": "cpu-1", "instance_type": "r5n.large", "url": "http://127.0.0.1:9004", "usd_per_hour": 0.149},
+]
 
 
 def synthetic_summary(steps=STEPS) -> pd.DataFrame:
     """A summary.parquet frame with every column the live harness writes, from (dispatcher, rate, p99, ...) rows."""
     rows = []
     for phase, (d, rate, p99, valid, allowable, cost) in enumerate(steps):
-        rows.append(dict(dispatcher=d, phase=phase, offered_qps=rate, achieved_qps=rate * 0.98, queries=400,
-                         p50_ms=p99 / 4, p90_ms=p99 / 2, p95_ms=p99 * 0.7, p99_ms=p99, p999_ms=p99 * 1.5,
-                         p99_ci_low_ms=p99 * 0.9, p99_ci_high_ms=p99 * 1.1, violation_rate=0.0 if valid else 0.05,
-                         valid=valid, invalid_reason="" if valid else "early stopping: 20 violations in 400 queries",
-                         cost_per_h=cost, qps_per_dollar=rate / cost, allowable_qps=allowable,
-                         sim_p99_ms=p99 * 0.9, sim_valid=valid, sim_allowable_qps=allowable,
-                         send_lag_p99_ms=1.5, loadgen_cpu_percent=40.0))
+        rows.append(
+            dict(
+                dispatcher=d,
+                phase=phase,
+                offered_qps=rate,
+                achieved_qps=rate * 0.98,
+                queries=400,
+                p50_ms=p99 / 4,
+                p90_ms=p99 / 2,
+                p95_ms=p99 * 0.7,
+                p99_ms=p99,
+                p999_ms=p99 * 1.5,
+                p99_ci_low_ms=p99 * 0.9,
+                p99_ci_high_ms=p99 * 1.1,
+                violation_rate=0.0 if valid else 0.05,
+                valid=valid,
+                invalid_reason="" if valid else "early stopping: 20 violations in 400 queries",
+                cost_per_h=cost,
+                qps_per_dollar=rate / cost,
+                allowable_qps=allowable,
+                sim_p99_ms=p99 * 0.9,
+                sim_valid=valid,
+                sim_allowable_qps=allowable,
+                send_lag_p99_ms=1.5,
+                loadgen_cpu_percent=40.0,
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -71,13 +96,27 @@ def synthetic_queries(summary: pd.DataFrame, per_step: int = 400, seed: int = 0)
         served = status == "ok"
         itype = np.array([next(p["instance_type"] for p in POOL if p["id"] == i) for i in inst], dtype=object)
         itype[::7] = None  # live records may lack the type: the pool in run.json fills it in
-        parts.append(pd.DataFrame(dict(
-            request_id=[f"{row.phase}-{k}" for k in range(n)], model="rm2",
-            batch_size=rng.integers(1, 1001, n), arrival_s=arrival, dispatch_s=start, start_s=start,
-            finish_s=np.where(served, finish, np.nan), instance_id=np.where(served, inst, None),
-            instance_type=np.where(served, itype, None), policy=row.dispatcher, status=status,
-            dispatcher=row.dispatcher, phase=row.phase, offered_qps=row.offered_qps,
-            backend_finish_s=np.where(served, finish - 0.001, np.nan))))
+        parts.append(
+            pd.DataFrame(
+                dict(
+                    request_id=[f"{row.phase}-{k}" for k in range(n)],
+                    model="rm2",
+                    batch_size=rng.integers(1, 1001, n),
+                    arrival_s=arrival,
+                    dispatch_s=start,
+                    start_s=start,
+                    finish_s=np.where(served, finish, np.nan),
+                    instance_id=np.where(served, inst, None),
+                    instance_type=np.where(served, itype, None),
+                    policy=row.dispatcher,
+                    status=status,
+                    dispatcher=row.dispatcher,
+                    phase=row.phase,
+                    offered_qps=row.offered_qps,
+                    backend_finish_s=np.where(served, finish - 0.001, np.nan),
+                )
+            )
+        )
         t0 = float(finish.max()) + 1.0
     return pd.concat(parts, ignore_index=True)
 
@@ -89,13 +128,22 @@ def write_run(run_dir: Path, *, partial: bool = False, steps=STEPS, queries: boo
     summary.to_parquet(run_dir / "summary.parquet", index=False)
     if queries:
         synthetic_queries(summary).to_parquet(run_dir / "queries.parquet", index=False)
-    meta = {"run_id": "test-run", "kind": "live", "started_at": "2024-05-01T10:00:00Z",
-            "finished_at": "2024-05-01T11:00:00Z", "partial": partial, "model": "rm2", "qos_ms": 350.0,
-            "config": {"policies": "kairos,fcfs,clockwork", "step_s": 60, "seed": 0}, "pool": POOL,
-            "pool_config": "g4dn.xlarge=2,r5n.large=2", "cost_per_h": 1.35,
-            "trace": {"source": "kairos_rm2_poisson.parquet", "queries": 20000, "mean_rate_qps": 100.0},
-            "versions": {"python": "3.11.9", "kairos-harness": "0.1.0", "locust": "2.31"},
-            "machine": {"platform": "Linux-x86_64", "cpus": 2}}
+    meta = {
+        "run_id": "test-run",
+        "kind": "live",
+        "started_at": "2024-05-01T10:00:00Z",
+        "finished_at": "2024-05-01T11:00:00Z",
+        "partial": partial,
+        "model": "rm2",
+        "qos_ms": 350.0,
+        "config": {"policies": "kairos,fcfs,clockwork", "step_s": 60, "seed": 0},
+        "pool": POOL,
+        "pool_config": "g4dn.xlarge=2,r5n.large=2",
+        "cost_per_h": 1.35,
+        "trace": {"source": "kairos_rm2_poisson.parquet", "queries": 20000, "mean_rate_qps": 100.0},
+        "versions": {"python": "3.11.9", "kairos-harness": "0.1.0", "locust": "2.31"},
+        "machine": {"platform": "Linux-x86_64", "cpus": 2},
+    }
     (run_dir / "run.json").write_text(json.dumps(meta))
     return run_dir
 
@@ -131,8 +179,9 @@ def test_cdf_points_counts_unserved_queries_and_thins_to_n():
 
 
 def test_utilization_busy_fraction_per_bin():
-    q = pd.DataFrame({"instance_id": ["a", "a", "b", "c"], "start_s": [0.0, 2.0, 1.0, 0.0],
-                      "finish_s": [1.0, 4.0, 3.0, np.nan]})
+    q = pd.DataFrame(
+        {"instance_id": ["a", "a", "b", "c"], "start_s": [0.0, 2.0, 1.0, 0.0], "finish_s": [1.0, 4.0, 3.0, np.nan]}
+    )
     util = utilization(q, bins=[0.0, 2.0, 4.0])
     assert util.index.tolist() == ["a", "b"]  # c never finished: not counted
     assert util.loc["a"].tolist() == pytest.approx([0.5, 1.0])
@@ -142,15 +191,26 @@ def test_utilization_busy_fraction_per_bin():
 
 def test_utilization_prefers_backend_finish_and_keeps_precision_on_epoch_clock():
     t0 = 1.7e9
-    q = pd.DataFrame({"instance_id": ["a", "a"], "start_s": [t0, t0 + 5.0], "finish_s": [t0 + 5.0, t0 + 10.0],
-                      "backend_finish_s": [t0 + 2.5, np.nan]})
+    q = pd.DataFrame(
+        {
+            "instance_id": ["a", "a"],
+            "start_s": [t0, t0 + 5.0],
+            "finish_s": [t0 + 5.0, t0 + 10.0],
+            "backend_finish_s": [t0 + 2.5, np.nan],
+        }
+    )
     util = utilization(q, bins=2)
     assert util.loc["a"].tolist() == pytest.approx([0.5, 1.0], abs=1e-6)
 
 
 def test_batch_heatmap_buckets_right_closed_per_type():
-    q = pd.DataFrame({"batch_size": [1, 100, 101, 1000, 500], "instance_type": ["g", "g", "c", "c", None],
-                      "instance_id": ["g0", "g1", "c0", "c0", None]})  # the last was never dispatched
+    q = pd.DataFrame(
+        {
+            "batch_size": [1, 100, 101, 1000, 500],
+            "instance_type": ["g", "g", "c", "c", None],
+            "instance_id": ["g0", "g1", "c0", "c0", None],
+        }
+    )  # the last was never dispatched
     counts = batch_heatmap(q)
     assert counts.columns[0] == "0-100" and counts.columns[-1] == "900-1000" and len(counts.columns) == 10
     assert counts.loc["g", "0-100"] == 2
@@ -179,7 +239,7 @@ def test_shown_step_and_bracket():
 
 
 def test_step_queries_selects_phase_else_rate_else_all():
-    q = pd.DataFrame({"dispatcher": ["a", "a", "a", "b"], "phase": [0, 1, 1, 2], "offered_qps": [5., 10., 10., 5.]})
+    q = pd.DataFrame({"dispatcher": ["a", "a", "a", "b"], "phase": [0, 1, 1, 2], "offered_qps": [5.0, 10.0, 10.0, 5.0]})
     step = pd.Series({"phase": 1, "offered_qps": 10.0})
     sel, label = step_queries(q, "a", step)
     assert len(sel) == 2 and "phase 1" in label
@@ -190,8 +250,16 @@ def test_step_queries_selects_phase_else_rate_else_all():
 
 
 def test_normalize_queries_latency_and_pool_types():
-    q = pd.DataFrame({"policy": ["p", "p"], "status": ["ok", "dropped"], "arrival_s": [0.0, 0.0],
-                      "finish_s": [0.25, np.nan], "instance_id": ["gpu-0", None], "instance_type": [None, None]})
+    q = pd.DataFrame(
+        {
+            "policy": ["p", "p"],
+            "status": ["ok", "dropped"],
+            "arrival_s": [0.0, 0.0],
+            "finish_s": [0.25, np.nan],
+            "instance_id": ["gpu-0", None],
+            "instance_type": [None, None],
+        }
+    )
     out = normalize_queries(q, "q", POOL)
     assert out["latency_ms"].tolist() == [250.0, math.inf]
     assert out["dispatcher"].tolist() == ["p", "p"]
@@ -220,13 +288,20 @@ def test_report_has_every_chart_and_is_self_contained(run_dir):
     assert not re.search(r"<script[^>]*\bsrc=", html, re.I), "a script loaded from elsewhere"
     assert not re.search(r"<link[^>]*\bhref=", html, re.I)
     from plotly.offline import get_plotlyjs
+
     assert html.count(get_plotlyjs()[:300]) == 1  # plotly.js inlined once, not per chart
     assert PARTIAL_BANNER not in html
     assert 'id="report-errors"' in html
     # Apart from plotly.js the page stays small.
     assert len(html) - len(get_plotlyjs()) < 600_000
-    for text in ("Results per dispatcher", "g4dn.xlarge=2,r5n.large=2", "locust", "Linux-x86_64",
-                 "kairos_rm2_poisson.parquet", "allowable throughput"):
+    for text in (
+        "Results per dispatcher",
+        "g4dn.xlarge=2,r5n.large=2",
+        "locust",
+        "Linux-x86_64",
+        "kairos_rm2_poisson.parquet",
+        "allowable throughput",
+    ):
         assert text in html
 
 
@@ -269,8 +344,15 @@ def test_report_without_queries_or_run_json_from_older_summary(tmp_path):
     # kairos simulate --out writes `policy` and `rate_qps`; no run.json, no queries.
     run_dir = tmp_path / "sim"
     run_dir.mkdir()
-    pd.DataFrame({"policy": ["fcfs", "fcfs"], "rate_qps": [10.0, 20.0], "p99_ms": [50.0, math.inf],
-                  "valid": [True, False], "invalid_reason": ["", "x"]}).to_parquet(run_dir / "summary.parquet")
+    pd.DataFrame(
+        {
+            "policy": ["fcfs", "fcfs"],
+            "rate_qps": [10.0, 20.0],
+            "p99_ms": [50.0, math.inf],
+            "valid": [True, False],
+            "invalid_reason": ["", "x"],
+        }
+    ).to_parquet(run_dir / "summary.parquet")
     out = tmp_path / "elsewhere" / "r.html"
     assert build_report(run_dir, out=out) == out
     html = out.read_text(encoding="utf-8")
@@ -281,16 +363,37 @@ def test_report_without_queries_or_run_json_from_older_summary(tmp_path):
 
 def test_report_of_kairos_simulate_out(tmp_path):
     run_dir = tmp_path / "sim"
-    assert main(["simulate", "--rate", "40", "--queries", "1500", "--policy", "fcfs,least_outstanding",
-                 "--quiet", "--out", str(run_dir)]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--rate",
+                "40",
+                "--queries",
+                "1500",
+                "--policy",
+                "fcfs,least_outstanding",
+                "--quiet",
+                "--out",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
     html = build_report(run_dir).read_text(encoding="utf-8")
     assert [c["id"] for c in chart_data(html)] == list(CHART_IDS)
 
 
 def test_allocation_section_when_present(run_dir):
-    pd.DataFrame({"kairos_rank": [1, 2], "config": ["g4dn.xlarge=1", "r5n.large=4"], "cost_per_h": [0.5, 0.6],
-                  "kairos_bound_qps": [90.0, 80.0], "picked_by": ["kairos", ""]}).to_parquet(
-        run_dir / "allocation.parquet")
+    pd.DataFrame(
+        {
+            "kairos_rank": [1, 2],
+            "config": ["g4dn.xlarge=1", "r5n.large=4"],
+            "cost_per_h": [0.5, 0.6],
+            "kairos_bound_qps": [90.0, 80.0],
+            "picked_by": ["kairos", ""],
+        }
+    ).to_parquet(run_dir / "allocation.parquet")
     html = build_report(run_dir).read_text(encoding="utf-8")
     assert "kairos-allocation" in html and "r5n.large=4" in html
 

@@ -62,31 +62,52 @@ def parse_page(dom: str, stderr: str) -> PageResult:
         return int(found.group(1)) if found else None
 
     # Searched from <body> on: the scripts in <head> may mention the element too.
-    errors = re.search(r'<pre id="report-errors"[^>]*>(.*?)</pre>', dom[body.end():] if body else "", re.S)
+    errors = re.search(r'<pre id="report-errors"[^>]*>(.*?)</pre>', dom[body.end() :] if body else "", re.S)
     # Chromium logs console messages as "...:SEVERITY:CONSOLE(line)] ..."; uncaught exceptions say "Uncaught".
-    bad = [line for line in stderr.splitlines()
-           if "Uncaught" in line or re.search(r":(ERROR|FATAL):CONSOLE", line)]
-    return PageResult(counter("rendered"), counter("expected"), len(re.findall(r"<div\b[^>]*\bdata-chart=", dom)),
-                      unescape(errors.group(1)).strip() if errors else "#report-errors missing", bad)
+    bad = [line for line in stderr.splitlines() if "Uncaught" in line or re.search(r":(ERROR|FATAL):CONSOLE", line)]
+    return PageResult(
+        counter("rendered"),
+        counter("expected"),
+        len(re.findall(r"<div\b[^>]*\bdata-chart=", dom)),
+        unescape(errors.group(1)).strip() if errors else "#report-errors missing",
+        bad,
+    )
 
 
 def load_page(browser: str, page: Path, profile_dir: Path) -> PageResult:
     """Open ``page`` in headless Chromium (offline flags, virtual time) and parse the dumped DOM."""
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile_dir}", "--virtual-time-budget=15000", "--enable-logging=stderr", "--v=0",
-           "--dump-dom", page.resolve().as_uri()]
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile_dir}",
+        "--virtual-time-budget=15000",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--dump-dom",
+        page.resolve().as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"chromium exited {proc.returncode}: {proc.stderr[-2000:]}"
     return parse_page(proc.stdout, proc.stderr)
 
 
 def test_parse_page_reads_counters_and_errors():
-    dom = ('<html><body data-charts-expected="2" data-charts-rendered="1"><div id="a" data-chart="a"></div>'
-           '<div data-chart="b"></div><pre id="report-errors">boom &amp; more</pre></body></html>')
-    stderr = ('[1:1:0101/000000.1:INFO:CONSOLE(3)] "Uncaught TypeError: x", source: file:///r.html (3)\n'
-              "[1:1:0101/000000.2:ERROR:dbus/bus.cc:405] Failed to connect to the bus\n"
-              '[1:1:0101/000000.3:ERROR:CONSOLE(9)] "failed", source: file:///r.html (9)\n')
+    dom = (
+        '<html><body data-charts-expected="2" data-charts-rendered="1"><div id="a" data-chart="a"></div>'
+        '<div data-chart="b"></div><pre id="report-errors">boom &amp; more</pre></body></html>'
+    )
+    stderr = (
+        '[1:1:0101/000000.1:INFO:CONSOLE(3)] "Uncaught TypeError: x", source: file:///r.html (3)\n'
+        "[1:1:0101/000000.2:ERROR:dbus/bus.cc:405] Failed to connect to the bus\n"
+        '[1:1:0101/000000.3:ERROR:CONSOLE(9)] "failed", source: file:///r.html (9)\n'
+    )
     result = parse_page(dom, stderr)
     assert (result.rendered, result.expected, result.chart_divs) == (1, 2, 2)
     assert result.page_errors == "boom & more"

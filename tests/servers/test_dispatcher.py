@@ -19,10 +19,15 @@ from tests.conftest import make_profile_frame
 @pytest.fixture
 def profile():
     """fast: 10 ms (batch <= 100) / 40 ms (<= 1000); slow: 30 ms / 400 ms."""
-    return Profile.from_frame(make_profile_frame({
-        ("fast", "rm2"): {100: [10.0], 1000: [40.0]},
-        ("slow", "rm2"): {100: [30.0], 1000: [400.0]},
-    }), drop_max=False)
+    return Profile.from_frame(
+        make_profile_frame(
+            {
+                ("fast", "rm2"): {100: [10.0], 1000: [40.0]},
+                ("slow", "rm2"): {100: [30.0], 1000: [400.0]},
+            }
+        ),
+        drop_max=False,
+    )
 
 
 @pytest.fixture
@@ -105,13 +110,16 @@ async def test_policy_switch_between_phases(aiohttp_client, profile, backends):
     assert resp.status == 400 and "unknown policy" in (await resp.json())["error"]
 
 
-@pytest.mark.parametrize("body, headers, status, needle", [
-    (b"{not json", {}, 400, "malformed JSON"),
-    (b'{"inputs": []}', {}, 400, "non-empty 'inputs'"),
-    (b'{"inputs": [{"name": "x", "shape": [0, 3], "datatype": "FP32", "data": []}]}', {}, 400, "batch size >= 1"),
-    (b'{"inputs": [{"name": "x", "shape": [2000, 3], "datatype": "FP32", "data": []}]}', {}, 400, "above the pool"),
-    (b"{}", {v2.HEADER_LENGTH: "99"}, 400, "does not fit"),
-])
+@pytest.mark.parametrize(
+    "body, headers, status, needle",
+    [
+        (b"{not json", {}, 400, "malformed JSON"),
+        (b'{"inputs": []}', {}, 400, "non-empty 'inputs'"),
+        (b'{"inputs": [{"name": "x", "shape": [0, 3], "datatype": "FP32", "data": []}]}', {}, 400, "batch size >= 1"),
+        (b'{"inputs": [{"name": "x", "shape": [2000, 3], "datatype": "FP32", "data": []}]}', {}, 400, "above the pool"),
+        (b"{}", {v2.HEADER_LENGTH: "99"}, 400, "does not fit"),
+    ],
+)
 async def test_bad_input_is_4xx_json(aiohttp_client, profile, backends, body, headers, status, needle):
     started = await backends("fast")
     client = await dispatcher(aiohttp_client, profile, started)
@@ -180,8 +188,7 @@ def test_admin_guard_loopback_rule():
 
 
 @pytest.mark.parametrize("prefetch_ms", [0.0, 20.0])
-async def test_prefetch_sends_the_next_query_before_the_instance_frees(aiohttp_client, profile, backends,
-                                                                      prefetch_ms):
+async def test_prefetch_sends_the_next_query_before_the_instance_frees(aiohttp_client, profile, backends, prefetch_ms):
     started = await backends("fast")  # batch 1000: 40 ms each
     client = await dispatcher(aiohttp_client, profile, started, policy="kairos", prefetch_ms=prefetch_ms)
     first = asyncio.create_task(infer(client, 1000, rid="a"))

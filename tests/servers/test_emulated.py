@@ -14,8 +14,11 @@ from servers.emulated import EmulatedConfig, create_app
 
 
 def _profile(path, values_ms, buckets=(10, 20), model="rm2", itype="tiny.x"):
-    rows = [{"instance_type": itype, "model": model, "batch_size": b, "compute_ms": v, "load_ms": 0.0}
-            for b in buckets for v in values_ms]
+    rows = [
+        {"instance_type": itype, "model": model, "batch_size": b, "compute_ms": v, "load_ms": 0.0}
+        for b in buckets
+        for v in values_ms
+    ]
     pd.DataFrame(rows).to_parquet(path)
     return path
 
@@ -75,8 +78,10 @@ async def test_concurrency_option_serves_in_parallel(aiohttp_client, fixed20):
 
 async def test_samples_follow_the_profile_bucket(aiohttp_client, tmp_path):
     # bucket 10: {5, 15} ms; bucket 20: {30} ms. Batch 11..20 uses bucket 20 (rounded up).
-    rows = [{"instance_type": "tiny.x", "model": "rm2", "batch_size": 10, "compute_ms": v, "load_ms": 0.0}
-            for v in [5.0, 15.0] * 10 + [99.0]]  # the single max is dropped, as the shipped tooling does
+    rows = [
+        {"instance_type": "tiny.x", "model": "rm2", "batch_size": 10, "compute_ms": v, "load_ms": 0.0}
+        for v in [5.0, 15.0] * 10 + [99.0]
+    ]  # the single max is dropped, as the shipped tooling does
     rows += [{"instance_type": "tiny.x", "model": "rm2", "batch_size": 20, "compute_ms": 20.0, "load_ms": 10.0}] * 3
     path = tmp_path / "two.parquet"
     pd.DataFrame(rows).to_parquet(path)
@@ -101,7 +106,10 @@ async def test_shipped_profile_mean(aiohttp_client):
     sampled = [(await _infer(client, _req(100, "ncf"), "ncf")).parameters["sampled_ms"] for _ in range(30)]
     tab, i = prof.bucket("g4dn.xlarge", "ncf", 100)
     assert set(sampled) <= set(tab.samples_ms[i].tolist())
-    assert abs(np.mean(sampled) - prof.mean_ms("g4dn.xlarge", "ncf", 100)) < 3 * np.std(tab.samples_ms[i]) / np.sqrt(30) + 0.05
+    assert (
+        abs(np.mean(sampled) - prof.mean_ms("g4dn.xlarge", "ncf", 100))
+        < 3 * np.std(tab.samples_ms[i]) / np.sqrt(30) + 0.05
+    )
 
 
 async def test_api_matches_model_server(aiohttp_client, fixed20):

@@ -57,8 +57,10 @@ async def test_metadata_and_health(client):
         assert (await client.get(path)).status == 200
     meta = await (await client.get("/v2/models/rm2")).json()
     assert meta["name"] == "rm2" and meta["platform"] == "onnxruntime_onnx"
-    assert meta["inputs"] == [{"name": "dense", "datatype": "FP32", "shape": [-1, 13]},
-                              {"name": "sparse", "datatype": "INT64", "shape": [-1, 8, 8]}]
+    assert meta["inputs"] == [
+        {"name": "dense", "datatype": "FP32", "shape": [-1, 13]},
+        {"name": "sparse", "datatype": "INT64", "shape": [-1, 8, 8]},
+    ]
     assert meta["outputs"] == [{"name": "prob", "datatype": "FP32", "shape": [-1, 1]}]
     assert (await (await client.get("/v2")).json())["extensions"] == ["binary_tensor_data"]
 
@@ -81,18 +83,22 @@ async def test_bad_requests_are_4xx_json(client):
     assert "unknown model 'nope'" in await _error(await client.get("/v2/models/nope"), 404)
     assert "unknown model" in await _error(await client.get("/v2/models/nope/ready"), 404)
     enc = _rm2(2)
-    assert "unknown model" in await _error(await client.post("/v2/models/nope/infer", data=enc.body,
-                                                              headers=enc.headers), 404)
+    assert "unknown model" in await _error(
+        await client.post("/v2/models/nope/infer", data=enc.body, headers=enc.headers), 404
+    )
     assert "malformed JSON" in await _error(await client.post("/v2/models/rm2/infer", data=b"{oops"), 400)
     enc = _rm2(2, dense=np.zeros((2, 13), np.float64))
-    assert "datatype FP64" in await _error(await client.post("/v2/models/rm2/infer", data=enc.body,
-                                                             headers=enc.headers), 400)
+    assert "datatype FP64" in await _error(
+        await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers), 400
+    )
     enc = _rm2(2, sparse=np.zeros((2, 8, 7), np.int64))
-    assert "shape [2, 8, 7]" in await _error(await client.post("/v2/models/rm2/infer", data=enc.body,
-                                                               headers=enc.headers), 400)
+    assert "shape [2, 8, 7]" in await _error(
+        await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers), 400
+    )
     enc = _rm2(1001)
     assert "above this server's limit 1000" in await _error(
-        await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers), 400)
+        await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers), 400
+    )
     body = orjson.dumps({"inputs": [{"name": "dense", "datatype": "FP32", "shape": [1, 13], "data": [1] * 13}]})
     assert "missing input 'sparse'" in await _error(await client.post("/v2/models/rm2/infer", data=body), 400)
     await _error(await client.get("/v2/models/rm2/infer"), 405)
@@ -106,8 +112,9 @@ async def test_oversized_body_is_413(aiohttp_client, model_dir):
     assert (await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers)).status == 200
     enc = _rm2(300)
     assert len(enc.body) > 100_000
-    assert "too large" in await _error(await client.post("/v2/models/rm2/infer", data=enc.body,
-                                                         headers=enc.headers), 413)
+    assert "too large" in await _error(
+        await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers), 413
+    )
 
 
 async def test_default_body_limit_fits_batch_1000_as_json(client):

@@ -56,8 +56,13 @@ def test_pool_starts_processes_writes_file_and_cleans_up(tmp_path):
         path = pool.write(tmp_path / "sub" / "pool.json")
         doc = json.loads(path.read_text())
         assert doc["model"] == "ncf" and doc["mode"] == "emulated"
-        assert doc["instances"][0] == {"id": "g4dn.xlarge-0", "url": pool.instances[0].url,
-                                       "instance_type": "g4dn.xlarge", "usd_per_hour": 0.526, "pid": pids[0]}
+        assert doc["instances"][0] == {
+            "id": "g4dn.xlarge-0",
+            "url": pool.instances[0].url,
+            "instance_type": "g4dn.xlarge",
+            "usd_per_hour": 0.526,
+            "pid": pids[0],
+        }
         loaded = load_pool_file(path)
         assert loaded.instances == pool.instances and loaded.model == "ncf"
         assert loaded.cost_per_h == pytest.approx(0.526 + 2 * 0.149)
@@ -74,8 +79,19 @@ def test_pool_starts_processes_writes_file_and_cleans_up(tmp_path):
 @pytest.mark.slow
 def test_serve_pool_command_stops_children_on_sigterm_and_parent_death(tmp_path):
     pool_file = tmp_path / "pool.json"
-    cmd = [sys.executable, "-m", "harness.cli", "serve", "pool", "--config", "r5n.large=2", "--model", "ncf",
-           "--pool-file", str(pool_file)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "serve",
+        "pool",
+        "--config",
+        "r5n.large=2",
+        "--model",
+        "ncf",
+        "--pool-file",
+        str(pool_file),
+    ]
     for how in (signal.SIGTERM, signal.SIGKILL):
         parent = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
@@ -163,33 +179,56 @@ def _write(tmp_path, doc, name="p.json"):
 
 
 def test_hand_written_pool_file_defaults(tmp_path):
-    path = _write(tmp_path, {"model": "rm2", "instances": [
-        {"url": "http://10.0.0.5:8000/", "instance_type": "g4dn.xlarge"},
-        {"url": "https://gpu.example:443", "instance_type": "g4dn.xlarge", "usd_per_hour": 0.3},
-        {"id": "big", "url": "http://10.0.0.6:8000", "instance_type": "c5n.2xlarge"},
-    ]})
+    path = _write(
+        tmp_path,
+        {
+            "model": "rm2",
+            "instances": [
+                {"url": "http://10.0.0.5:8000/", "instance_type": "g4dn.xlarge"},
+                {"url": "https://gpu.example:443", "instance_type": "g4dn.xlarge", "usd_per_hour": 0.3},
+                {"id": "big", "url": "http://10.0.0.6:8000", "instance_type": "c5n.2xlarge"},
+            ],
+        },
+    )
     pf = load_pool_file(path)
     assert [(i.id, i.url, i.usd_per_hour) for i in pf.instances] == [
-        ("g4dn.xlarge-0", "http://10.0.0.5:8000", 0.526), ("g4dn.xlarge-1", "https://gpu.example:443", 0.3),
-        ("big", "http://10.0.0.6:8000", 0.432)]
+        ("g4dn.xlarge-0", "http://10.0.0.5:8000", 0.526),
+        ("g4dn.xlarge-1", "https://gpu.example:443", 0.3),
+        ("big", "http://10.0.0.6:8000", 0.432),
+    ]
     assert load_pool_file(path, prices={"g4dn.xlarge": 1.0, "c5n.2xlarge": 2.0}).instances[2].usd_per_hour == 2.0
 
 
-@pytest.mark.parametrize("doc, match", [
-    ("{nope", "not a JSON pool file"),
-    ([], "expected a JSON object"),
-    ({"instances": [{"url": "http://a:1", "instance_type": "r5n.large"}]}, "missing field 'model'"),
-    ({"model": "rm2"}, "missing field 'instances'"),
-    ({"model": "rm2", "instances": []}, "missing field 'instances'"),
-    ({"model": "rm2", "instances": [{"instance_type": "r5n.large"}]}, r"instances\[0\]: missing field 'url'"),
-    ({"model": "rm2", "instances": [{"url": "http://a:1"}]}, r"instances\[0\]: missing field 'instance_type'"),
-    ({"model": "rm2", "instances": [{"url": "a:1", "instance_type": "r5n.large"}]}, "must start with http"),
-    ({"model": "rm2", "instances": [{"url": "http://a:1", "instance_type": "r5n.large", "usd_per_hour": "cheap"}]},
-     "'usd_per_hour' must be a number"),
-    ({"model": "rm2", "instances": [{"id": "a", "url": "http://a:1", "instance_type": "r5n.large"},
-                                    {"id": "a", "url": "http://b:1", "instance_type": "r5n.large"}]},
-     "duplicate instance id"),
-])
+@pytest.mark.parametrize(
+    "doc, match",
+    [
+        ("{nope", "not a JSON pool file"),
+        ([], "expected a JSON object"),
+        ({"instances": [{"url": "http://a:1", "instance_type": "r5n.large"}]}, "missing field 'model'"),
+        ({"model": "rm2"}, "missing field 'instances'"),
+        ({"model": "rm2", "instances": []}, "missing field 'instances'"),
+        ({"model": "rm2", "instances": [{"instance_type": "r5n.large"}]}, r"instances\[0\]: missing field 'url'"),
+        ({"model": "rm2", "instances": [{"url": "http://a:1"}]}, r"instances\[0\]: missing field 'instance_type'"),
+        ({"model": "rm2", "instances": [{"url": "a:1", "instance_type": "r5n.large"}]}, "must start with http"),
+        (
+            {
+                "model": "rm2",
+                "instances": [{"url": "http://a:1", "instance_type": "r5n.large", "usd_per_hour": "cheap"}],
+            },
+            "'usd_per_hour' must be a number",
+        ),
+        (
+            {
+                "model": "rm2",
+                "instances": [
+                    {"id": "a", "url": "http://a:1", "instance_type": "r5n.large"},
+                    {"id": "a", "url": "http://b:1", "instance_type": "r5n.large"},
+                ],
+            },
+            "duplicate instance id",
+        ),
+    ],
+)
 def test_bad_pool_files_name_file_and_field(tmp_path, doc, match):
     path = _write(tmp_path, doc)
     with pytest.raises(InputError, match=match) as err:

@@ -20,10 +20,18 @@ def core_for():
         lat = LatencyModel(prof, ["a"], ["m"])
         insts = build_instances(["a", "a"], lat.type_index, cls=PrefetchInstance)
         started = []
-        core = PrefetchCore(make_policy(policy), lat, insts, 100.0, np.random.default_rng(0),
-                            on_assign=lambda q, i: None, on_start=lambda q, i: started.append((q.index, i.index)),
-                            on_drop=lambda q: None)
+        core = PrefetchCore(
+            make_policy(policy),
+            lat,
+            insts,
+            100.0,
+            np.random.default_rng(0),
+            on_assign=lambda q, i: None,
+            on_start=lambda q, i: started.append((q.index, i.index)),
+            on_drop=lambda q: None,
+        )
         return core, started
+
     return make
 
 

@@ -93,10 +93,19 @@ def test_tritonclient_against_emulated_instance(emulated_server):
 def dispatcher_server(model_server, emulated_server, tmp_path_factory):
     """A real dispatcher process in front of the ORT server and the emulated instance."""
     import json
+
     pool = tmp_path_factory.mktemp("pool") / "pool.json"
-    pool.write_text(json.dumps({"model": "rm2", "instances": [
-        {"id": "gpu-0", "url": model_server.url, "instance_type": "g4dn.xlarge"},
-        {"id": "cpu-0", "url": emulated_server.url, "instance_type": "r5n.large"}]}))
+    pool.write_text(
+        json.dumps(
+            {
+                "model": "rm2",
+                "instances": [
+                    {"id": "gpu-0", "url": model_server.url, "instance_type": "g4dn.xlarge"},
+                    {"id": "cpu-0", "url": emulated_server.url, "instance_type": "r5n.large"},
+                ],
+            }
+        )
+    )
     proc = spawn_server("dispatcher", DispatcherConfig(pool=load_pool_file(pool), policy="kairos"), name="dispatcher")
     yield proc
     stop_processes([proc])

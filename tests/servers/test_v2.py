@@ -30,10 +30,14 @@ def test_request_round_trip(binary):
 
 
 def test_nested_json_data_and_datatypes():
-    body = orjson.dumps({"inputs": [
-        {"name": "dense", "datatype": "FP32", "shape": [1, 13], "data": [[0.5] * 13]},
-        {"name": "sparse", "datatype": "INT64", "shape": [1, 8, 8], "data": list(range(64))},
-    ]})
+    body = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "dense", "datatype": "FP32", "shape": [1, 13], "data": [[0.5] * 13]},
+                {"name": "sparse", "datatype": "INT64", "shape": [1, 8, 8], "data": list(range(64))},
+            ]
+        }
+    )
     req = v2.parse_infer_request(body)
     assert req.inputs["dense"].dtype == np.float32 and req.inputs["sparse"].shape == (1, 8, 8)
     assert v2.validate_request(req, META) == 1
@@ -87,20 +91,23 @@ GOOD_DENSE = {"name": "dense", "datatype": "FP32", "shape": [2, 13], "data": [0.
 GOOD_SPARSE = {"name": "sparse", "datatype": "INT64", "shape": [2, 8, 8], "data": [1] * 128}
 
 
-@pytest.mark.parametrize("body, header, match", [
-    (b"{not json", None, "malformed JSON"),
-    (b"[1, 2]", None, "JSON object"),
-    (_json([]), None, "non-empty 'inputs'"),
-    (_json([{"datatype": "FP32", "shape": [1], "data": [1]}]), None, "string 'name'"),
-    (_json([dict(GOOD_DENSE, datatype="FP42")]), None, "unsupported datatype 'FP42'"),
-    (_json([dict(GOOD_DENSE, shape=[2, -13])]), None, "'shape' must be a list of integers"),
-    (_json([dict(GOOD_DENSE, data=[0.0] * 25)]), None, "has 25 elements"),
-    (_json([dict(GOOD_DENSE, data=["x"] * 26)]), None, "not valid FP32"),
-    (_json([GOOD_DENSE, GOOD_DENSE]), None, "given twice"),
-    (_json([dict(GOOD_DENSE, data=None, parameters={"binary_data_size": 104})]), None, "without the"),
-    (_json([dict(GOOD_DENSE, parameters={"binary_data_size": 104})]) + b"\0" * 10, "BAD", "not an integer"),
-    (b"{}", 99, "exceeds the body length"),
-])
+@pytest.mark.parametrize(
+    "body, header, match",
+    [
+        (b"{not json", None, "malformed JSON"),
+        (b"[1, 2]", None, "JSON object"),
+        (_json([]), None, "non-empty 'inputs'"),
+        (_json([{"datatype": "FP32", "shape": [1], "data": [1]}]), None, "string 'name'"),
+        (_json([dict(GOOD_DENSE, datatype="FP42")]), None, "unsupported datatype 'FP42'"),
+        (_json([dict(GOOD_DENSE, shape=[2, -13])]), None, "'shape' must be a list of integers"),
+        (_json([dict(GOOD_DENSE, data=[0.0] * 25)]), None, "has 25 elements"),
+        (_json([dict(GOOD_DENSE, data=["x"] * 26)]), None, "not valid FP32"),
+        (_json([GOOD_DENSE, GOOD_DENSE]), None, "given twice"),
+        (_json([dict(GOOD_DENSE, data=None, parameters={"binary_data_size": 104})]), None, "without the"),
+        (_json([dict(GOOD_DENSE, parameters={"binary_data_size": 104})]) + b"\0" * 10, "BAD", "not an integer"),
+        (b"{}", 99, "exceeds the body length"),
+    ],
+)
 def test_malformed_requests_are_400(body, header, match):
     if header == "BAD":
         header = "abc"
@@ -110,8 +117,9 @@ def test_malformed_requests_are_400(body, header, match):
 
 
 def test_binary_size_mismatch_and_trailing_bytes():
-    head = orjson.dumps({"inputs": [{"name": "dense", "datatype": "FP32", "shape": [2, 13],
-                                     "parameters": {"binary_data_size": 100}}]})
+    head = orjson.dumps(
+        {"inputs": [{"name": "dense", "datatype": "FP32", "shape": [2, 13], "parameters": {"binary_data_size": 100}}]}
+    )
     with pytest.raises(V2Error, match="runs past|does not match"):
         v2.parse_infer_request(head + b"\0" * 100, len(head))
     enc = v2.encode_infer_request(_inputs(2))
@@ -119,15 +127,18 @@ def test_binary_size_mismatch_and_trailing_bytes():
         v2.parse_infer_request(enc.body + b"xx", enc.headers[v2.HEADER_LENGTH])
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda x: x.pop("sparse"), "missing input 'sparse'"),
-    (lambda x: x.update(extra=np.zeros((4, 1), np.float32)), "unexpected input 'extra'"),
-    (lambda x: x.update(dense=x["dense"].astype(np.float64)), "datatype FP64, model 'rm2' expects FP32"),
-    (lambda x: x.update(sparse=x["sparse"].astype(np.int32)), "datatype INT32"),
-    (lambda x: x.update(dense=np.zeros((4, 12), np.float32)), r"shape \[4, 12\], model 'rm2' expects \[-1, 13\]"),
-    (lambda x: x.update(dense=np.zeros((4, 1, 13), np.float32)), "shape"),
-    (lambda x: x.update(dense=np.zeros((3, 13), np.float32)), "disagree on the batch size"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda x: x.pop("sparse"), "missing input 'sparse'"),
+        (lambda x: x.update(extra=np.zeros((4, 1), np.float32)), "unexpected input 'extra'"),
+        (lambda x: x.update(dense=x["dense"].astype(np.float64)), "datatype FP64, model 'rm2' expects FP32"),
+        (lambda x: x.update(sparse=x["sparse"].astype(np.int32)), "datatype INT32"),
+        (lambda x: x.update(dense=np.zeros((4, 12), np.float32)), r"shape \[4, 12\], model 'rm2' expects \[-1, 13\]"),
+        (lambda x: x.update(dense=np.zeros((4, 1, 13), np.float32)), "shape"),
+        (lambda x: x.update(dense=np.zeros((3, 13), np.float32)), "disagree on the batch size"),
+    ],
+)
 def test_validation_errors_are_400(change, match):
     x = _inputs(4)
     change(x)
@@ -139,8 +150,9 @@ def test_validation_errors_are_400(change, match):
 
 
 def test_batch_limit_and_unknown_output():
-    req = v2.parse_infer_request(v2.encode_infer_request(_inputs(11)).body,
-                                 v2.encode_infer_request(_inputs(11)).headers[v2.HEADER_LENGTH])
+    req = v2.parse_infer_request(
+        v2.encode_infer_request(_inputs(11)).body, v2.encode_infer_request(_inputs(11)).headers[v2.HEADER_LENGTH]
+    )
     with pytest.raises(V2Error, match="batch size 11 above this server's limit 10"):
         v2.validate_request(req, META, 10)
     req.outputs = (v2.RequestedOutput("nope"),)

@@ -62,8 +62,9 @@ def test_same_seed_same_records_and_common_random_numbers(shipped_profile, paper
 
 def test_mm1_mean_response_time_matches_theory():
     rng = np.random.default_rng(5)
-    prof = Profile.from_frame(make_profile_frame({("x", "m"): {1: rng.exponential(10.0, 50000).tolist()}}),
-                              drop_max=False)
+    prof = Profile.from_frame(
+        make_profile_frame({("x", "m"): {1: rng.exponential(10.0, 50000).tolist()}}), drop_max=False
+    )
     tr = generate_trace(100000, 50.0, batch_mix="fixed:1", model="m", rng=rng)
     rec = simulate(tr, "fcfs", prof, SimConfig(PoolConfig.parse("x=1"), 100.0))
     # M/M/1: E[T] = 1 / (mu - lambda) = 1 / (100 - 50) s = 20 ms

@@ -21,10 +21,10 @@ def test_kairos_mix_proportions_and_rounding():
     assert b.dtype == np.int64 and np.all(b % 10 == 0) and b.min() >= 10 and b.max() <= 1000
     frac = lambda mask: float(np.mean(mask))  # noqa: E731
     # Expected shares after rounding up to a multiple of 10 (edges shared between components excluded):
-    assert frac(b <= 90) == pytest.approx(0.08 * 90 / 99, abs=0.01)           # small U[1,99]
+    assert frac(b <= 90) == pytest.approx(0.08 * 90 / 99, abs=0.01)  # small U[1,99]
     assert frac((b >= 210) & (b <= 590)) == pytest.approx(0.22 * 390 / 400, abs=0.01)  # medium U[200,599]
-    assert frac(b >= 610) == pytest.approx(0.05 * 399 / 400, abs=0.01)        # large U[600,999]
-    assert frac((b >= 110) & (b <= 200)) == pytest.approx(0.65, abs=0.01)     # lognormal body
+    assert frac(b >= 610) == pytest.approx(0.05 * 399 / 400, abs=0.01)  # large U[600,999]
+    assert frac((b >= 110) & (b <= 200)) == pytest.approx(0.65, abs=0.01)  # lognormal body
     assert np.median(b) == pytest.approx(170, abs=20)  # exp(5.1) ~ 164, rounded up
 
 
@@ -36,8 +36,21 @@ def test_batch_mix_specs():
     assert ln.min() >= 1 and np.median(ln) == pytest.approx(np.exp(4), rel=0.05)
 
 
-@pytest.mark.parametrize("spec", ["nope", "kairos:2", "fixed", "fixed:0", "fixed:2.5", "uniform:5:3",
-                                  "uniform:0:3", "uniform:a:b", "lognormal:1", "lognormal:1:-1"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "nope",
+        "kairos:2",
+        "fixed",
+        "fixed:0",
+        "fixed:2.5",
+        "uniform:5:3",
+        "uniform:0:3",
+        "uniform:a:b",
+        "lognormal:1",
+        "lognormal:1:-1",
+    ],
+)
 def test_bad_batch_mix_is_an_input_error(spec):
     with pytest.raises(InputError, match="^batch mix "):
         batch_sizes(spec, 10, rng())
@@ -53,9 +66,18 @@ def test_every_listed_process_is_tested():
     assert {s.split(":")[0] for s in ARRIVALS} == {"poisson", "gamma", "constant", "artifact", "mmpp", "diurnal"}
 
 
-@pytest.mark.parametrize("spec,tol", [("poisson", 0.02), ("gamma:0.25", 0.04), ("gamma:4", 0.02),
-                                      ("constant", 1e-9), ("artifact", 0.02), ("mmpp:5:1", 0.1),
-                                      ("diurnal:0.8:5", 0.03)])
+@pytest.mark.parametrize(
+    "spec,tol",
+    [
+        ("poisson", 0.02),
+        ("gamma:0.25", 0.04),
+        ("gamma:4", 0.02),
+        ("constant", 1e-9),
+        ("artifact", 0.02),
+        ("mmpp:5:1", 0.1),
+        ("diurnal:0.8:5", 0.03),
+    ],
+)
 def test_mean_rate(spec, tol):
     # diurnal: 50,000 queries at 100 qps cover ~100 periods of 5 s, so the mean is that of whole periods.
     a = arrival_times(spec, N, 100.0, rng(5))
@@ -87,8 +109,10 @@ def test_mmpp_is_burstier_than_poisson_and_diurnal_follows_the_sine():
     assert first_half == pytest.approx(0.5 + 0.9 / np.pi, abs=0.02)
 
 
-@pytest.mark.parametrize("spec", ["nope", "gamma", "gamma:0", "gamma:x", "mmpp:0.5:1", "mmpp:2:0",
-                                  "diurnal:1:10", "diurnal:0.5:0", "poisson:2"])
+@pytest.mark.parametrize(
+    "spec",
+    ["nope", "gamma", "gamma:0", "gamma:x", "mmpp:0.5:1", "mmpp:2:0", "diurnal:1:10", "diurnal:0.5:0", "poisson:2"],
+)
 def test_bad_arrival_spec_is_an_input_error(spec):
     with pytest.raises(InputError, match="^arrivals "):
         arrival_times(spec, 10, 1.0, rng())

@@ -86,11 +86,14 @@ def test_azure_bad_token_count_names_file_column_and_row(tmp_path):
         import_azure_llm(path)
 
 
-@pytest.mark.parametrize("fmt,text,column", [
-    ("azure-llm", "TIMESTAMP,ContextTokens\n2023-11-16 18:15:46,3\n", "GeneratedTokens"),
-    ("burstgpt", BURSTGPT.replace("Request tokens", "Req"), "Request tokens"),
-    ("azure-functions", "app,func,end_timestamp\na,f,1\n", "duration"),
-])
+@pytest.mark.parametrize(
+    "fmt,text,column",
+    [
+        ("azure-llm", "TIMESTAMP,ContextTokens\n2023-11-16 18:15:46,3\n", "GeneratedTokens"),
+        ("burstgpt", BURSTGPT.replace("Request tokens", "Req"), "Request tokens"),
+        ("azure-functions", "app,func,end_timestamp\na,f,1\n", "duration"),
+    ],
+)
 def test_missing_column_names_file_and_column(tmp_path, fmt, text, column):
     path = _write(tmp_path, "t.csv", text)
     with pytest.raises(TraceError, match=rf"{path}: missing column\(s\) '{column}'"):
@@ -114,9 +117,11 @@ def test_burstgpt_bad_timestamp(tmp_path):
 
 
 def test_mooncake(tmp_path):
-    lines = [{"timestamp": 1500, "input_length": 9000, "output_length": 10, "hash_ids": [1, 2]},
-             {"timestamp": 0, "input_length": 100, "output_length": 20, "hash_ids": []},
-             {"timestamp": 27, "input_length": 45 * 170, "output_length": 30, "hash_ids": [3]}]
+    lines = [
+        {"timestamp": 1500, "input_length": 9000, "output_length": 10, "hash_ids": [1, 2]},
+        {"timestamp": 0, "input_length": 100, "output_length": 20, "hash_ids": []},
+        {"timestamp": 27, "input_length": 45 * 170, "output_length": 30, "hash_ids": [3]},
+    ]
     path = _write(tmp_path, "moon.jsonl", "\n".join(map(json.dumps, lines[:2])) + "\n\n" + json.dumps(lines[2]) + "\n")
     t = import_mooncake(path)
     assert t.arrival_s.tolist() == pytest.approx([0.0, 0.027, 1.5])
@@ -126,13 +131,16 @@ def test_mooncake(tmp_path):
     assert total.batch_size.tolist() == [120, 7680, 9010]
 
 
-@pytest.mark.parametrize("line,match", [
-    ('{"timestamp": 1, "input_length": 2}', r"missing column 'output_length' at row 2"),
-    ('{"timestamp": 1, "input_length": 2, ', r"row 2: not valid JSON"),
-    ("[1, 2, 3]", r"row 2: not a JSON object"),
-    ('{"timestamp": "noon", "input_length": 2, "output_length": 3}', r"column 'timestamp', row 2: 'noon'"),
-    ('{"timestamp": 1, "input_length": null, "output_length": 3}', r"column 'input_length', row 2"),
-])
+@pytest.mark.parametrize(
+    "line,match",
+    [
+        ('{"timestamp": 1, "input_length": 2}', r"missing column 'output_length' at row 2"),
+        ('{"timestamp": 1, "input_length": 2, ', r"row 2: not valid JSON"),
+        ("[1, 2, 3]", r"row 2: not a JSON object"),
+        ('{"timestamp": "noon", "input_length": 2, "output_length": 3}', r"column 'timestamp', row 2: 'noon'"),
+        ('{"timestamp": 1, "input_length": null, "output_length": 3}', r"column 'input_length', row 2"),
+    ],
+)
 def test_mooncake_errors_name_file_key_and_line(tmp_path, line, match):
     good = '{"timestamp": 0, "input_length": 1, "output_length": 1}'
     path = _write(tmp_path, "moon.jsonl", good + "\n" + line + "\n")
@@ -164,10 +172,18 @@ def test_size_mapping_formula():
     assert "ceil(x / 2 / 10)" in m.describe()
 
 
-@pytest.mark.parametrize("kwargs,option", [({"divisor": 0}, "--divisor"), ({"divisor": float("nan")}, "--divisor"),
-                                           ({"min_batch": 0}, "--min-batch"), ({"round_to": 0}, "--round-to"),
-                                           ({"min_batch": 5, "max_batch": 4}, "--max-batch"),
-                                           ({"max_batch": 2.5}, "--max-batch"), ({"field": ""}, "--size-field")])
+@pytest.mark.parametrize(
+    "kwargs,option",
+    [
+        ({"divisor": 0}, "--divisor"),
+        ({"divisor": float("nan")}, "--divisor"),
+        ({"min_batch": 0}, "--min-batch"),
+        ({"round_to": 0}, "--round-to"),
+        ({"min_batch": 5, "max_batch": 4}, "--max-batch"),
+        ({"max_batch": 2.5}, "--max-batch"),
+        ({"field": ""}, "--size-field"),
+    ],
+)
 def test_size_mapping_validation(kwargs, option):
     with pytest.raises(InputError) as exc:
         SizeMapping(**kwargs)

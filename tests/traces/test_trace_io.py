@@ -12,11 +12,17 @@ from traces.schema import Trace, TraceError
 
 
 def _trace() -> Trace:
-    extra = {"request_id": np.array(["007", "a", "b", "c"], dtype=object),
-             "tokens_in": np.array([5, 0, 7, 1000], dtype=np.int64),
-             "tokens_out": np.array([1, 2, 3, 4], dtype=np.int64)}
-    return Trace(np.array([0.0, 0.1, 0.1 + 0.2, 7.123456789012345]), np.array([10, 1, 990, 1000]),
-                 np.array(["rm2", "1", "wnd", "rm2"], dtype=object), extra)
+    extra = {
+        "request_id": np.array(["007", "a", "b", "c"], dtype=object),
+        "tokens_in": np.array([5, 0, 7, 1000], dtype=np.int64),
+        "tokens_out": np.array([1, 2, 3, 4], dtype=np.int64),
+    }
+    return Trace(
+        np.array([0.0, 0.1, 0.1 + 0.2, 7.123456789012345]),
+        np.array([10, 1, 990, 1000]),
+        np.array(["rm2", "1", "wnd", "rm2"], dtype=object),
+        extra,
+    )
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".CSV"])
@@ -61,9 +67,14 @@ def test_directory_is_not_a_trace(tmp_path):
         read_trace(tmp_path / "d.csv")
 
 
-@pytest.mark.parametrize("name,data", [("bad.parquet", b"this is not parquet"),
-                                       ("bad.csv", b""),
-                                       ("bin.csv", b"arrival_s,batch_size,model\n0,\xff\xfe,rm2\n")])
+@pytest.mark.parametrize(
+    "name,data",
+    [
+        ("bad.parquet", b"this is not parquet"),
+        ("bad.csv", b""),
+        ("bin.csv", b"arrival_s,batch_size,model\n0,\xff\xfe,rm2\n"),
+    ],
+)
 def test_unreadable_file_names_the_file(tmp_path, name, data):
     (tmp_path / name).write_bytes(data)
     with pytest.raises(TraceError) as err:
@@ -72,17 +83,20 @@ def test_unreadable_file_names_the_file(tmp_path, name, data):
     assert isinstance(err.value, InputError)  # so the CLI prints one line and exits 2
 
 
-@pytest.mark.parametrize("body,column,row", [
-    ("batch_size,model\n10,rm2\n", "arrival_s", None),
-    ("arrival_s,batch_size,model\n0,10,rm2\n2,10,rm2\n1,10,rm2\n", "arrival_s", 3),
-    ("arrival_s,batch_size,model\n0,10,rm2\n1,0,rm2\n", "batch_size", 2),
-    ("arrival_s,batch_size,model\n0,10,rm2\n1,10,rm2\n2,ten,rm2\n", "batch_size", 3),
-    ("arrival_s,batch_size,model\n0,10,rm2\n1,2.5,rm2\n", "batch_size", 2),
-    ("arrival_s,batch_size,model\nzero,10,rm2\n", "arrival_s", 1),
-    ("arrival_s,batch_size,model\n-1,10,rm2\n", "arrival_s", 1),
-    ("arrival_s,batch_size,model\n0,10,rm2\n1,10,\n", "model", 2),
-    ("arrival_s,batch_size,model,tokens_in\n0,10,rm2,3\n1,10,rm2,-4\n", "tokens_in", 2),
-])
+@pytest.mark.parametrize(
+    "body,column,row",
+    [
+        ("batch_size,model\n10,rm2\n", "arrival_s", None),
+        ("arrival_s,batch_size,model\n0,10,rm2\n2,10,rm2\n1,10,rm2\n", "arrival_s", 3),
+        ("arrival_s,batch_size,model\n0,10,rm2\n1,0,rm2\n", "batch_size", 2),
+        ("arrival_s,batch_size,model\n0,10,rm2\n1,10,rm2\n2,ten,rm2\n", "batch_size", 3),
+        ("arrival_s,batch_size,model\n0,10,rm2\n1,2.5,rm2\n", "batch_size", 2),
+        ("arrival_s,batch_size,model\nzero,10,rm2\n", "arrival_s", 1),
+        ("arrival_s,batch_size,model\n-1,10,rm2\n", "arrival_s", 1),
+        ("arrival_s,batch_size,model\n0,10,rm2\n1,10,\n", "model", 2),
+        ("arrival_s,batch_size,model,tokens_in\n0,10,rm2,3\n1,10,rm2,-4\n", "tokens_in", 2),
+    ],
+)
 def test_csv_validation_errors_name_file_column_and_row(tmp_path, body, column, row):
     path = tmp_path / "bad.csv"
     path.write_text(body)
@@ -101,8 +115,11 @@ def test_parquet_validation_errors_name_file_column_and_row(tmp_path):
     bad.loc[2, "arrival_s"] = 0.05  # before row 2's 0.1
     bad.to_parquet(path)
     # Values print as written (0.05), not as numpy 2 reprs (np.float64(0.05)).
-    with pytest.raises(TraceError, match=rf"{path}: column 'arrival_s', row 3: 0\.05 is before the previous "
-                                         rf"row's 0\.1 \(arrivals must be non-decreasing\)"):
+    with pytest.raises(
+        TraceError,
+        match=rf"{path}: column 'arrival_s', row 3: 0\.05 is before the previous "
+        rf"row's 0\.1 \(arrivals must be non-decreasing\)",
+    ):
         read_trace(path)
 
 
@@ -117,8 +134,9 @@ def test_shipped_default_sample_is_the_documented_kairos_trace():
     path = sample_path()
     assert path.name == DEFAULT_TRACE and path.stat().st_size < 300_000
     shipped = read_trace(path)
-    regenerated = generate_trace(20_000, 100.0, arrivals="poisson", batch_mix="kairos", model="rm2",
-                                 rng=np.random.default_rng(2023))
+    regenerated = generate_trace(
+        20_000, 100.0, arrivals="poisson", batch_mix="kairos", model="rm2", rng=np.random.default_rng(2023)
+    )
     assert np.array_equal(shipped.arrival_s, regenerated.arrival_s)
     assert np.array_equal(shipped.batch_size, regenerated.batch_size)
     assert shipped.models == ["rm2"]

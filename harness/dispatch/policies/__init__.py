@@ -38,8 +38,11 @@ def make_policy(spec: str) -> Policy:
     for p in params:
         key, sep, value = p.partition("=")
         if not sep or key not in accepted or key == "self":
-            raise InputError(f"{spec!r}: {p!r} is not a tunable of {name} "
-                             f"(tunables: {', '.join(k for k in accepted if k != 'self') or 'none'})", field="policy")
+            raise InputError(
+                f"{spec!r}: {p!r} is not a tunable of {name} "
+                f"(tunables: {', '.join(k for k in accepted if k != 'self') or 'none'})",
+                field="policy",
+            )
         kwargs[key] = _coerce(value)
     return cls(**kwargs)
 

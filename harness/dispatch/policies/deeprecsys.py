@@ -26,8 +26,15 @@ class DeepRecSys(BasePolicy):
     name = "deeprecsys"
     push = False
 
-    def __init__(self, threshold: int | None = None, tune: bool = True, window: int = 500,
-                 step: int | None = None, min_step: int = 10, lookahead: int = 256):
+    def __init__(
+        self,
+        threshold: int | None = None,
+        tune: bool = True,
+        window: int = 500,
+        step: int | None = None,
+        min_step: int = 10,
+        lookahead: int = 256,
+    ):
         self.initial_threshold = threshold
         self.tune = tune if isinstance(tune, bool) else str(tune).lower() in ("1", "true", "yes")
         self.window = int(window)

@@ -39,8 +39,14 @@ class Kairos(BasePolicy):
     name = "kairos"
     push = False
 
-    def __init__(self, row_factor: int = 2, safeguard: float = 0.02, penalty_near: float = 500.0,
-                 penalty_miss: float = 1000.0, feasibility: str = "tail"):
+    def __init__(
+        self,
+        row_factor: int = 2,
+        safeguard: float = 0.02,
+        penalty_near: float = 500.0,
+        penalty_miss: float = 1000.0,
+        feasibility: str = "tail",
+    ):
         if feasibility not in ("mean", "tail"):
             raise InputError(f"kairos: feasibility {feasibility!r} must be 'mean' or 'tail'")
         self.feasibility = feasibility
@@ -68,12 +74,16 @@ class Kairos(BasePolicy):
     def cost_matrix(self, now_s, rows, instances) -> np.ndarray:
         """The (len(rows) x len(instances)) cost matrix described in the module docstring."""
         lat = self.ctx.latency
-        types = self._types if len(instances) == len(self._types) else np.array(
-            [inst.type_index for inst in instances], dtype=np.intp)
+        types = (
+            self._types
+            if len(instances) == len(self._types)
+            else np.array([inst.type_index for inst in instances], dtype=np.intp)
+        )
         batches = np.fromiter((q.batch_size for q in rows), dtype=np.intp, count=len(rows))
         waited_ms = (now_s - np.fromiter((q.arrival_s for q in rows), dtype=float, count=len(rows))) * 1000.0
-        t_left_ms = np.fromiter((inst.time_left_s(now_s) for inst in instances), dtype=float,
-                                count=len(instances)) * 1000.0
+        t_left_ms = (
+            np.fromiter((inst.time_left_s(now_s) for inst in instances), dtype=float, count=len(instances)) * 1000.0
+        )
         model = rows[0].model
         tail = self.feasibility == "tail"
         if all(q.model == model for q in rows):
