@@ -30,6 +30,7 @@ from traces.scale import scale_to_rate
 from traces.schema import Trace
 
 DEFAULT_POLICIES = "kairos,fcfs,clockwork,deeprecsys,least_outstanding"
+RULES = ValidityRules()  # the simulator's validity rules: MLPerf early stopping over long points
 
 
 @dataclass(frozen=True)
@@ -78,15 +79,32 @@ def register(subparsers) -> None:
         "--allowable", action="store_true", help="search the allowable throughput (default without --rate)"
     )
     p.add_argument("--queries", type=int, default=50000, help="queries per run (default 50000; a trace is cut to this)")
-    p.add_argument("--seed", type=int, default=0, help="seed for generated traces and service-time sampling")
-    p.add_argument("--concurrency", type=int, default=1, help="queries one instance serves at once (default 1)")
+    p.add_argument(
+        "--seed", type=int, default=SimConfig.seed, help="seed for generated traces and service-time sampling"
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=SimConfig.concurrency,
+        help=f"queries one instance serves at once (default {SimConfig.concurrency})",
+    )
     p.add_argument("--prices", help="CSV instance_type,usd_per_hour (default: shipped AWS prices)")
-    p.add_argument("--min-queries", type=int, default=2000, help="validity: minimum measured queries (default 2000)")
-    p.add_argument("--min-duration-s", type=float, default=30.0, help="validity: minimum measured span (default 30)")
+    p.add_argument(
+        "--min-queries",
+        type=int,
+        default=RULES.min_queries,
+        help=f"validity: minimum measured queries (default {RULES.min_queries})",
+    )
+    p.add_argument(
+        "--min-duration-s",
+        type=float,
+        default=RULES.min_duration_s,
+        help=f"validity: minimum measured span (default {RULES.min_duration_s:g})",
+    )
     p.add_argument(
         "--criterion",
         choices=("mlperf", "p99"),
-        default="mlperf",
+        default=RULES.criterion,
         help="what makes a point pass: MLPerf early stopping (default) or measured p99 <= QoS",
     )
     p.add_argument(
@@ -102,7 +120,10 @@ def register(subparsers) -> None:
         help="with --phase-seconds: at least this many queries per point (live default 1000)",
     )
     p.add_argument(
-        "--tolerance", type=float, default=0.02, help="allowable search: relative bracket width (default 0.02)"
+        "--tolerance",
+        type=float,
+        default=SearchConfig.rel_tol,
+        help=f"allowable search: relative bracket width (default {SearchConfig.rel_tol:g})",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per policy per line on stdout")
     p.add_argument("--out", help="directory for queries.parquet and summary.parquet")

@@ -42,7 +42,7 @@ async def infer(request: web.Request) -> web.Response:
         raise v2.V2Error(400, f"batch size {batch} above the pool's largest profiled batch {d.max_batch}")
     rid = request.headers.get("X-Request-ID") or uuid.uuid4().hex
     t_arrive = d.now()
-    q = Query(next(d._seq), rid, d.model, batch, t_arrive)
+    q = Query(next(d.seq), rid, d.model, batch, t_arrive)
     d.rows[q] = d.new_row(rid, batch, t_arrive)
     if len(d.core.pending) >= d.config.max_queue:
         d.finish_record(q, SHED, 503, "queue full")
@@ -100,8 +100,8 @@ async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, body: bytes, head
             continue
         t_end = d.now()
         # A prefetched query waited at the instance for its predecessor: its service starts when that one ended.
-        began = max(t_start, d._last_end[inst.index]) if d.prefetch_s > 0.0 else t_start
-        d._last_end[inst.index] = t_end
+        began = max(t_start, d.last_end_s[inst.index]) if d.prefetch_s > 0.0 else t_start
+        d.last_end_s[inst.index] = t_end
         row["start_s"] = d.epoch(began)
         row["queue_ms"] = elapsed_ms(q.arrival_s, began)
         row["finish_s"] = d.epoch(t_end)

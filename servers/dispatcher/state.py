@@ -70,12 +70,12 @@ class Dispatcher:
         self.session: aiohttp.ClientSession | None = None
         self._t0 = time.perf_counter()
         self._epoch0 = time.time()
-        self._seq = itertools.count()
+        self.seq = itertools.count()
         self._health_tasks: dict[int, asyncio.Task] = {}
-        # Prefetch assumes an instance serves one query at a time, in order (see the module docstring).
+        # Prefetch assumes an instance serves one query at a time, in order (servers.dispatcher.prefetch).
         self.prefetch_s = config.prefetch_ms / 1000.0 if config.concurrency == 1 else 0.0
         self._prefetch_timers: list[asyncio.TimerHandle | None] = [None] * len(self.instances)
-        self._last_end = [0.0] * len(self.instances)  # when each instance last answered (monotonic s)
+        self.last_end_s = [0.0] * len(self.instances)  # when each instance last answered (monotonic s)
         self._idle = asyncio.Event()
         self._idle.set()
         self.in_system = 0
