@@ -6,27 +6,37 @@ least_outstanding, writes ``reports/<run-id>/`` (queries.parquet, summary.parque
 it started.
 
 How it uses Locust: options come through ``init_command_line_parser`` (so they work on the command line, in
-locust.conf, as LOCUST_* environment variables and in the web UI); the run starts on ``test_start`` and ends itself
-when the last phase is done; each phase is broadcast to every load-generating process (``--processes N`` or
-``--master``/``--worker``) with ``register_message``, each process replays its interleaved shard open loop with one
-greenlet per query (so no user count caps the arrival rate), and sends its per-query records back to the master. Every
-request also fires Locust's ``request`` event, so Locust's own statistics, ``--html`` and ``--csv`` keep working.
-Locust owns ``--config`` (its config-file option), so the instance mix is ``--pool-config``.
+locust.conf, as LOCUST_* environment variables and, file paths excepted, in the web UI); the run starts on
+``test_start`` and ends itself when the last phase is done; each phase is broadcast to every load-generating process
+(``--processes N`` or ``--master``/``--worker``) with ``register_message``, each process replays its interleaved shard
+open loop with one greenlet per query (so no user count caps the arrival rate), and sends its per-query records back
+to the master. Every request also fires Locust's ``request`` event, so Locust's own statistics, ``--html`` and
+``--csv`` keep working. Locust owns ``--config`` (its config-file option), so the instance mix is ``--pool-config``.
+
+The web UI is safe by default (docs/security.md): it binds 127.0.0.1 unless ``--web-host`` says otherwise; file paths
+(``--trace``, ``--pool``, ``--report-dir``, ``--profiles``) come only from the command line, locust.conf or LOCUST_*
+variables; a start request from the UI is checked before Locust's handler sees it (values typed, one clear error
+naming the option, fields for options the UI does not show dropped).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import gevent
 import gevent.event
 import gevent.pool
+from flask import jsonify, request
+from flask_login import current_user
 from locust import User, constant, events, task
 from locust.contrib.fasthttp import FastHttpSession
 from locust.runners import MasterRunner, WorkerRunner
+from werkzeug.datastructures import ImmutableMultiDict
 
 from harness.core.errors import InputError
 from harness.core.gc_freeze import frozen_gc
@@ -44,6 +54,7 @@ FLAGS = {
     "trace": "--trace",
     "model": "--model",
     "pool_file": "--pool",
+    "pool": "--pool",
     "pool_config": "--pool-config",
     "mode": "--mode",
     "policy": "--dispatchers",
@@ -52,6 +63,7 @@ FLAGS = {
     "rate": "--rate",
     "rate_qps": "--rate",
     "speedup": "--speedup",
+    "sweep": "--sweep",
     "phase_seconds": "--phase-seconds",
     "phase_queries": "--phase-queries",
     "report_dir": "--report-dir",
@@ -62,23 +74,70 @@ FLAGS = {
     "min_queries": "--min-queries",
     "criterion": "--criterion",
 }
+# The web UI binds this unless --web-host (or LOCUST_WEB_HOST, or web-host in locust.conf) says otherwise; so does the
+# master's port for workers (--master-bind-host): a run across machines names the interface it means.
+WEB_HOST = "127.0.0.1"
+# Options that name files: set only on the command line, in locust.conf or as LOCUST_* variables, never in the web UI
+# (anyone who can reach the UI could otherwise make the harness read or write any file this user may).
+PATH_OPTIONS = ("trace", "pool", "report_dir", "profiles")
+# The options the web UI shows and may set; their form values arrive as text and are parsed by option_value.
+WEB_UI_OPTIONS = (
+    "model",
+    "pool_config",
+    "mode",
+    "dispatchers",
+    "qos_ms",
+    "rate",
+    "speedup",
+    "sweep",
+    "phase_seconds",
+    "phase_queries",
+    "seed",
+    "tolerance",
+    "max_phases",
+    "min_queries",
+    "criterion",
+)
+NUMBERS = {
+    "qos_ms": float,
+    "rate": float,
+    "speedup": float,
+    "phase_seconds": float,
+    "phase_queries": int,
+    "seed": int,
+    "tolerance": float,
+    "max_phases": int,
+    "min_queries": int,
+}
+OPTIONAL = ("qos_ms", "rate", "speedup")  # None (an empty field in the web UI) means the default
+SWITCHES = {"true": True, "on": True, "1": True, "yes": True, "false": False, "off": False, "0": False, "no": False}
+CHOICES = {"mode": tuple(MODES), "criterion": ("p99", "mlperf")}
+# The fields of Locust's own start form, which its handler (locust/web.py, swarm()) applies itself; it copies any other
+# field that names a parsed option onto environment.parsed_options, whether the UI shows that option or not.
+LOCUST_FORM_FIELDS = frozenset(
+    {"user_count", "spawn_rate", "host", "user_classes", "shape_class", "run_time", "profile"}
+)
 
 
 @events.init_command_line_parser.add_listener
 def add_options(parser) -> None:
-    """The harness's options (command line, locust.conf, LOCUST_* environment variables, web UI)."""
+    """The harness's options (command line, locust.conf, LOCUST_* environment variables; the web UI all but paths),
+    and the web UI's address: loopback unless the user says otherwise."""
     D = LiveOptions  # defaults are stated once, on the dataclass
+    # Locust's own default, "", is every interface. (`locust --help` prints Locust's text for --web-host: it runs
+    # before the locustfile is imported, so it shows none of this file's options.)
+    parser.set_defaults(web_host=WEB_HOST, master_bind_host=WEB_HOST)
     parser.add_argument(
         "--trace",
         default="",
-        include_in_web_ui=True,
+        include_in_web_ui=False,
         help="trace file (parquet/CSV); default: the shipped Kairos-mix rm2 trace",
     )
     parser.add_argument("--model", default="", include_in_web_ui=True, help="model (default: the trace's)")
     parser.add_argument(
         "--pool",
         default="",
-        include_in_web_ui=True,
+        include_in_web_ui=False,
         help="pool file of running instances (default: start a local pool from --pool-config)",
     )
     parser.add_argument(
@@ -90,7 +149,7 @@ def add_options(parser) -> None:
     parser.add_argument(
         "--mode",
         default=D.mode,
-        choices=list(MODES),
+        choices=list(CHOICES["mode"]),
         include_in_web_ui=True,
         help="local pool of emulated instances (default) or ONNX Runtime servers",
     )
@@ -146,14 +205,14 @@ def add_options(parser) -> None:
     parser.add_argument(
         "--report-dir",
         default=str(D.report_dir),
-        include_in_web_ui=True,
+        include_in_web_ui=False,
         help=f"where reports/<run-id>/ goes (default {D.report_dir})",
     )
     parser.add_argument("--seed", type=int, default=D.seed, include_in_web_ui=True, help=f"seed (default {D.seed})")
     parser.add_argument(
         "--profiles",
         default="",
-        include_in_web_ui=True,
+        include_in_web_ui=False,
         help="latency profile for emulated instances and the simulator (default: shipped)",
     )
     parser.add_argument(
@@ -180,35 +239,84 @@ def add_options(parser) -> None:
     parser.add_argument(
         "--criterion",
         default=D.criterion,
-        choices=["p99", "mlperf"],
+        choices=list(CHOICES["criterion"]),
         include_in_web_ui=True,
         help="what makes a phase pass: measured p99 <= QoS (default; short phases) or MLPerf "
         "early stopping at 99%% confidence (needs long phases); both are reported",
     )
 
 
-def live_options(opts) -> LiveOptions:
-    """Translate Locust's parsed options into LiveOptions."""
+def reaches_beyond_this_machine(host: str) -> bool:
+    """Whether a bind address is reachable from other machines ("" and "*" are every interface; a name may be)."""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
+def option_value(dest: str, value):
+    """One option's value in its type. Values set in the web UI arrive as text ("30", "on", ""); a value that does not
+    parse is an InputError about ``dest`` (FLAGS names it as the option the user typed)."""
+    kind = NUMBERS.get(dest)
+    if kind is not None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if dest in OPTIONAL:
+                return None
+            raise InputError(f"{value!r}: a value is required", field=dest)
+        what = "an integer" if kind is int else "a number"
+        if isinstance(value, bool):
+            raise InputError(f"{value!r}: must be {what}", field=dest)
+        try:
+            number = kind(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"{value!r}: must be {what}", field=dest) from None
+        if kind is int and not isinstance(value, (int, str)) and number != value:
+            raise InputError(f"{value!r}: must be {what}", field=dest)  # 2.5 -> 2 would be a silent change
+        if not math.isfinite(number):
+            raise InputError(f"{value!r}: must be a finite number", field=dest)
+        return number
+    if dest == "sweep":
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower() if value is not None else "false"
+        if word not in SWITCHES:
+            raise InputError(f"{value!r}: must be on or off (true/false, 1/0)", field=dest)
+        return SWITCHES[word]
+    if dest in CHOICES and value not in CHOICES[dest]:
+        raise InputError(f"{value!r}: expected one of {', '.join(CHOICES[dest])}", field=dest)
+    return value
+
+
+def live_options(opts, pinned: Mapping[str, object] | None = None) -> LiveOptions:
+    """Translate Locust's parsed options into LiveOptions, each value in its type (the web UI sets text).
+
+    ``pinned``: the path options as the command line, locust.conf or LOCUST_* variables set them, taken at init; they
+    win over whatever ``opts`` holds now, so nothing that arrives later (a web-UI form) can point the run at a file.
+    """
+    v = {dest: option_value(dest, getattr(opts, dest)) for dest in WEB_UI_OPTIONS}
+    paths = {dest: getattr(opts, dest) for dest in PATH_OPTIONS} | dict(pinned or {})
     return LiveOptions(
-        trace=Path(opts.trace) if opts.trace else None,
-        model=opts.model or None,
-        pool_file=Path(opts.pool) if opts.pool else None,
-        pool_config=opts.pool_config,
-        mode=opts.mode,
-        dispatchers=tuple(d.strip() for d in opts.dispatchers.split(",") if d.strip()),
-        qos_ms=opts.qos_ms,
-        rate_qps=opts.rate,
-        speedup=opts.speedup,
-        sweep=opts.sweep,
-        phase_seconds=opts.phase_seconds,
-        phase_queries=opts.phase_queries,
-        report_dir=Path(opts.report_dir),
-        seed=opts.seed,
-        profiles=Path(opts.profiles) if opts.profiles else None,
-        tolerance=opts.tolerance,
-        max_phases=opts.max_phases,
-        criterion=opts.criterion,
-        min_queries=opts.min_queries,
+        trace=Path(paths["trace"]) if paths["trace"] else None,
+        model=v["model"] or None,
+        pool_file=Path(paths["pool"]) if paths["pool"] else None,
+        pool_config=v["pool_config"],
+        mode=v["mode"],
+        dispatchers=tuple(d.strip() for d in v["dispatchers"].split(",") if d.strip()),
+        qos_ms=v["qos_ms"],
+        rate_qps=v["rate"],
+        speedup=v["speedup"],
+        sweep=v["sweep"],
+        phase_seconds=v["phase_seconds"],
+        phase_queries=v["phase_queries"],
+        report_dir=Path(paths["report_dir"]),
+        seed=v["seed"],
+        profiles=Path(paths["profiles"]) if paths["profiles"] else None,
+        tolerance=v["tolerance"],
+        max_phases=v["max_phases"],
+        criterion=v["criterion"],
+        min_queries=v["min_queries"],
     )
 
 
@@ -340,6 +448,58 @@ class KairosSession:
         self.loadgen.local = self.replayer
         self.run: LiveRun | None = None
         self.controller = None
+        # The path options as the command line, locust.conf or LOCUST_* variables set them: the only source of paths.
+        opts = environment.parsed_options
+        self.pinned = {dest: getattr(opts, dest, None) for dest in PATH_OPTIONS} if opts is not None else {}
+
+    def check_start_form(self):
+        """The web UI's ``before_request`` hook: a start request (POST /swarm) is checked before Locust applies it.
+
+        Locust's handler copies every form field that names a parsed option onto ``parsed_options`` (the ones its UI
+        does not show too), as text where the option's value is None, and answers a 500 where ``type(value)(text)``
+        fails. So here: this harness's UI options are parsed (a bad one answers Locust's JSON error naming the option,
+        and nothing is applied), then set in their types; fields for any other parsed option (paths, Locust's own
+        options) are dropped, with a warning; the rest of the form goes on to Locust's handler.
+        """
+        environment = self.environment
+        opts = environment.parsed_options
+        if request.endpoint != "locust.swarm" or request.method != "POST" or opts is None:
+            return None
+        if self.login_required():
+            return None  # Locust's login check answers, and applies nothing
+        typed, kept, ignored = {}, [], []
+        for key, value in request.form.items(multi=True):
+            if key in WEB_UI_OPTIONS:
+                try:
+                    typed[key] = option_value(key, value)
+                except InputError as exc:
+                    message = f"kairos: {exc.shown_as(FLAGS)}"
+                    log.error(message)
+                    return jsonify({"success": False, "message": message, "host": environment.host})
+            elif key in LOCUST_FORM_FIELDS or not hasattr(opts, key):
+                kept.append((key, value))
+            else:
+                ignored.append(FLAGS.get(key, key))
+        if ignored:
+            log.warning(
+                "kairos: ignored %s from the web UI (paths and options the UI does not show come only from the "
+                "command line, locust.conf or LOCUST_* variables)",
+                ", ".join(sorted(set(ignored))),
+            )
+        for dest, value in typed.items():
+            setattr(opts, dest, value)
+        request.form = ImmutableMultiDict(kept)  # werkzeug's cached_property: setting it sets the cached form
+        return None
+
+    def login_required(self) -> bool:
+        """With --web-login, whether this request still has to log in (Locust's own check then answers it)."""
+        web_ui = self.environment.web_ui
+        if web_ui is None or not web_ui.web_login:
+            return False
+        try:
+            return not current_user.is_authenticated
+        except Exception:  # flask-login raises a bare Exception when no user loader is set up; Locust reports it
+            return True
 
     def on_phase(self, environment, msg, **kwargs) -> None:
         """Worker side: replay the shard in a greenlet (the message loop must not block), then report."""
@@ -363,7 +523,7 @@ class KairosSession:
         if self.controller is not None and not self.controller.dead:
             return  # a run is in progress (web UI: "start" pressed again)
         try:
-            self.run = LiveRun(live_options(environment.parsed_options), log=log.info)
+            self.run = LiveRun(live_options(environment.parsed_options, self.pinned), log=log.info)
         except InputError as exc:
             log.error("kairos: %s", exc.shown_as(FLAGS))
             environment.process_exit_code = 2
@@ -404,9 +564,21 @@ class KairosSession:
 
 
 @events.init.add_listener
-def on_init(environment, **kwargs) -> None:
-    """Hang the session on the environment and register the phase messages."""
+def on_init(environment, web_ui=None, **kwargs) -> None:
+    """Hang the session on the environment, guard the web UI's start form, and register the phase messages."""
     session = environment.kairos = KairosSession(environment)
+    web_ui = web_ui or environment.web_ui
+    if web_ui is not None:
+        web_ui.app.before_request(session.check_start_form)
+        if reaches_beyond_this_machine(web_ui.host) and not web_ui.web_login:
+            log.warning(
+                "kairos: the web UI listens on %s port %s without a login: anyone who can reach it can start runs "
+                "and read results. Add --web-login (Locust's authentication) or leave --web-host at %s "
+                "(docs/security.md)",
+                web_ui.host or "every interface",
+                web_ui.port,
+                WEB_HOST,
+            )
     runner = environment.runner
     if runner is None:
         return

@@ -7,8 +7,10 @@ to back as on the real machine however busy the emulating host is. Outputs are c
 parameters: ``queue_ms``, ``compute_ms`` (from service start to wake-up, as measured), ``sampled_ms`` (the drawn
 service time), ``batch_size`` and ``instance_type``.
 
-Metadata and input validation come from the model's spec in ``servers.models`` (the ONNX file is never needed); a
-profiled model without a spec accepts any inputs that share a batch dimension and answers one ``output`` ``[B, 1]``.
+Metadata and input validation come from the model's spec in ``servers.models`` (the ONNX file is never needed), through
+the same ``servers.v2.validate_request`` as the model server: the same names, datatypes, shapes and id ranges, so an
+emulated pool answers 400 to exactly the requests a real one would refuse. A profiled model without a spec accepts any
+inputs that share a batch dimension and answers one ``output`` ``[B, 1]``.
 """
 
 from __future__ import annotations

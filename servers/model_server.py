@@ -3,6 +3,9 @@
 Inference runs off the event loop on a dedicated ThreadPoolExecutor; at most ``concurrency`` inferences run at once
 (an asyncio.Semaphore). Response parameters: ``queue_ms`` (waiting for the semaphore), ``compute_ms``
 (``session.run``), ``batch_size`` and, when configured, ``instance_type``.
+
+Requests are validated before ONNX Runtime sees them (``servers.v2.validate_request``: datatypes, shapes, embedding
+ids within their tables), the same validation an emulated instance applies; a request's fault is a 400, never a 500.
 """
 
 from __future__ import annotations
@@ -73,6 +76,11 @@ def choose_providers(provider: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def is_input_error(exc: BaseException) -> bool:
+    """Whether ONNX Runtime raised ``exc`` because of the input fed (``InvalidArgument``), not a fault of its own."""
+    return type(exc).__name__ == "InvalidArgument" and type(exc).__module__.startswith("onnxruntime")
+
+
 @dataclass
 class _Loaded:
     meta: v2.ModelMetadata
@@ -90,6 +98,7 @@ class OnnxBackend:
     executor: ThreadPoolExecutor | None = None
     providers: list[str] = field(default_factory=list)
     server_name: str = "kairos-onnx-model-server"
+    warned: set[str] = field(default_factory=set)  # models whose input ORT refused (warned once on stderr)
 
     def metadata(self, model: str) -> v2.ModelMetadata:
         """Metadata of a served model; 404 otherwise."""
@@ -112,14 +121,34 @@ class OnnxBackend:
         return outs, (time.perf_counter() - t0) * 1e3
 
     async def infer(self, model: str, req: v2.InferRequest, batch_size: int):
-        """Run the session off the loop, one of at most ``concurrency`` at a time."""
+        """Run the session off the loop, one of at most ``concurrency`` at a time.
+
+        ``req`` has passed ``v2.validate_request`` (names, datatypes, shapes, id ranges), so ONNX Runtime should
+        accept it. Should it still refuse an input (``InvalidArgument``: an id out of range, a wrong shape) the
+        request is at fault: 400, and a warning on stderr (once per model) since validation missed it. Any other ORT
+        error is the server's: it propagates to a 500.
+        """
         loaded = self.models[model]
         t0 = time.perf_counter()
         async with self.semaphore:
             queue_ms = (time.perf_counter() - t0) * 1e3
-            outs, compute_ms = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self._run, loaded, req.inputs
-            )
+            try:
+                outs, compute_ms = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self._run, loaded, req.inputs
+                )
+            except Exception as exc:
+                if not is_input_error(exc):
+                    raise
+                message = " ".join(str(exc).split())
+                if model not in self.warned:
+                    self.warned.add(model)
+                    print(
+                        f"kairos serve model: warning: ONNX Runtime refused an input that validation let through "
+                        f"(answered 400): {message}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                raise v2.V2Error(400, f"model {model!r} rejected the input: {message}") from None
         params = {"queue_ms": queue_ms, "compute_ms": compute_ms, "batch_size": batch_size}
         if self.config.instance_type:
             params["instance_type"] = self.config.instance_type

@@ -46,8 +46,8 @@ class TensorSpec:
     description: str = ""
 
     def v2_meta(self) -> v2.TensorMeta:
-        """The V2 metadata form, with -1 for the batch dimension."""
-        return v2.TensorMeta(self.name, self.datatype, (-1, *self.shape))
+        """The V2 metadata form, with -1 for the batch dimension and ``high`` (the id range servers enforce)."""
+        return v2.TensorMeta(self.name, self.datatype, (-1, *self.shape), self.high)
 
 
 @dataclass(frozen=True)

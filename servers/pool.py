@@ -2,7 +2,8 @@
 
 ``start_pool(PoolSpec(...))`` starts one server child per instance (``servers.process``: emulated instances or ONNX
 Runtime servers), waits for every READY line and for ``/v2/health/ready``, then exposes ``Pool.instances`` and writes
-the pool file (``servers.pool_file``). Stopping stops every child (and a child whose parent dies exits by itself).
+the pool file (``servers.pool_file``). A member that exits leaves the others serving; ``restart`` brings it back on
+its own address. Stopping stops every child (and a child whose parent dies exits by itself).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,35 @@ class Pool:
     def dead(self) -> list[str]:
         """Ids of instances whose process has exited."""
         return [i.id for i, p in zip(self.instances, self.processes) if not p.alive()]
+
+    def exit_code(self, instance_id: str) -> int | None:
+        """How an instance's process ended (negative: killed by that signal); None while it runs."""
+        return self.processes[self._index(instance_id)].proc.poll()
+
+    def restart(self, instance_id: str) -> Instance:
+        """Start an exited instance again with its own config on its own address, so its URL (and any dispatcher
+        in front of the pool, which probes it back into service) stays valid; returns its new entry."""
+        k = self._index(instance_id)
+        old, inst = self.processes[k], self.instances[k]
+        stop_processes([old], self.spec.stop_timeout_s)  # reap it, and anything left in its group
+        port = int(inst.url.rsplit(":", 1)[1])
+        proc = ServerProcess(
+            old.kind, old.config, host=self.spec.host, port=port, name=inst.id, python=self.spec.python
+        )
+        try:
+            wait_healthy(proc.wait_ready(self.spec.startup_timeout_s)["url"], self.spec.startup_timeout_s)
+        except BaseException:
+            stop_processes([proc], self.spec.stop_timeout_s)
+            raise
+        self.processes[k] = proc
+        self.instances = (*self.instances[:k], replace(inst, pid=proc.pid), *self.instances[k + 1 :])
+        return self.instances[k]
+
+    def _index(self, instance_id: str) -> int:
+        for k, inst in enumerate(self.instances):
+            if inst.id == instance_id:
+                return k
+        raise InputError(f"{instance_id!r}: no such instance in this pool", field="instance")
 
     @property
     def pids(self) -> list[int]:

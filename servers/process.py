@@ -43,12 +43,14 @@ class ServerProcess:
         config,
         *,
         host: str = "127.0.0.1",
+        port: int = 0,
         loop: str | None = None,
         name: str = "server",
         python: str | None = None,
     ):
         self.name = name
-        listen = Listen(host=host, port=0, loop=loop or server_kind(kind).default_loop, watch_stdin=True)
+        self.kind, self.config = kind, config
+        listen = Listen(host=host, port=port, loop=loop or server_kind(kind).default_loop, watch_stdin=True)
         self.argv = child_argv(kind, config, listen, python or sys.executable)
         self.proc = subprocess.Popen(
             self.argv,

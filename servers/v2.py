@@ -71,14 +71,20 @@ def v2_datatype(dtype) -> str:
 # -- metadata ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TensorMeta:
-    """An input or output as V2 metadata describes it; -1 marks a variable (batch) dimension."""
+    """An input or output as V2 metadata describes it; -1 marks a variable (batch) dimension.
+
+    ``high`` bounds the ids of an integer input (valid: ``0 <= id < high``), e.g. the rows of the embedding table it
+    indexes; ``validate_request`` enforces it. The V2 metadata tensor has only name, datatype and shape, so ``high``
+    is checked but not published by ``to_json``.
+    """
 
     name: str
     datatype: str
     shape: tuple[int, ...]
+    high: int | None = None
 
     def to_json(self) -> dict:
-        """The metadata JSON object."""
+        """The metadata JSON object (``name``, ``datatype``, ``shape``: the protocol's fields, nothing more)."""
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
@@ -135,10 +141,23 @@ def _header_length(value) -> int | None:
     return n
 
 
+MAX_RANK = 32  # numpy holds up to 64 dimensions (32 before numpy 2); no model needs more than a handful
+
+
 def _shape(value, where: str) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
         raise V2Error(400, f"{where}: 'shape' must be a list of integers >= 0, got {value!r}")
+    if len(value) > MAX_RANK:
+        raise V2Error(400, f"{where}: 'shape' has {len(value)} dimensions, at most {MAX_RANK} are supported")
     return tuple(value)
+
+
+def _reshape(arr: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """``arr.reshape(shape)``; V2Error 400 for a shape numpy cannot hold (an empty tensor with huge other dims)."""
+    try:
+        return arr.reshape(shape)
+    except (ValueError, OverflowError) as exc:
+        raise V2Error(400, f"{where}: shape {list(shape)} cannot be represented ({exc})") from None
 
 
 def parse_infer_request(body: bytes, header_length: int | str | None = None) -> InferRequest:
@@ -189,7 +208,7 @@ def parse_infer_request(body: bytes, header_length: int | str | None = None) -> 
                     f"{where}: binary_data_size {size} does not match shape {list(shape)} of "
                     f"{item['datatype']} ({count * dtype.itemsize} bytes)",
                 )
-            arr = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape)
+            arr = _reshape(np.frombuffer(binary[offset : offset + size], dtype=dtype), shape, where)
             offset += size
         else:
             if "data" not in item:
@@ -200,7 +219,7 @@ def parse_infer_request(body: bytes, header_length: int | str | None = None) -> 
                 raise V2Error(400, f"{where}: 'data' is not valid {item['datatype']} ({exc})") from None
             if arr.size != count:
                 raise V2Error(400, f"{where}: 'data' has {arr.size} elements, shape {list(shape)} needs {count}")
-            arr = arr.reshape(shape)
+            arr = _reshape(arr, shape, where)
         inputs[name] = arr
     if offset != len(binary):
         raise V2Error(400, f"{len(binary) - offset} unclaimed byte(s) after the binary input tensors")
@@ -226,8 +245,30 @@ def parse_infer_request(body: bytes, header_length: int | str | None = None) -> 
     )
 
 
+def _check_ids(arr: np.ndarray, t: TensorMeta, model: str) -> None:
+    """V2Error 400 unless every id of the integer input ``arr`` lies in ``0 <= id < t.high``.
+
+    One reduction on the hot path: seen as unsigned, a negative id is huge, so a single ``max()`` bounds both ends.
+    Only a failing request pays for finding the offending value.
+    """
+    if t.high is None or arr.size == 0 or arr.dtype.kind not in "iu":
+        return
+    top = arr.view(arr.dtype.str.replace("i", "u")).max() if arr.dtype.kind == "i" else arr.max()
+    if int(top) < t.high:
+        return
+    low = int(arr.min())
+    bad = low if low < 0 else int(arr.max())
+    raise V2Error(400, f"input {t.name!r}: id {bad} outside 0..{t.high - 1} for model {model!r}")
+
+
 def validate_request(req: InferRequest, meta: ModelMetadata, max_batch: int | None = None) -> int:
-    """Check inputs and requested outputs against ``meta``; returns the batch size (V2Error 400 otherwise)."""
+    """Check inputs and requested outputs against ``meta``; returns the batch size (V2Error 400 otherwise).
+
+    Checked: the input names, each input's datatype and shape, one shared batch size in ``1..max_batch``, integer
+    ids within ``0..high-1`` where the metadata declares ``high``, and the requested output names. Every server
+    calls this (through ``servers.v2_http.add_routes``), so the model server and an emulated instance reject the same
+    requests. Float values are not checked: NaN and inf are valid V2 tensor data and yield NaN outputs, not errors.
+    """
     if meta.inputs:
         expected = {t.name: t for t in meta.inputs}
         for name in req.inputs:
@@ -255,6 +296,9 @@ def validate_request(req: InferRequest, meta: ModelMetadata, max_batch: int | No
         raise V2Error(400, "batch size 0: nothing to infer")
     if max_batch is not None and batch > max_batch:
         raise V2Error(400, f"batch size {batch} above this server's limit {max_batch} for model {meta.name!r}")
+    for t in meta.inputs:
+        if t.high is not None:
+            _check_ids(req.inputs[t.name], t, meta.name)
     if req.outputs is not None and meta.outputs:
         known = {t.name for t in meta.outputs}
         for o in req.outputs:

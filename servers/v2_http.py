@@ -2,7 +2,11 @@
 
 ``error_middleware`` turns ``V2Error`` (and aiohttp's own HTTP errors, e.g. 413 from ``client_max_size``) into
 ``{"error": "..."}`` JSON. ``add_routes`` wires the standard endpoints to a ``Backend`` (the ONNX Runtime server and
-the emulated instance both use it).
+the emulated instance both use it), so both parse and validate a request the same way (``servers.v2``) and reject the
+same requests with the same 4xx.
+
+A 5xx means the server is at fault (a bug: 500; not ready: 503), never the request: the dispatcher takes an instance
+that answers 5xx out of service.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from servers.v2 import (
     HEADER_LENGTH,
@@ -43,7 +49,10 @@ async def error_middleware(request: web.Request, handler):
     try:
         return await handler(request)
     except V2Error as exc:
-        return json_error(exc.status, exc.message)
+        resp = json_error(exc.status, exc.message)
+        if request.content.exception() is not None:  # an unreadable body: aiohttp drops the connection, say so
+            resp.force_close()
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -54,11 +63,15 @@ async def error_middleware(request: web.Request, handler):
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The whole request body; V2Error 413 above the app's ``client_max_size``."""
+    """The whole request body; V2Error 413 above the app's ``client_max_size``, 400 if it cannot be decoded."""
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise V2Error(413, f"request body too large: {exc.text}") from None
+    except (RequestPayloadError, HttpProcessingError) as exc:  # e.g. a Content-Encoding the body does not follow
+        cause = exc.__cause__ or exc
+        detail = " ".join(str(getattr(cause, "message", "") or cause).split())
+        raise V2Error(400, f"unreadable request body: {detail}") from None
 
 
 def max_body_bytes(meta: ModelMetadata, max_batch: int) -> int:
@@ -112,6 +125,8 @@ def add_routes(app: web.Application, key: web.AppKey) -> None:
     async def infer(request: web.Request) -> web.Response:
         backend, name = request.app[key], request.match_info["name"]
         meta = backend.metadata(name)
+        if not backend.ready(name):  # starting or shutting down: the server's state, not the request's fault
+            raise V2Error(503, f"model {name!r} is not ready")
         body = await read_body(request)
         req = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
         batch = validate_request(req, meta, backend.max_batch(name))

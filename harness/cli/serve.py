@@ -14,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
+from harness.core.errors import InputError
 from servers import dispatcher, emulated, model_server
 from servers.dispatcher import DispatcherConfig
 from servers.emulated import EmulatedConfig
@@ -169,14 +170,26 @@ def run_pool(args) -> int:
             for inst in pool.instances:
                 print(f"{inst.id:>20}  {inst.url}", file=sys.stderr)
             print(f"pool of {len(pool.instances)} written to {path}; Ctrl-C to stop", file=sys.stderr, flush=True)
+            reported: set[str] = set()
             while not stop.wait(0.5):
-                dead = pool.dead()
-                if dead:
+                for iid in set(pool.dead()) - reported:
+                    reported.add(iid)
                     print(
-                        f"kairos serve pool: instance(s) exited unexpectedly: {', '.join(dead)}; stopping",
+                        f"kairos serve pool: instance {iid} exited (code {pool.exit_code(iid)}); the others keep "
+                        + ("serving; restarting it" if args.restart else "serving (--restart brings it back)"),
                         file=sys.stderr,
+                        flush=True,
                     )
-                    return 1
+                    if not args.restart:
+                        continue
+                    try:
+                        inst = pool.restart(iid)
+                    except InputError as exc:  # it stays down; the others serve on
+                        print(f"kairos serve pool: {iid} did not come back: {exc}", file=sys.stderr, flush=True)
+                        continue
+                    reported.discard(iid)
+                    pool.write(args.pool_file)  # its new pid
+                    print(f"kairos serve pool: {iid} is back at {inst.url}", file=sys.stderr, flush=True)
         return 0
     finally:
         for sig, handler in previous.items():
@@ -220,6 +233,11 @@ def add_pool_parser(sub) -> None:
     )
     p.add_argument("--host", default=d.host, help=f"address the instances bind (default {d.host})")
     p.add_argument("--pool-file", default="pool.json", help="where to write the pool file (default pool.json)")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start an instance that exits again, on its own address (default: report it; the others keep serving)",
+    )
     p.set_defaults(func=run_pool)
 
 
@@ -238,6 +256,9 @@ def run_dispatcher(args) -> int:
         records_path=_path(args.records_path),
         admin_token=args.admin_token,
         max_retries=args.max_retries,
+        eject_after_failures=args.eject_after_failures,
+        max_ejected_fraction=args.max_ejected_fraction,
+        queue_timeout_ms=args.queue_timeout_ms,
         seed=args.seed,
     )
     return serve(dispatcher.KIND, config, listen(args))
@@ -288,7 +309,31 @@ def add_dispatcher_parser(sub) -> None:
         default=d.max_retries,
         help=f"retries of a query whose instance failed (default {d.max_retries})",
     )
-    p.add_argument("--records", dest="records_path", default=None, help="stream per-query records to this parquet file")
+    p.add_argument(
+        "--eject-after-failures",
+        type=int,
+        default=d.eject_after_failures,
+        help=f"take an instance out of service after this many failures in a row: 5xx, timeouts, dropped "
+        f"connections; a refused connection ejects at once, a 4xx never (default {d.eject_after_failures})",
+    )
+    p.add_argument(
+        "--max-ejected-fraction",
+        type=float,
+        default=d.max_ejected_fraction,
+        help=f"never have more than this share of the pool out of service (default {d.max_ejected_fraction:g})",
+    )
+    p.add_argument(
+        "--queue-timeout-ms",
+        type=float,
+        default=d.queue_timeout_ms,
+        help="answer 504 to a query still queued this long after arrival (default: 10 x the QoS target)",
+    )
+    p.add_argument(
+        "--records",
+        dest="records_path",
+        default=None,
+        help="stream per-query records to this directory of parquet parts (readable with pandas.read_parquet at any time)",
+    )
     p.add_argument("--admin-token", default=None, help="also accept admin calls from elsewhere with this bearer token")
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of randomized policies (default {d.seed})")
     add_listen_args(p, dispatcher.KIND)

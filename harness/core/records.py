@@ -55,9 +55,9 @@ RECORD_COLUMNS = tuple(RECORD_SCHEMA)
 DISPATCHER_COLUMNS = tuple(DISPATCHER_SCHEMA)
 QUERY_COLUMNS = tuple(QUERY_SCHEMA)
 
-# Status values: served; dropped by the policy (counts as a QoS violation); shed by a full queue;
-# failed (instance error).
-OK, DROPPED, SHED, FAILED = "ok", "dropped", "shed", "failed"
+# Status values: served; dropped by the policy (counts as a QoS violation); shed by a full queue; failed (an
+# instance's error, or the request's own); timed out waiting in the queue past its deadline.
+OK, DROPPED, SHED, FAILED, TIMED_OUT = "ok", "dropped", "shed", "failed", "timeout"
 
 _EMPTY = {STR: "", INT: 0, FLOAT: np.nan}
 

@@ -93,6 +93,15 @@ class DispatchCore:
             self.on_start(nq, inst)
         self.decide(now_s)
 
+    def withdraw(self, now_s: float, query: Query) -> bool:
+        """Take a query that has not started out of the system (its deadline passed, its client left); False if it
+        is not waiting anywhere (it started, or already left)."""
+        try:
+            self.pending.remove(query)
+            return True
+        except ValueError:
+            return any(inst.withdraw(query) for inst in self.instances if inst.queue)
+
     def requeue(self, now_s: float, queries: list[Query]) -> None:
         """Put queries back at the head of the central queue (oldest first), e.g. after their instance failed."""
         for q in sorted(queries, key=lambda q: q.arrival_s, reverse=True):

@@ -69,6 +69,17 @@ class InstanceState:
             self.expected_free_s = now_s
             self.backlog_s = 0.0
 
+    def withdraw(self, query) -> bool:
+        """Take ``query`` out of the local FIFO before it starts (its client gave up); False if it is not there."""
+        for k, (q, predicted_s) in enumerate(self.queue):
+            if q is query:
+                del self.queue[k]
+                self.outstanding -= 1
+                self.backlog_s = max(0.0, self.backlog_s - predicted_s)
+                self.expected_free_s -= predicted_s
+                return True
+        return False
+
     def start_queued(self, now_s: float, predicted_s: float) -> None:
         """Move one query from the local FIFO into service."""
         self.running += 1

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from harness.core.records import DROPPED, FAILED, OK, SHED, elapsed_ms, latency_ms
+from harness.core.records import DROPPED, FAILED, OK, SHED, TIMED_OUT, elapsed_ms, latency_ms
 from traces.schema import Trace
 
 
@@ -149,7 +149,7 @@ def merge_phase(plan: PhasePlan, client: list[ClientRecord], dispatcher_cols: di
     merged = merged[merged["sent_s"].notna() | merged.get("dispatcher_status", pd.Series(dtype=object)).notna()]
     ok = merged["http_status"].fillna(0).astype(int) == 200
     dstat = merged.get("dispatcher_status", pd.Series("", index=merged.index)).fillna("")
-    status = np.where(ok, OK, np.where(dstat.isin([SHED, DROPPED]), dstat, FAILED))
+    status = np.where(ok, OK, np.where(dstat.isin([SHED, DROPPED, TIMED_OUT]), dstat, FAILED))
     intended = merged["intended_s"].fillna(merged["planned_s"])
     out = pd.DataFrame(
         {

@@ -1,8 +1,11 @@
 """A run's output folder, ``reports/<run-id>/``: queries.parquet, summary.parquet, run.json, report.html.
 
 The one writer of run folders, simulated (``kairos simulate --out``) and live (the Locust harness). Queries are
-streamed phase by phase (row groups of ``QUERY_SCHEMA``), the summary and run.json are rewritten after every phase, so
-an interrupted run still leaves readable files; ``finish(partial=...)`` closes them and builds the HTML report.
+streamed phase by phase: ``queries.parquet`` is a directory of parquet parts of ``QUERY_SCHEMA``, one per phase, each
+renamed into place complete (``harness/core/record_sink.py``; ``pd.read_parquet`` reads the directory as one table).
+The summary and run.json are rewritten after every phase, each to a temporary file renamed over the old one, so a run
+killed at any moment (kill -9 included) leaves readable files, with run.json saying ``partial: true``;
+``finish(partial=...)`` closes them and builds the HTML report.
 """
 
 from __future__ import annotations
@@ -59,6 +62,17 @@ def machine() -> dict:
     return {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()}
 
 
+def replace_file(path: Path, write) -> None:
+    """Write ``path`` atomically: ``write(tmp)`` fills a temporary file in the same folder, renamed over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _jsonable(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
@@ -98,7 +112,7 @@ class RunDir:
         self.add_summary(summary_row)
 
     def add_queries(self, queries: pd.DataFrame) -> None:
-        """Append query rows as one row group (columns coerced to the query schema)."""
+        """Append query rows as one part (columns coerced to the query schema)."""
         if len(queries):
             self.queries.extend(conform(queries, QUERY_SCHEMA).to_dict("records"))
 
@@ -113,9 +127,10 @@ class RunDir:
         self.write_summary()
 
     def write_summary(self) -> None:
-        """Rewrite summary.parquet from the rows so far."""
+        """Rewrite summary.parquet from the rows so far (atomically)."""
         if self.summary_rows:
-            pd.DataFrame(self.summary_rows).to_parquet(self.path / "summary.parquet", index=False)
+            frame = pd.DataFrame(self.summary_rows)
+            replace_file(self.path / "summary.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
 
     def update_meta(self, **fields) -> None:
         """Merge fields into run.json."""
@@ -123,7 +138,8 @@ class RunDir:
         self._write_meta()
 
     def _write_meta(self) -> None:
-        (self.path / "run.json").write_text(json.dumps(_jsonable(self.meta), indent=2, sort_keys=True))
+        text = json.dumps(_jsonable(self.meta), indent=2, sort_keys=True)
+        replace_file(self.path / "run.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def finish(self, *, partial: bool, build_html: bool = True) -> Path | None:
         """Close the files, mark the run complete or partial, and build report.html."""

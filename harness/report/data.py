@@ -1,8 +1,10 @@
 """Reading a run directory and shaping its data for the report: pure functions, no HTML.
 
 A run directory holds ``summary.parquet`` (one row per dispatcher x rate step), optionally ``queries.parquet`` (one
-row per query), ``run.json`` (metadata) and ``allocation.parquet``. Data is aggregated here (CDF quantile points, time
-bins, count tables) so the page stays small whatever the number of queries.
+row per query: a single file, or the directory of parquet parts ``RunDir`` streams), ``run.json`` (metadata) and
+``allocation.parquet``. A run that was killed leaves run.json saying ``partial: true`` (or without ``finished_at``): it
+is read as it is, and marked partial. Data is aggregated here (CDF quantile points, time bins, count tables) so the
+page stays small whatever the number of queries.
 """
 
 from __future__ import annotations
@@ -277,11 +279,13 @@ def load_run(run_dir: Path) -> RunData:
             raise InputError(f"{meta_path}: not valid JSON ({exc})") from None
         if not isinstance(meta, dict):
             raise InputError(f"{meta_path}: expected a JSON object")
+        if "started_at" in meta and not meta.get("finished_at"):
+            meta["partial"] = True  # never finished: killed, whatever run.json said when it was last written
     qos = meta.get("qos_ms") if isinstance(meta.get("qos_ms"), (int, float)) else None
     summary = normalize_summary(_read_parquet(summary_path), str(summary_path), qos)
     queries = None
     queries_path = run_dir / "queries.parquet"
-    if queries_path.is_file():
+    if queries_path.exists():  # a file, or a directory of parts (a killed run's holds the phases written so far)
         pool = meta.get("pool") if isinstance(meta.get("pool"), list) else None
         queries = normalize_queries(_read_parquet(queries_path), str(queries_path), pool)
     allocation, notes = None, []

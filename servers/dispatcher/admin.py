@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 
 import orjson
@@ -26,7 +27,10 @@ async def admin_guard(request: web.Request, handler):
     if request.path.startswith("/admin"):
         token = request.app[DISPATCHER].config.admin_token
         sent = request.headers.get("Authorization", "")
-        if not (_is_loopback(request.remote) or (token and sent == f"Bearer {token}")):
+        if not (
+            _is_loopback(request.remote)
+            or (token and hmac.compare_digest(sent.encode(errors="surrogateescape"), f"Bearer {token}".encode()))
+        ):
             return v2_http.json_error(403, "admin endpoints answer only on loopback or with the admin token")
     return await handler(request)
 
@@ -51,7 +55,7 @@ def status_doc(d: Dispatcher) -> dict:
             }
             for i in d.instances
         ],
-        "counts": [{"policy": p, "status": s, "count": n} for (p, s), n in sorted(d.counts.items())],
+        "counts": [{"policy": p, "status": s, "count": n} for (p, s), n in sorted(d.stats.counts.items())],
     }
 
 

@@ -1,23 +1,43 @@
-"""The dispatcher's aiohttp app: routes, and the client session opened and closed with the app."""
+"""The dispatcher's aiohttp app: routes, and what lives as long as the app: the client session and the records timer."""
 
 from __future__ import annotations
+
+import asyncio
+import sys
 
 import aiohttp
 from aiohttp import web
 
 from harness.core.profiles import Profile
-from servers import v2_http
+from servers import models, v2_http
 from servers.dispatcher import admin, metrics, proxy
 from servers.dispatcher.config import DispatcherConfig
 from servers.dispatcher.state import DISPATCHER, Dispatcher
 from servers.serving import ServerKind
+
+# A profiled model without a built-in spec: no declared shapes to size the limit from.
+UNKNOWN_MODEL_BODY_BYTES = 64 << 20
+
+
+async def flush_records(dispatcher: Dispatcher) -> None:
+    """Write buffered records every ``flush_interval_s``, so rows reach disk even when queries stop coming (a kill -9
+    then loses about the last interval); a failed write is reported on stderr and retried at the next tick."""
+    sink = dispatcher.sink
+    while True:
+        await asyncio.sleep(sink.flush_interval_s)
+        try:
+            sink.flush()
+        except Exception as exc:  # the disk may come back (full, unmounted); the rows stay buffered meanwhile
+            print(f"writing records to {sink.path} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
 
 def create_app(config: DispatcherConfig, profile: Profile | None = None) -> web.Application:
     """The dispatcher's aiohttp app (the profile seeds the latency model; read now so bad input fails early)."""
     profile = profile if profile is not None else Profile.load(config.profiles)
     dispatcher = Dispatcher(config, profile)
-    app = web.Application(client_max_size=256 << 20, middlewares=[v2_http.error_middleware, admin.admin_guard])
+    app = web.Application(
+        client_max_size=body_limit(dispatcher), middlewares=[v2_http.error_middleware, admin.admin_guard]
+    )
     app[DISPATCHER] = dispatcher
 
     async def lifecycle(app: web.Application):
@@ -29,7 +49,10 @@ def create_app(config: DispatcherConfig, profile: Profile | None = None) -> web.
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=config.backend_timeout_s),
         )
+        flusher = asyncio.create_task(flush_records(dispatcher)) if dispatcher.sink.path else None
         yield
+        if flusher is not None:
+            flusher.cancel()
         for task in list(dispatcher._health_tasks.values()):
             task.cancel()
         await dispatcher.session.close()
@@ -49,6 +72,14 @@ def create_app(config: DispatcherConfig, profile: Profile | None = None) -> web.
     app.router.add_post("/admin/flush", admin.admin_flush)
     app.router.add_get("/admin/records", admin.admin_records)
     return app
+
+
+def body_limit(dispatcher: Dispatcher) -> int:
+    """The largest request body to accept: what the pool's largest batch needs, even as JSON, for a built-in model
+    (the instances behind refuse more anyway); UNKNOWN_MODEL_BODY_BYTES for a model of the user's own."""
+    if dispatcher.model not in models.MODEL_NAMES:
+        return UNKNOWN_MODEL_BODY_BYTES
+    return v2_http.max_body_bytes(models.get_spec(dispatcher.model).metadata(), dispatcher.max_batch)
 
 
 KIND = ServerKind(

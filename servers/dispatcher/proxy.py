@@ -4,10 +4,13 @@ Each infer request becomes a ``Query`` in a ``DispatchCore`` (the same object th
 starts it on an instance, the request body is forwarded byte for byte and the instance's response is passed back
 unchanged. Service times observed here (the forward's round trip) update the latency model online.
 
-Failure rule: if an instance refuses the connection, resets it, times out or answers 5xx, the instance is taken out
-of service (its local FIFO goes back to the head of the central queue) and health-checked every
-``health_interval_s`` until it is ready again; the failed query is retried on another instance up to
-``max_retries`` times (default 1), then answered 502. Every query is recorded exactly once, whatever happens.
+Failure rule (outlier detection, after Envoy's): a 4xx is the request's fault and passes back unchanged. A 5xx, a
+timeout or a dropped connection counts against the instance, and ``eject_after_failures`` in a row (a refused
+connection at once) take it out of service, unless more than ``max_ejected_fraction`` of the pool would then be out:
+its local FIFO goes back to the head of the central queue and it is health-checked every ``health_interval_s`` until
+it is ready again. The failed query is retried on another instance up to ``max_retries`` times (default 1), then
+answered 502. A query still queued ``queue_timeout_ms`` after arrival is answered 504. Every query is recorded
+exactly once, whatever happens.
 
 Prefetch (``prefetch_ms``, see ``servers.dispatcher.prefetch``): a prefetched query waits at its instance for its
 predecessor, so its service is counted from its predecessor's end.
@@ -21,10 +24,10 @@ import uuid
 import aiohttp
 from aiohttp import web
 
-from harness.core.records import DROPPED, FAILED, OK, SHED, elapsed_ms
+from harness.core.records import DROPPED, FAILED, OK, SHED, TIMED_OUT, elapsed_ms
 from harness.dispatch.policies import Query
 from servers import v2, v2_http
-from servers.dispatcher.state import DISPATCHER, Dispatcher, Dropped, InstanceDown
+from servers.dispatcher.state import DISPATCHER, Dispatcher, Dropped, InstanceDown, QueueTimeout
 
 FORWARD_HEADERS = ("Content-Type", v2.HEADER_LENGTH, "X-Request-ID")
 PASSBACK_HEADERS = ("Content-Type", v2.HEADER_LENGTH)
@@ -40,7 +43,7 @@ async def infer(request: web.Request) -> web.Response:
     batch = v2.peek_batch(body, request.headers.get(v2.HEADER_LENGTH))
     if batch > d.max_batch:
         raise v2.V2Error(400, f"batch size {batch} above the pool's largest profiled batch {d.max_batch}")
-    rid = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    rid = request_id(request.headers.get("X-Request-ID"))
     t_arrive = d.now()
     q = Query(next(d.seq), rid, d.model, batch, t_arrive)
     d.rows[q] = d.new_row(rid, batch, t_arrive)
@@ -49,18 +52,39 @@ async def infer(request: web.Request) -> web.Response:
         return v2_http.json_error(503, f"queue full ({d.config.max_queue} queries waiting)")
     headers = {h: request.headers[h] for h in FORWARD_HEADERS if h in request.headers}
     headers["X-Request-ID"] = rid
-    fut = d.waiters[q] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    fut = d.waiters[q] = loop.create_future()
+    deadline = loop.call_later(d.queue_timeout_s, d.expire, q)
     d.enter()
     try:
         d.core.arrive(t_arrive, q)
         return await _serve(d, q, fut, body, headers)
     finally:
+        deadline.cancel()
         d.waiters.pop(q, None)
         if q in d.rows:  # cancelled (client gone, server stopping): still recorded exactly once
-            if q in d.core.pending:
-                d.core.pending.remove(q)
+            d.core.withdraw(d.now(), q)
             d.finish_record(q, FAILED, 499, "request cancelled")
         d.leave()
+
+
+def request_id(header: str | None) -> str:
+    """The client's ``X-Request-ID`` (printable UTF-8, at most 256 characters), or a fresh one when absent."""
+    if not header:
+        return uuid.uuid4().hex
+    # aiohttp decodes header bytes that are not UTF-8 into lone surrogates: they could be neither recorded nor
+    # forwarded, so such an id is the request's own fault.
+    if len(header) > 256 or not header.isprintable() or not _encodable(header):
+        raise v2.V2Error(400, "X-Request-ID must be printable UTF-8 text of at most 256 characters")
+    return header
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, body: bytes, headers: dict) -> web.Response:
@@ -71,6 +95,10 @@ async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, body: bytes, head
         except Dropped:
             d.finish_record(q, DROPPED, 503, "dropped by policy: deadline cannot be met")
             return v2_http.json_error(503, "dropped: the query can no longer meet its QoS deadline")
+        except QueueTimeout:
+            waited = f"queued {d.queue_timeout_s * 1000:.0f} ms without an instance"
+            d.finish_record(q, TIMED_OUT, 504, waited)
+            return v2_http.json_error(504, f"timed out: {waited}")
         row["attempts"] += 1
         t_start = d.now()
         row["start_s"] = d.epoch(t_start)
@@ -83,6 +111,8 @@ async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, body: bytes, head
                         raise InstanceDown(f"{inst.instance_id} answered {resp.status}")
                     passback = {h: resp.headers[h] for h in PASSBACK_HEADERS if h in resp.headers}
                     status = resp.status
+            except aiohttp.ClientConnectorError as exc:  # nothing listens: the instance is gone
+                raise InstanceDown(f"{inst.instance_id}: {type(exc).__name__}: {exc}", refused=True) from None
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise InstanceDown(f"{inst.instance_id}: {type(exc).__name__}: {exc}") from None
             except asyncio.CancelledError:
@@ -91,13 +121,14 @@ async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, body: bytes, head
                 raise
         except InstanceDown as exc:
             d.core.complete(d.now(), q, inst, None)
-            d.instance_failed(inst)
+            d.instance_failed(inst, exc.refused)
             if row["attempts"] > d.config.max_retries:
                 d.finish_record(q, FAILED, 502, str(exc))
                 return v2_http.json_error(502, f"backend failed: {exc}")
             fut = d.waiters[q] = asyncio.get_running_loop().create_future()
             d.core.requeue(d.now(), [q])
             continue
+        d.instance_answered(inst)  # a 4xx too: the request's fault, never the instance's
         t_end = d.now()
         # A prefetched query waited at the instance for its predecessor: its service starts when that one ended.
         began = max(t_start, d.last_end_s[inst.index]) if d.prefetch_s > 0.0 else t_start

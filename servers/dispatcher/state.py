@@ -33,7 +33,15 @@ class Dropped(Exception):
 
 
 class InstanceDown(Exception):
-    """The forward failed at the transport level or with a 5xx."""
+    """The forward failed at the transport level or with a 5xx; ``refused``: nothing listens there."""
+
+    def __init__(self, message: str, refused: bool = False):
+        super().__init__(message)
+        self.refused = refused
+
+
+class QueueTimeout(Exception):
+    """The query waited for an instance past its deadline."""
 
 
 class Dispatcher:
@@ -75,6 +83,10 @@ class Dispatcher:
         # Prefetch assumes an instance serves one query at a time, in order (servers.dispatcher.prefetch).
         self.prefetch_s = config.prefetch_ms / 1000.0 if config.concurrency == 1 else 0.0
         self._prefetch_timers: list[asyncio.TimerHandle | None] = [None] * len(self.instances)
+        # When each prefetch timer fires (loop time): uvloop's timer handles do not always offer when().
+        self._prefetch_at = [math.nan] * len(self.instances)
+        self.failures = [0] * len(self.instances)  # consecutive failures per instance (outlier detection)
+        self.queue_timeout_s = config.resolved_queue_timeout_s()
         self.last_end_s = [0.0] * len(self.instances)  # when each instance last answered (monotonic s)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -113,10 +125,11 @@ class Dispatcher:
         when = loop.time() + inst.expected_free_s - self.now() - self.prefetch_s
         pending = self._prefetch_timers[inst.index]
         if pending is not None:
-            if abs(pending.when() - when) < 1e-4:
+            if abs(self._prefetch_at[inst.index] - when) < 1e-4:
                 return
             pending.cancel()
         self._prefetch_timers[inst.index] = loop.call_at(when, self._prefetch, inst)
+        self._prefetch_at[inst.index] = when
 
     def _prefetch(self, inst) -> None:
         self._prefetch_timers[inst.index] = None
@@ -153,11 +166,32 @@ class Dispatcher:
         row.update(request_id=rid, model=self.model, batch_size=batch, arrival_s=self.epoch(t), policy=self.policy_name)
         return row
 
+    # -- deadlines ------------------------------------------------------------------------------------------------
+    def expire(self, q: Query) -> None:
+        """The query's queueing deadline passed: if it has not started, take it out and fail its wait."""
+        fut = self.waiters.get(q)
+        if fut is not None and not fut.done() and self.core.withdraw(self.now(), q):
+            self.waiters.pop(q, None)
+            fut.set_exception(QueueTimeout())
+
     # -- instance health ------------------------------------------------------------------------------------------
-    def instance_failed(self, inst) -> None:
-        """Take an instance out of service, requeue its local FIFO, and start health-checking it."""
-        if not inst.alive:
+    def instance_answered(self, inst) -> None:
+        """A forward came back with an answer below 500: the instance's failure streak ends."""
+        self.failures[inst.index] = 0
+
+    def instance_failed(self, inst, refused: bool = False) -> None:
+        """Count a failure of ``inst``; eject it after ``eject_after_failures`` in a row (at once when the connection
+        was refused), unless that would eject more than ``max_ejected_fraction`` of the pool."""
+        self.failures[inst.index] += 1
+        if not inst.alive or not (refused or self.failures[inst.index] >= self.config.eject_after_failures):
             return
+        ejected = sum(not i.alive for i in self.instances)
+        if ejected + 1 > self.config.max_ejected_fraction * len(self.instances):
+            return  # a pool that ejected most of itself serves nobody: keep it and let the failures show
+        self.eject(inst)
+
+    def eject(self, inst) -> None:
+        """Take an instance out of service, requeue its local FIFO, and start health-checking it."""
         now = self.now()
         # Queries in its local FIFO were assigned but not started: their handlers still wait on their futures.
         self.core.requeue(now, self.core.mark_dead(now, inst))
@@ -172,6 +206,7 @@ class Dispatcher:
                 try:
                     async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
                         if resp.status == 200:
+                            self.failures[inst.index] = 0
                             self.core.mark_alive(self.now(), inst)
                             return
                 except (TimeoutError, aiohttp.ClientError, OSError):

@@ -172,3 +172,189 @@ def test_web_ui_mode_runs_and_serves_the_ui(tmp_path):
     assert status == 200 and proc.returncode == 0, err[-3000:]
     run = run_dir_of(tmp_path)
     assert (run / "report.html").exists() and len(pd.read_parquet(run / "queries.parquet")) == 60
+
+
+# -- the web UI is safe by default (docs/security.md) -------------------------------------------------------------
+OPTIONS_PROBE = r"""
+import json
+from argparse import Namespace
+
+import harness.kairos_load as k
+from harness.core.errors import InputError
+from locust.argument_parser import default_args_dict, get_parser
+
+parser = get_parser(default_config_files=[])
+own = set(default_args_dict())
+ours = {a.dest: a for a in parser._actions if a.dest not in own and hasattr(a, "include_in_web_ui")}
+opts = parser.parse_args([])
+out = {
+    "web_host": opts.web_host,
+    "ours": sorted(ours),
+    "in_ui": sorted(d for d, a in ours.items() if a.include_in_web_ui),
+    "types": {d: a.type.__name__ for d, a in ours.items() if a.type in (int, float)},
+}
+# what Locust's start-form handler leaves behind: text where the default is None, its own type() elsewhere
+ui = dict(vars(opts), rate="30", qos_ms="", speedup="", sweep="on", phase_queries="60", trace="/etc/passwd")
+live = k.live_options(Namespace(**ui), {"trace": "", "pool": "", "report_dir": "reports", "profiles": ""})
+out["live"] = {"rate": live.rate_qps, "qos": live.qos_ms, "sweep": live.sweep, "pq": live.phase_queries,
+               "trace": live.trace, "report_dir": str(live.report_dir)}
+errors = {}
+for dest, value in [("rate", "abc"), ("seed", "1.5"), ("phase_seconds", "nan"), ("sweep", "maybe"), ("mode", "x"),
+                    ("phase_queries", "")]:
+    try:
+        k.live_options(Namespace(**dict(vars(opts), **{dest: value})))
+    except InputError as exc:
+        errors[dest] = exc.shown_as(k.FLAGS)
+out["errors"] = errors
+print(json.dumps(out))
+"""
+
+
+def test_options_are_typed_and_paths_stay_off_the_web_ui():
+    proc = subprocess.run([sys.executable, "-c", OPTIONS_PROBE], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["web_host"] == "127.0.0.1"
+    paths = {"trace", "pool", "report_dir", "profiles"}
+    assert paths < set(out["ours"]) and not paths & set(out["in_ui"])
+    assert set(out["in_ui"]) == set(out["ours"]) - paths
+    assert out["types"] == {
+        "qos_ms": "float",
+        "rate": "float",
+        "speedup": "float",
+        "phase_seconds": "float",
+        "phase_queries": "int",
+        "seed": "int",
+        "tolerance": "float",
+        "max_phases": "int",
+        "min_queries": "int",
+    }
+    live = out["live"]
+    assert live == {"rate": 30.0, "qos": None, "sweep": True, "pq": 60, "trace": None, "report_dir": "reports"}
+    assert out["errors"] == {
+        "rate": "--rate 'abc': must be a number",
+        "seed": "--seed '1.5': must be an integer",
+        "phase_seconds": "--phase-seconds 'nan': must be a finite number",
+        "sweep": "--sweep 'maybe': must be on or off (true/false, 1/0)",
+        "mode": "--mode 'x': expected one of emulated, onnx",
+        "phase_queries": "--phase-queries '': a value is required",
+    }
+
+
+class WebUI:
+    """A locustfile process with its web UI (no --headless, no --autostart); ``stop()`` sends SIGTERM."""
+
+    def __init__(self, tmp_path: Path, *args: str):
+        import urllib.request
+
+        self.port = free_port()
+        self.log_path = tmp_path / "locust.log"
+        cmd = [a for a in locust_cmd(tmp_path / "reports", *args) if a != "--headless"]
+        cmd += ["--web-port", str(self.port)]
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2) as resp:
+                    assert resp.status == 200
+                    return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise AssertionError(f"no web UI on port {self.port}:\n{self.log()[-3000:]}") from None
+                time.sleep(0.3)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def listening(self) -> list[str]:
+        import psutil
+
+        conns = psutil.Process(self.proc.pid).net_connections(kind="tcp")
+        return sorted(c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN and c.laddr.port == self.port)
+
+    def swarm(self, **fields: str) -> dict:
+        """POST /swarm as the browser's start form does (application/x-www-form-urlencoded)."""
+        import urllib.parse
+        import urllib.request
+
+        data = urllib.parse.urlencode({"user_count": "1", "spawn_rate": "1", "host": "", **fields}).encode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/swarm", data=data, timeout=60) as resp:
+            assert resp.status == 200
+            return json.loads(resp.read())
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=120)
+
+
+def test_web_ui_binds_loopback_unless_told_otherwise(tmp_path):
+    ui = WebUI(tmp_path)
+    try:
+        assert ui.listening() == ["127.0.0.1"]
+        assert f"Starting web interface at http://127.0.0.1:{ui.port}" in ui.log()
+    finally:
+        ui.stop()
+    assert "without a login" not in ui.log()
+    ui = WebUI(tmp_path, "--web-host", "0.0.0.0")  # asked for explicitly: the user gets it, and a warning
+    try:
+        assert ui.listening() == ["0.0.0.0"]
+    finally:
+        ui.stop()
+    assert f"kairos: the web UI listens on 0.0.0.0 port {ui.port} without a login" in ui.log()
+
+
+def test_web_ui_bad_numbers_get_one_clear_error(tmp_path):
+    ui = WebUI(tmp_path, "--dispatchers", "fcfs")
+    try:
+        answer = ui.swarm(rate="abc", phase_seconds="2")
+        assert answer["success"] is False and answer["message"] == "kairos: --rate 'abc': must be a number"
+        # Locust's own handler would answer a 500 for a float option given text that is no number
+        answer = ui.swarm(rate="30", phase_seconds="x")
+        assert answer["success"] is False and answer["message"] == "kairos: --phase-seconds 'x': must be a number"
+        assert ui.proc.poll() is None  # the UI stays up to take a corrected form
+    finally:
+        ui.stop()
+    log = ui.log()
+    assert log.count("kairos: --rate 'abc': must be a number") == 1
+    assert "Traceback" not in log and "resulted in a 500" not in log
+    assert not (tmp_path / "reports").exists()  # nothing started
+
+
+def test_web_ui_start_form_is_typed_and_cannot_name_files(tmp_path):
+    elsewhere, html = tmp_path / "elsewhere", tmp_path / "evil.html"
+    ui = WebUI(tmp_path)
+    try:
+        answer = ui.swarm(
+            dispatchers="fcfs",
+            rate="30",  # text, as every field from the browser
+            qos_ms="",
+            speedup="",
+            sweep="false",
+            phase_queries="60",
+            # options the UI does not show: Locust's handler would copy each onto parsed_options
+            trace="/etc/passwd",
+            pool="/etc/passwd",
+            profiles="/etc/passwd",
+            report_dir=str(elsewhere),
+            html_file=str(html),
+        )
+        assert answer["success"] is True, answer
+        deadline = time.monotonic() + 180
+        while not any(s in ui.log() for s in ("report in ", "ERROR/kairos")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        code = ui.stop()
+    log = ui.log()
+    assert code == 0, log[-3000:]
+    assert "kairos: ignored --pool, --profiles, --report-dir, --trace, html_file from the web UI" in log
+    run = run_dir_of(tmp_path / "reports")
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert config["rate_qps"] == 30.0 and config["sweep"] is False and config["dispatchers"] == ["fcfs"]
+    assert config["trace"] is None and config["pool_file"] is None and config["profiles"] is None
+    s = pd.read_parquet(run / "summary.parquet")
+    assert list(s["dispatcher"]) == ["fcfs"] and (s["offered_qps"] == 30).all()
+    assert len(pd.read_parquet(run / "queries.parquet")) == 60
+    assert not elsewhere.exists() and not html.exists()

@@ -89,8 +89,14 @@ def test_run_dir_streams_queries_and_marks_partial(tmp_path):
         pd.DataFrame({"request_id": ["a", "b"], "batch_size": [10, 20], "status": ["ok", "shed"]}), QUERY_SCHEMA
     )
     rd.add_phase(frame, {"dispatcher": "fcfs", "phase": 0, "p99_ms": 10.0})
+    # Mid-run (as a kill -9 would leave it): every file reads, the queries directory holds the phase.
+    assert pd.read_parquet(tmp_path / "r1" / "queries.parquet")["request_id"].tolist() == ["a", "b"]
+    assert pd.read_parquet(tmp_path / "r1" / "summary.parquet")["p99_ms"].tolist() == [10.0]
+    assert json.loads((tmp_path / "r1" / "run.json").read_text())["partial"] is True
     rd.add_queries(frame.assign(request_id=["c", "d"]))
     rd.finish(partial=True, build_html=False)
     q = pd.read_parquet(tmp_path / "r1" / "queries.parquet")
     assert list(q.columns) == list(QUERY_COLUMNS) and q["request_id"].tolist() == ["a", "b", "c", "d"]
+    assert q.dtypes.equals(frame.dtypes)
     assert json.loads((tmp_path / "r1" / "run.json").read_text())["partial"] is True
+    assert sorted(p.name for p in (tmp_path / "r1").iterdir()) == ["queries.parquet", "run.json", "summary.parquet"]

@@ -10,7 +10,7 @@ import pytest
 from harness.core.errors import InputError
 from harness.core.profiles import Profile
 from servers import models, v2
-from servers.emulated import EmulatedConfig, create_app
+from servers.emulated import BACKEND, EmulatedConfig, create_app
 
 
 def _profile(path, values_ms, buckets=(10, 20), model="rm2", itype="tiny.x"):
@@ -128,6 +128,22 @@ async def test_api_matches_model_server(aiohttp_client, fixed20):
     assert resp.status == 400 and "input" in (await resp.json())["error"]
     resp = await client.post("/v2/models/rm2/infer", data=b"{]")
     assert resp.status == 400 and "malformed JSON" in (await resp.json())["error"]
+    # ids outside the embedding tables: the model server's ORT refuses them, so an emulated instance must too
+    for value in (-1, 10_000, 2**40):
+        x = models.make_inputs(models.get_spec("rm2"), 2, np.random.default_rng(0))
+        x["sparse"][1, 2, 3] = value
+        enc = v2.encode_infer_request(x)
+        resp = await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers)
+        assert resp.status == 400
+        assert (await resp.json())["error"] == f"input 'sparse': id {value} outside 0..9999 for model 'rm2'"
+    assert client.server.app[BACKEND].served == 0  # none of the bad requests was served
+
+
+async def test_not_ready_is_503(aiohttp_client, fixed20):
+    client = await aiohttp_client(create_app(EmulatedConfig("tiny.x", "rm2", profiles=fixed20)))
+    client.server.app[BACKEND].semaphore = None  # as while shutting down
+    resp = await client.post("/v2/models/rm2/infer", data=_req(2).body, headers=_req(2).headers)
+    assert resp.status == 503 and "not ready" in (await resp.json())["error"]
 
 
 async def test_mtwnd_outputs_four_tasks(aiohttp_client):

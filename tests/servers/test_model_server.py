@@ -1,6 +1,10 @@
-"""The ONNX Runtime model server, in-process: correct outputs, metadata/health, and 4xx JSON errors (never 500)."""
+"""The ONNX Runtime model server, in-process: correct outputs, metadata/health, and 4xx JSON errors (never 500).
+
+Bad inputs sent to both kinds of server alike: test_bad_input.py.
+"""
 
 import asyncio
+import dataclasses
 
 import numpy as np
 import onnxruntime as ort
@@ -8,8 +12,8 @@ import orjson
 import pytest
 
 from harness.core.errors import InputError
-from servers import models, v2
-from servers.model_server import ModelServerConfig, choose_providers, create_app
+from servers import model_server, models, v2
+from servers.model_server import BACKEND, ModelServerConfig, choose_providers, create_app
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +105,57 @@ async def test_bad_requests_are_4xx_json(client):
     )
     body = orjson.dumps({"inputs": [{"name": "dense", "datatype": "FP32", "shape": [1, 13], "data": [1] * 13}]})
     assert "missing input 'sparse'" in await _error(await client.post("/v2/models/rm2/infer", data=body), 400)
+    for value in (-1, 10_000, 2**62):  # ORT wraps -1 round to the last row, answered 500 for the others
+        sparse = models.make_inputs(models.get_spec("rm2"), 2, np.random.default_rng(0))["sparse"]
+        sparse[1, 7, 7] = value
+        enc = _rm2(2, sparse=sparse)
+        assert f"input 'sparse': id {value} outside 0..9999 for model 'rm2'" == await _error(
+            await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers), 400
+        )
+    x = models.make_inputs(models.get_spec("ncf"), 2, np.random.default_rng(0))
+    x["item"][0, 0] = 10_000
+    enc = v2.encode_infer_request(x)
+    assert "input 'item': id 10000 outside 0..9999 for model 'ncf'" == await _error(
+        await client.post("/v2/models/ncf/infer", data=enc.body, headers=enc.headers), 400
+    )
     await _error(await client.get("/v2/models/rm2/infer"), 405)
     await _error(await client.get("/nowhere"), 404)
+
+
+async def test_input_ort_refuses_is_400_and_other_ort_errors_500(client, capsys):
+    """Behind validation, ORT's InvalidArgument (the input's fault) is still a 400; its other errors stay 500."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    backend = client.server.app[BACKEND]
+    loaded = backend.models["rm2"]
+    unchecked = tuple(dataclasses.replace(t, high=None) for t in loaded.meta.inputs)
+    loaded.meta = dataclasses.replace(loaded.meta, inputs=unchecked)  # a validation gap: ids reach ORT unchecked
+    sparse = models.make_inputs(models.get_spec("rm2"), 2, np.random.default_rng(0))["sparse"]
+    sparse[0, 0, 0] = 10_000
+    enc = _rm2(2, sparse=sparse)
+    for _ in range(2):
+        message = await _error(await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers), 400)
+        assert message.startswith("model 'rm2' rejected the input: ") and "out of data bounds" in message
+    assert capsys.readouterr().err.count("validation let through") == 1  # warned once per model
+
+    class Broken:
+        def run(self, *args):
+            raise Fail("[ONNXRuntimeError] : 1 : FAIL : something inside broke")
+
+    loaded.session = Broken()
+    enc = _rm2(2)
+    assert "internal error: Fail" in await _error(
+        await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers), 500
+    )
+    assert model_server.is_input_error(ValueError("x")) is False
+
+
+async def test_not_ready_is_503(client):
+    client.server.app[BACKEND].semaphore = None  # as while shutting down
+    enc = _rm2(2)
+    assert "not ready" in await _error(
+        await client.post("/v2/models/rm2/infer", data=enc.body, headers=enc.headers), 503
+    )
 
 
 async def test_oversized_body_is_413(aiohttp_client, model_dir):

@@ -113,6 +113,41 @@ def test_serve_pool_command_stops_children_on_sigterm_and_parent_death(tmp_path)
                 parent.wait()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("restart", [False, True])
+def test_serve_pool_survives_a_killed_member(tmp_path, restart):
+    pool_file = tmp_path / "pool.json"
+    cmd = [sys.executable, "-m", "harness.cli", "serve", "pool", "--config", "r5n.large=3", "--model", "ncf"]
+    cmd += ["--pool-file", str(pool_file)] + (["--restart"] if restart else [])
+    parent = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(parent.stdout.readline()[6:])
+        victim, *others = info["instances"]
+        os.kill(victim["pid"], signal.SIGKILL)
+        assert _wait_gone([victim["pid"]]) == []
+        time.sleep(1.5)  # the pool notices within half a second, a restart takes about as long
+        assert parent.poll() is None  # the pool process carries on
+        for inst in others:
+            assert _infer(inst["url"], "ncf", 4).outputs["prob"].shape == (4, 1)
+        if restart:
+            deadline = time.monotonic() + 20
+            while load_pool_file(pool_file).instances[0].pid == victim["pid"] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            back = load_pool_file(pool_file).instances[0]
+            assert back.pid != victim["pid"] and back.url == victim["url"]  # the same address: dispatchers find it
+            assert _infer(back.url, "ncf", 4).outputs["prob"].shape == (4, 1)
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=15)
+        err = parent.stderr.read()
+        assert f"instance {victim['id']} exited (code -9); the others keep serving" in err
+        assert ("is back at" in err) == restart
+        assert _wait_gone([i["pid"] for i in others]) == []
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
 def test_child_failure_is_reported(tmp_path):
     with pytest.raises(InputError, match=r"exited with code 2 before it was ready: .*unknown instance type 'nope'"):
         spawn_server("emulated", EmulatedConfig(instance_type="nope"), name="bad", timeout=60)

@@ -171,3 +171,97 @@ def test_max_body_bytes_fits_largest_json_batch():
     json_size = len(v2.encode_infer_request(x, binary=False).body)
     assert v2_http.max_body_bytes(META, 1000) > json_size
     assert v2_http.max_body_bytes(META, 1000) < 20 * json_size
+
+
+def test_metadata_carries_the_id_range_but_publishes_only_the_protocol_fields():
+    dense, sparse = META.inputs
+    assert (dense.high, sparse.high) == (None, 10_000)
+    assert sparse.to_json() == {"name": "sparse", "datatype": "INT64", "shape": [-1, 8, 8]}
+    assert META.to_json()["inputs"][1] == sparse.to_json()
+    assert models.get_spec("wnd").metadata().inputs[2].high == 100_000
+
+
+def _parsed(x, binary=True):
+    enc = v2.encode_infer_request(x, binary=binary)
+    return v2.parse_infer_request(enc.body, enc.headers.get(v2.HEADER_LENGTH))
+
+
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("where", [0, 77, -1])
+@pytest.mark.parametrize("value", [-1, 10_000, 10_001, 2**62, np.iinfo(np.int64).min, np.iinfo(np.int64).max])
+def test_ids_outside_the_table_are_400_naming_input_value_and_range(value, where, binary):
+    x = _inputs(4)
+    x["sparse"].reshape(-1)[where] = value
+    with pytest.raises(V2Error) as err:
+        v2.validate_request(_parsed(x, binary), META, 1000)
+    assert err.value.status == 400
+    assert err.value.message == f"input 'sparse': id {value} outside 0..9999 for model 'rm2'"
+
+
+def test_ids_at_both_ends_of_the_table_are_valid():
+    for value in (0, 9_999):
+        x = _inputs(4)
+        x["sparse"][:] = value
+        assert v2.validate_request(_parsed(x), META, 1000) == 4
+
+
+def test_the_smallest_offending_id_is_named_when_both_ends_are_out():
+    x = _inputs(4)
+    x["sparse"].reshape(-1)[:2] = (10_000, -5)
+    with pytest.raises(V2Error, match="id -5 outside"):
+        v2.validate_request(_parsed(x), META, 1000)
+
+
+@pytest.mark.parametrize("datatype", ["INT8", "INT32", "UINT8", "UINT16", "UINT64"])
+def test_id_range_of_any_integer_datatype(datatype):
+    meta = v2.ModelMetadata("m", "x", inputs=(v2.TensorMeta("ids", datatype, (-1, 3), high=100),), outputs=())
+    dt = v2.numpy_dtype(datatype)
+    ok = np.array([[0, 50, 99]], dt)
+    assert v2.validate_request(_parsed({"ids": ok}), meta) == 1
+    bad = [100, 101] + ([-1] if dt.kind == "i" else [np.iinfo(dt).max])
+    for value in bad:
+        x = ok.copy()
+        x[0, 1] = value
+        with pytest.raises(V2Error, match=f"^input 'ids': id {value} outside 0..99 for model 'm'$"):
+            v2.validate_request(_parsed({"ids": x}), meta)
+
+
+def test_range_skips_floats_and_empty_ids():
+    meta = v2.ModelMetadata(
+        "m",
+        "x",
+        inputs=(v2.TensorMeta("f", "FP32", (-1, 2), high=1), v2.TensorMeta("ids", "INT64", (-1, 0), high=1)),
+        outputs=(),
+    )
+    x = {"f": np.array([[5.0, np.nan], [-3.0, np.inf]], np.float32), "ids": np.zeros((2, 0), np.int64)}
+    assert v2.validate_request(_parsed(x), meta) == 2
+
+
+def test_batch_0_is_reported_before_any_id_range():
+    x = {k: a[:0] for k, a in _inputs(2).items()}
+    with pytest.raises(V2Error, match="batch size 0"):
+        v2.validate_request(_parsed(x), META, 1000)
+
+
+@pytest.mark.parametrize(
+    "shape, binary, match",
+    [
+        ([0, 2**40, 2**40, 2**40], False, "cannot be represented"),
+        ([0, 2**40, 2**40, 2**40], True, "cannot be represented"),
+        ([0, 2**63 - 1, 2**63 - 1], False, "cannot be represented"),
+        ([0] * 33, False, "33 dimensions, at most 32"),
+        ([1] * 33, True, "33 dimensions, at most 32"),
+    ],
+)
+def test_shapes_numpy_cannot_hold_are_400(shape, binary, match):
+    item = {"name": "dense", "datatype": "FP32", "shape": shape}
+    if binary:
+        item["parameters"] = {"binary_data_size": 0 if 0 in shape else 4}
+        head = orjson.dumps({"inputs": [item]})
+        body, header = head + (b"" if 0 in shape else b"\0" * 4), len(head)
+    else:
+        item["data"] = [] if 0 in shape else [0.0]
+        body, header = orjson.dumps({"inputs": [item]}), None
+    with pytest.raises(V2Error, match=match) as err:
+        v2.parse_infer_request(body, header)
+    assert err.value.status == 400
