@@ -88,6 +88,18 @@ def test_headless_run_writes_report_and_leaves_nothing_behind(tmp_path):
     assert "POST" in proc.stdout + proc.stderr  # Locust's own statistics still printed
 
 
+def test_an_overloaded_phase_is_measured_and_the_run_still_succeeds(tmp_path):
+    # QoS 10 ms: the queue deadline (10 x QoS) passes for most queries at this rate, and they are answered 504.
+    cmd = locust_cmd(tmp_path, "--dispatchers", "fcfs", "--rate", "300", "--qos-ms", "10")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = run_dir_of(tmp_path)
+    q = pd.read_parquet(run / "queries.parquet")
+    s = pd.read_parquet(run / "summary.parquet")
+    assert (q["status"] == "timeout").any() and (q.loc[q["status"] == "timeout", "http_status"] == 504).all()
+    assert len(q) == 600 and q["request_id"].is_unique and not s["valid"].any()  # 300 qps x 2 s
+
+
 def test_bad_options_are_named_as_locust_users_typed_them(tmp_path):
     proc = subprocess.run(
         locust_cmd(tmp_path, "--pool-config", "r5n.large=x", "--dispatchers", "kairos:nope=1"),
