@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 
@@ -90,14 +91,14 @@ async def admin_drain(request: web.Request) -> web.Response:
     except ValueError:
         raise v2.V2Error(400, "timeout_s must be a number") from None
     drained = await d.drain(timeout_s)
-    d.sink.flush()
+    await asyncio.to_thread(d.sink.flush)
     return v2_http.json_response({"drained": drained, "in_system": d.in_system, "records": len(d.sink)})
 
 
 async def admin_flush(request: web.Request) -> web.Response:
     """``POST /admin/flush``: write buffered records to the parquet file."""
     d = request.app[DISPATCHER]
-    d.sink.flush()
+    await asyncio.to_thread(d.sink.flush)
     return v2_http.json_response({"records": len(d.sink), "path": str(d.config.records_path or "")})
 
 

@@ -26,7 +26,7 @@ async def flush_records(dispatcher: Dispatcher) -> None:
     while True:
         await asyncio.sleep(sink.flush_interval_s)
         try:
-            sink.flush()
+            await asyncio.to_thread(sink.flush)
         except Exception as exc:  # the disk may come back (full, unmounted); the rows stay buffered meanwhile
             print(f"writing records to {sink.path} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
