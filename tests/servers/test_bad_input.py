@@ -30,14 +30,6 @@ LIMIT = 16  # the emulated profile's largest bucket and the model server's max_b
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("models")
-    for name in models.MODEL_NAMES:
-        models.build_model(name, out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def profile_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("profile") / "tiny.parquet"
     rows = [

@@ -15,14 +15,6 @@ from servers import models
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("models")
-    for name in models.MODEL_NAMES:
-        models.build_model(name, out)
-    return out
-
-
 @pytest.mark.parametrize("name", models.MODEL_NAMES)
 def test_model_runs_with_documented_shapes(model_dir, name):
     spec = models.get_spec(name)
