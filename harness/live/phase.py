@@ -179,3 +179,65 @@ def merge_phase(plan: PhasePlan, client: list[ClientRecord], dispatcher_cols: di
     )
     out["latency_ms"] = latency_ms(out)
     return out.sort_values("arrival_s", kind="stable").reset_index(drop=True)
+
+
+class AccountingError(RuntimeError):
+    """A phase's queries do not add up: some were lost or counted twice."""
+
+
+@dataclass(frozen=True)
+class PhaseAccount:
+    """Where every planned query of a phase went, checked from the client's and the dispatcher's side."""
+
+    planned: int
+    not_sent: int  # never sent (an interrupted phase)
+    sent: int
+    answered_ok: int
+    failed: int
+    shed: int
+    dropped: int
+    timed_out: int
+    dispatcher_records: int
+    problems: tuple[str, ...]
+
+    def as_row(self) -> dict:
+        """The summary-row columns (``accounting_ok`` False when anything does not add up)."""
+        row = {f"{k}_queries": v for k, v in asdict(self).items() if k != "problems"}
+        return {**row, "accounting_ok": not self.problems, "accounting_problems": "; ".join(self.problems)}
+
+
+def account(plan: PhasePlan, client: list[ClientRecord], dispatcher_cols: dict, merged: pd.DataFrame) -> PhaseAccount:
+    """Check that planned = not sent + sent, sent = ok + failed + shed + dropped + timed out, each query id once on
+    each side, and every query the client saw answered OK recorded by the dispatcher."""
+    planned = set(plan.request_ids)
+    client_ids = [r.request_id for r in client]
+    disp_ids = list((dispatcher_cols or {}).get("request_id", []))
+    problems = []
+    for side, ids in (("client", client_ids), ("dispatcher", disp_ids)):
+        if len(ids) != len(set(ids)):
+            problems.append(f"{len(ids) - len(set(ids))} query id(s) recorded twice by the {side}")
+        stray = set(ids) - planned
+        if stray:
+            problems.append(f"{len(stray)} {side} record(s) of queries this phase never planned")
+    ok_ids = {r.request_id for r in client if r.http_status == 200}
+    unrecorded = ok_ids - set(disp_ids)
+    if unrecorded:
+        problems.append(f"{len(unrecorded)} query(ies) answered 200 but not recorded by the dispatcher")
+    status = merged["status"].value_counts().to_dict() if len(merged) else {}
+    counts = {s: int(status.get(s, 0)) for s in (OK, FAILED, SHED, DROPPED, TIMED_OUT)}
+    sent = len(set(client_ids) & planned)
+    not_sent = len(planned) - len(merged)
+    if sum(counts.values()) != len(merged) or not_sent < 0 or len(merged) < sent:
+        problems.append(f"{len(merged)} rows for {len(planned)} planned and {sent} sent queries")
+    return PhaseAccount(
+        len(planned),
+        not_sent,
+        sent,
+        counts[OK],
+        counts[FAILED],
+        counts[SHED],
+        counts[DROPPED],
+        counts[TIMED_OUT],
+        len(disp_ids),
+        tuple(problems),
+    )

@@ -23,7 +23,7 @@ from harness.core.profiles import Profile
 from harness.dispatch.latency_model import LatencyModel
 from harness.dispatch.policies import make_policy
 from harness.live.options import LiveOptions
-from harness.live.phase import LoadGenerator, PhasePlan, merge_phase
+from harness.live.phase import AccountingError, LoadGenerator, PhasePlan, account, merge_phase
 from harness.live.run_dir import RunDir, new_run_id
 from harness.live.stack import LiveStack
 from harness.measure.allowable import SearchConfig, capacity_qps, find_allowable, phase_queries
@@ -133,13 +133,20 @@ class LiveRun:
         self.log(f"phase {index}: {spec} at {offered:.1f} qps, {len(trace)} queries, ~{trace.duration_s:.0f} s")
         output = self.loadgen.run_phase(plan)
         self.stack.drain()
-        merged = merge_phase(plan, output.records, self.stack.records(f"p{index}-"))
+        dispatcher_cols = self.stack.records(f"p{index}-")
+        merged = merge_phase(plan, output.records, dispatcher_cols)
         self.current = None
         summary = summarize(merged, self.qos_ms, o.rules)
         sim = self.simulate_point(spec, trace)
         row = self.summary_row(plan, merged, summary, output.cpu_percent)
         row.update(sim_p99_ms=sim.p99_ms, sim_valid=sim.valid, sim_violation_rate=sim.violation_rate)
+        books = account(plan, output.records, dispatcher_cols, merged)
+        row.update(books.as_row())
+        if books.problems:
+            row.update(valid=False, invalid_reason="accounting: " + "; ".join(books.problems))
         self.run_dir.add_phase(merged, row)
+        if books.problems:  # recorded first, then loud: a run that lost or doubled queries has no figure to give
+            raise AccountingError(f"phase {index}: " + "; ".join(books.problems))
         verdict = "VALID" if summary.valid else "INVALID"
         busy = f", load generator CPU {output.cpu_percent:.0f}%" if math.isfinite(output.cpu_percent) else ""
         warn = " (load generator saturated: latencies inflated)" if output.cpu_percent > 80 else ""

@@ -80,6 +80,7 @@ def test_headless_run_writes_report_and_leaves_nothing_behind(tmp_path):
     q = pd.read_parquet(run / "queries.parquet")
     s = pd.read_parquet(run / "summary.parquet")
     assert list(s["dispatcher"]) == ["kairos", "fcfs"] and (s["offered_qps"] == 30).all()
+    assert s["accounting_ok"].all() and (s["planned_queries"] == s["answered_ok_queries"]).all()
     assert len(q) == 2 * 60 and q["request_id"].is_unique and (q["status"] == "ok").all()
     assert (q["latency_ms"] > 0).all() and q["instance_type"].isin(["g4dn.xlarge", "r5n.large"]).all()
     assert json.loads((run / "run.json").read_text())["partial"] is False

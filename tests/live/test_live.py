@@ -9,7 +9,7 @@ import pytest
 
 from harness.core.records import QUERY_COLUMNS, QUERY_SCHEMA, conform
 from harness.live.options import LiveOptions
-from harness.live.phase import ClientRecord, PhasePlan, from_columns, merge_phase, to_columns
+from harness.live.phase import ClientRecord, PhasePlan, account, from_columns, merge_phase, to_columns
 from harness.live.run_dir import RunDir
 from harness.measure.allowable import phase_queries
 from harness.measure.analyzer import ValidityRules
@@ -68,6 +68,23 @@ def test_merge_joins_client_and_dispatcher_views(plan):
     assert m.loc["p3-1", "status"] == "shed" and np.isinf(m.loc["p3-1", "latency_ms"])
     assert m.loc["p3-2", "status"] == "failed"  # no client answer: not counted as served
     assert (m["dispatcher"] == "kairos").all() and (m["phase"] == 3).all()
+    books = account(plan, client, disp, merge_phase(plan, client, disp))
+    assert not books.problems and books.as_row()["accounting_ok"]
+    assert (books.planned, books.not_sent, books.sent) == (7, 4, 2)
+    assert (books.answered_ok, books.shed, books.failed, books.dispatcher_records) == (1, 1, 1, 3)
+
+
+def test_accounting_catches_lost_and_doubled_queries(plan):
+    client = [ClientRecord("p3-0", 1000.0, 1000.001, 1000.051, 200), ClientRecord("p3-1", 1000.1, 1000.1, 1000.2, 200)]
+    disp = {"request_id": ["p3-0"], "status": ["ok"], "http_status": [200]}
+    books = account(plan, client, disp, merge_phase(plan, client, disp))
+    assert books.problems == ("1 query(ies) answered 200 but not recorded by the dispatcher",)
+    doubled = {"request_id": ["p3-0", "p3-0", "p3-1"], "status": ["ok"] * 3, "http_status": [200] * 3}
+    stray = [*client, ClientRecord("p9-0", 1000.0, 1000.0, 1000.1, 200)]
+    problems = account(plan, stray, doubled, merge_phase(plan, stray, doubled)).problems
+    assert "1 query id(s) recorded twice by the dispatcher" in problems
+    assert "1 client record(s) of queries this phase never planned" in problems
+    assert not account(plan, stray, doubled, merge_phase(plan, stray, doubled)).as_row()["accounting_ok"]
 
 
 def test_phase_length_has_a_floor_for_validity():
