@@ -286,8 +286,7 @@ def write_out(out: Path, job: SimulateJob, summary_rows: pd.DataFrame, records: 
     )
     if records is not None:
         run_dir.add_queries(records)
-    for row in summary_rows.to_dict("records"):
-        run_dir.add_summary(row)
+    run_dir.add_summary(*summary_rows.to_dict("records"))
     return run_dir.finish(partial=False)
 
 

@@ -116,9 +116,9 @@ class RunDir:
         if len(queries):
             self.queries.extend(conform(queries, QUERY_SCHEMA).to_dict("records"))
 
-    def add_summary(self, summary_row: dict) -> None:
-        """Append one summary row and rewrite summary.parquet."""
-        self.summary_rows.append(summary_row)
+    def add_summary(self, *summary_rows: dict) -> None:
+        """Append summary rows and rewrite summary.parquet once."""
+        self.summary_rows.extend(summary_rows)
         self.write_summary()
 
     def set_allowable(self, dispatcher: str, allowable_qps: float, bracket: tuple[float, float], **extra) -> None:
