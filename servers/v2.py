@@ -160,6 +160,64 @@ def _reshape(arr: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
         raise V2Error(400, f"{where}: shape {list(shape)} cannot be represented ({exc})") from None
 
 
+def _json_data(data, dtype: np.dtype, datatype: str, where: str) -> np.ndarray:
+    """An input's JSON ``data`` as ``dtype``; V2Error 400 unless every value is one of ``datatype`` as it stands.
+
+    Nothing is converted that would change a value: integer types take JSON integers within their range (not 1.7,
+    not 1.0: a float in an id tensor is the client's bug, never rounded away), float types take numbers within their
+    range, BOOL takes ``true``/``false``; strings, nulls and objects are refused. numpy infers the JSON's own types
+    first (one pass), then one cast; only a failing request pays for finding the value at fault.
+    """
+    if not isinstance(data, list):
+        raise V2Error(400, f"{where}: 'data' must be a list of {datatype} values, got {type(data).__name__}")
+    try:
+        raw = np.asarray(data)
+    except (ValueError, TypeError, OverflowError) as exc:  # ragged nesting, more than numpy's 64 dimensions
+        raise V2Error(400, f"{where}: 'data' is not valid {datatype}: not a regular array ({exc})") from None
+    if raw.size == 0:
+        return raw.astype(dtype)
+    kind = raw.dtype.kind
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if kind in "iu" and info.min <= int(raw.min()) and int(raw.max()) <= info.max:
+            return raw.astype(dtype)
+        bad = _first(data, lambda x: type(x) is int and info.min <= x <= info.max)
+        raise V2Error(
+            400, f"{where}: 'data' value {bad} is not valid {datatype} (a JSON integer in {info.min}..{info.max})"
+        )
+    if dtype.kind == "f":
+        top = float(np.finfo(dtype).max)
+        if kind in "iuf" and max(-float(raw.min()), float(raw.max())) <= top:
+            return raw.astype(dtype)
+        bad = _first(data, lambda x: type(x) in (int, float) and abs(x) <= top)
+        raise V2Error(
+            400, f"{where}: 'data' value {bad} is not valid {datatype} (a JSON number of magnitude <= {top:g})"
+        )
+    if kind == "b":
+        return raw.astype(dtype)
+    bad = _first(data, lambda x: type(x) is bool)
+    raise V2Error(400, f"{where}: 'data' value {bad} is not valid {datatype} (true or false)")
+
+
+def _first(data: list, ok: Callable[[Any], bool]) -> str:
+    """The first value of a nested JSON list that is not ``ok``, as the client wrote it (for an error message)."""
+    stack = [iter(data)]
+    while stack:
+        for x in stack[-1]:
+            if isinstance(x, list):
+                stack.append(iter(x))
+                break
+            if not ok(x):
+                try:
+                    text = orjson.dumps(x).decode()
+                except TypeError:  # not from orjson.loads: a caller's own object
+                    text = repr(x)
+                return text if len(text) <= 40 else text[:37] + "..."
+        else:
+            stack.pop()
+    return "(mixed)"  # numpy widened ints of opposite signs and extreme sizes to floats: each value is fine alone
+
+
 def parse_infer_request(body: bytes, header_length: int | str | None = None) -> InferRequest:
     """Parse a JSON or binary-extension infer request body; V2Error 400 on anything malformed."""
     hl = _header_length(header_length)
@@ -175,7 +233,7 @@ def parse_infer_request(body: bytes, header_length: int | str | None = None) -> 
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise V2Error(400, "infer request needs a non-empty 'inputs' list")
-    params = doc.get("parameters") or {}
+    params = {} if doc.get("parameters") is None else doc["parameters"]
     if not isinstance(params, dict):
         raise V2Error(400, "'parameters' must be an object")
     inputs: dict[str, np.ndarray] = {}
@@ -191,7 +249,7 @@ def parse_infer_request(body: bytes, header_length: int | str | None = None) -> 
         dtype = numpy_dtype(item.get("datatype"))
         shape = _shape(item.get("shape"), where)
         count = math.prod(shape)
-        iparams = item.get("parameters") or {}
+        iparams = {} if item.get("parameters") is None else item["parameters"]
         if not isinstance(iparams, dict):
             raise V2Error(400, f"{where}: 'parameters' must be an object")
         size = iparams.get("binary_data_size")
@@ -209,14 +267,13 @@ def parse_infer_request(body: bytes, header_length: int | str | None = None) -> 
                     f"{item['datatype']} ({count * dtype.itemsize} bytes)",
                 )
             arr = _reshape(np.frombuffer(binary[offset : offset + size], dtype=dtype), shape, where)
+            if dtype.kind == "b" and arr.size and arr.view(np.uint8).max() > 1:
+                raise V2Error(400, f"{where}: BOOL bytes must be 0 or 1")
             offset += size
         else:
             if "data" not in item:
                 raise V2Error(400, f"{where}: needs 'data' or parameters.binary_data_size")
-            try:
-                arr = np.asarray(item["data"], dtype=dtype)
-            except (ValueError, TypeError, OverflowError) as exc:
-                raise V2Error(400, f"{where}: 'data' is not valid {item['datatype']} ({exc})") from None
+            arr = _json_data(item["data"], dtype, item["datatype"], where)
             if arr.size != count:
                 raise V2Error(400, f"{where}: 'data' has {arr.size} elements, shape {list(shape)} needs {count}")
             arr = _reshape(arr, shape, where)
@@ -231,8 +288,10 @@ def parse_infer_request(body: bytes, header_length: int | str | None = None) -> 
         for k, o in enumerate(doc["outputs"]):
             if not isinstance(o, dict) or not isinstance(o.get("name"), str):
                 raise V2Error(400, f"outputs[{k}]: needs a string 'name'")
-            op = o.get("parameters") or {}
-            binary_flag = op.get("binary_data") if isinstance(op, dict) else None
+            op = {} if o.get("parameters") is None else o["parameters"]
+            if not isinstance(op, dict):
+                raise V2Error(400, f"outputs[{k}]: 'parameters' must be an object")
+            binary_flag = op.get("binary_data")
             outs.append(RequestedOutput(o["name"], None if binary_flag is None else bool(binary_flag)))
         outputs = tuple(outs)
     rid = doc.get("id")

@@ -1,9 +1,12 @@
 """The aiohttp side of the V2 protocol that every server shares: JSON errors, body limits, the standard routes.
 
 ``error_middleware`` turns ``V2Error`` (and aiohttp's own HTTP errors, e.g. 413 from ``client_max_size``) into
-``{"error": "..."}`` JSON. ``add_routes`` wires the standard endpoints to a ``Backend`` (the ONNX Runtime server and
-the emulated instance both use it), so both parse and validate a request the same way (``servers.v2``) and reject the
-same requests with the same 4xx.
+``{"error": "..."}`` JSON. Every server's app comes from ``v2_app``, whose bodies ``read_body`` decodes (gzip, deflate,
+br): aiohttp's HTTP parser would do it before the app sees the request, and answer a body that does not decode (a
+deflate stream cut short, zstd) in plain text with a traceback in the log. ``add_routes`` wires the standard
+endpoints to a ``Backend`` (the ONNX Runtime server and the emulated instance both use it), so both parse and validate
+a request the same way (``servers.v2``) and reject the same requests with the same 4xx; a versioned path names a
+version the model has, or is a 404.
 
 A 5xx means the server is at fault (a bug: 500; not ready: 503), never the request: the dispatcher takes an instance
 that answers 5xx out of service.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import traceback
+import zlib
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,6 +36,16 @@ from servers.v2 import (
     validate_request,
 )
 
+try:  # optional, as it is to aiohttp (geventhttpclient, a Locust dependency, brings it)
+    import brotli
+
+    # Decoding must stop at the body limit; a brotli too old to bound its output is not offered (415).
+    if "output_buffer_limit" not in (brotli.Decompressor.process.__doc__ or ""):  # pragma: no cover
+        brotli = None
+except ImportError:  # pragma: no cover
+    brotli = None
+_DECODE_ERRORS = (zlib.error, *((brotli.error,) if brotli is not None else ()))
+
 
 def json_response(obj: Any, status: int = 200) -> web.Response:
     """A JSON response serialized with orjson."""
@@ -43,6 +57,13 @@ def json_error(status: int, message: str) -> web.Response:
     return json_response({"error": message}, status=status)
 
 
+class UnreadableBody(V2Error):
+    """A body that cannot be read as sent (its Content-Encoding): 400, and the connection is closed after it."""
+
+    def __init__(self, message: str):
+        super().__init__(400, f"unreadable request body: {message}")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler):
     """Turn V2Error and aiohttp HTTP errors into JSON ``{"error": ...}``; unexpected bugs into a JSON 500."""
@@ -50,7 +71,9 @@ async def error_middleware(request: web.Request, handler):
         return await handler(request)
     except V2Error as exc:
         resp = json_error(exc.status, exc.message)
-        if request.content.exception() is not None:  # an unreadable body: aiohttp drops the connection, say so
+        # A body that could not be read or decoded: where it ended on the wire is anyone's guess, so say the
+        # connection closes (aiohttp drops it anyway when the payload itself failed).
+        if isinstance(exc, UnreadableBody) or request.content.exception() is not None:
             resp.force_close()
         return resp
     except web.HTTPException as exc:
@@ -62,16 +85,78 @@ async def error_middleware(request: web.Request, handler):
         return json_error(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The whole request body; V2Error 413 above the app's ``client_max_size``, 400 if it cannot be decoded."""
+DECODES_BODY = web.AppKey("v2_decodes_body", bool)
+
+
+def v2_app(client_max_size: int, *middlewares) -> web.Application:
+    """The aiohttp app of a V2 server: ``error_middleware`` outermost, then ``middlewares``; bodies left encoded by
+    aiohttp's parser (``auto_decompress`` off) for ``read_body`` to decode within ``client_max_size``."""
+    app = web.Application(
+        client_max_size=client_max_size,
+        middlewares=[error_middleware, *middlewares],
+        handler_args={"auto_decompress": False},
+    )
+    app[DECODES_BODY] = True
+    return app
+
+
+CODINGS = ("gzip", "x-gzip", "deflate", *(("br",) if brotli is not None else ()), "identity")
+
+
+def decode_body(body: bytes, coding: str, limit_bytes: int) -> bytes:
+    """``body`` decoded from its Content-Encoding ``coding`` (one of CODINGS, any case); at most ``limit_bytes`` out.
+
+    V2Error 415 for another coding, 413 when the decoded body exceeds the limit (a small body can decode to a huge
+    one: decoding stops there), UnreadableBody (400) when the bytes do not decode or stop short of the stream's end.
+    """
+    name = coding.strip().lower()
+    if name in ("", "identity"):
+        return body
+    if name not in CODINGS:
+        raise V2Error(415, f"unsupported Content-Encoding {coding[:40]!r} (supported: {', '.join(CODINGS)})")
     try:
-        return await request.read()
+        if name == "br":
+            d = brotli.Decompressor()
+            out = d.process(body, output_buffer_limit=limit_bytes + 1)
+            complete = d.is_finished()
+        else:
+            if name == "deflate":  # RFC 9110's deflate is zlib-wrapped; raw deflate is common too (aiohttp takes it)
+                wbits = zlib.MAX_WBITS if body[:1] and body[0] & 0x0F == 8 else -zlib.MAX_WBITS
+            else:
+                wbits = 16 + zlib.MAX_WBITS
+            d = zlib.decompressobj(wbits)
+            out = d.decompress(body, limit_bytes + 1)
+            complete = d.eof
+            if d.unused_data:  # a second gzip member, or junk: refused rather than silently dropped
+                raise UnreadableBody(f"{len(d.unused_data)} byte(s) after the end of the {name} stream")
+    except _DECODE_ERRORS as exc:
+        raise UnreadableBody(f"not valid {name} ({' '.join(str(exc).split())})") from None
+    if len(out) > limit_bytes:
+        raise V2Error(413, f"request body too large: above {limit_bytes} bytes once decoded from {name}")
+    if not complete:
+        raise UnreadableBody(f"the {name} stream is cut short")
+    return out
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole request body, decoded from its Content-Encoding (``decode_body``) in a ``v2_app``; V2Error 413
+    above the app's ``client_max_size``, 400 if it cannot be read, 415 for an unsupported coding."""
+    try:
+        body = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise V2Error(413, f"request body too large: {exc.text}") from None
-    except (RequestPayloadError, HttpProcessingError) as exc:  # e.g. a Content-Encoding the body does not follow
+    except (RequestPayloadError, HttpProcessingError) as exc:  # the transfer itself failed (chunking, a decoder)
+        # aiohttp drains an unread body after the handler, re-raising this error and logging it with a traceback as
+        # "Unhandled exception": the request's fault, answered here. Marked finished, it is left alone (the
+        # middleware closes the connection, so nothing after it is read).
+        if not request.content.is_eof():
+            request.content.feed_eof()
         cause = exc.__cause__ or exc
-        detail = " ".join(str(getattr(cause, "message", "") or cause).split())
-        raise V2Error(400, f"unreadable request body: {detail}") from None
+        raise UnreadableBody(" ".join(str(getattr(cause, "message", "") or cause).split())) from None
+    coding = request.headers.get("Content-Encoding")
+    if coding is None or not request.app.get(DECODES_BODY, False):  # none, or aiohttp's parser decoded it
+        return body
+    return decode_body(body, coding, request.client_max_size)
 
 
 def max_body_bytes(meta: ModelMetadata, max_batch: int) -> int:
@@ -113,25 +198,35 @@ def add_routes(app: web.Application, key: web.AppKey) -> None:
         ok = request.app[key].ready()
         return json_response({"ready": ok}, status=200 if ok else 503)
 
+    def model(request: web.Request) -> tuple[Backend, str, ModelMetadata]:
+        """The backend, the model named in the URL and its metadata; 404 for an unknown model or version."""
+        backend, name = request.app[key], request.match_info["name"]
+        meta = backend.metadata(name)
+        version = request.match_info.get("version")
+        if version is not None and version not in meta.versions:
+            raise V2Error(
+                404, f"unknown version {version!r} of model {name!r} (versions: {', '.join(meta.versions) or 'none'})"
+            )
+        return backend, name, meta
+
     async def model_meta(request: web.Request) -> web.Response:
-        return json_response(request.app[key].metadata(request.match_info["name"]).to_json())
+        return json_response(model(request)[2].to_json())
 
     async def model_ready(request: web.Request) -> web.Response:
-        backend, name = request.app[key], request.match_info["name"]
-        backend.metadata(name)
+        backend, name, _ = model(request)
         ok = backend.ready(name)
         return json_response({"name": name, "ready": ok}, status=200 if ok else 503)
 
     async def infer(request: web.Request) -> web.Response:
-        backend, name = request.app[key], request.match_info["name"]
-        meta = backend.metadata(name)
+        backend, name, meta = model(request)
         if not backend.ready(name):  # starting or shutting down: the server's state, not the request's fault
             raise V2Error(503, f"model {name!r} is not ready")
         body = await read_body(request)
         req = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
         batch = validate_request(req, meta, backend.max_batch(name))
         outputs, params = await backend.infer(name, req, batch)
-        data, headers = encode_infer_response(name, outputs, req, params, meta.versions[0] if meta.versions else "1")
+        version = request.match_info.get("version") or (meta.versions[0] if meta.versions else "1")
+        data, headers = encode_infer_response(name, outputs, req, params, version)
         return web.Response(body=data, headers=headers)
 
     app.router.add_get("/v2", server_meta)

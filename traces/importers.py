@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from harness.core.errors import InputError
-from traces.schema import Trace, TraceError
+from traces.schema import MAX_COUNT, Trace, TraceError
 
 LLM_FIELDS = ("tokens_in", "tokens_out", "tokens_total")
 FUNCTION_FIELDS = ("duration_ms",)
@@ -119,18 +119,36 @@ def _read_csv(path: Path, fmt: str, columns: tuple[str, ...], text: tuple[str, .
     return frame
 
 
-def _numbers(source: Path, column: str, raw, rows: np.ndarray, *, nonneg: bool) -> np.ndarray:
-    """``raw`` as floats; a TraceError naming file, column and source row for the first bad value."""
-    raw = np.asarray(raw, dtype=object)
-    values = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(values)
-    if nonneg:
-        bad |= np.nan_to_num(values) < 0
+def _numbers(source: Path, column: str, raw, rows: np.ndarray, *, nonneg: bool, count: bool = False) -> np.ndarray:
+    """``raw`` as floats; a TraceError naming file, column and source row for the first bad value (not a number, a
+    boolean, a list...; negative where ``nonneg``; not an integer up to MAX_COUNT where ``count``)."""
+    raw = raw.to_numpy(dtype=object) if isinstance(raw, pd.Series) else np.fromiter(raw, dtype=object, count=len(raw))
+    try:
+        values = pd.to_numeric(pd.Series(raw, dtype=object), errors="coerce").to_numpy(dtype=float)
+    except (TypeError, ValueError):  # cells pandas cannot even try (a JSON list): one by one
+        values = np.array([_float(v) for v in raw], dtype=float)
+    flags = np.fromiter((isinstance(v, (bool, np.bool_)) for v in raw), dtype=bool, count=len(raw))
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | flags
+        if nonneg:
+            bad |= values < 0
+        if count:
+            bad |= (values != np.floor(values)) | (values > MAX_COUNT)
     if bad.any():
         i = int(bad.nonzero()[0][0])
         need = "is not a number >= 0" if nonneg else "is not a finite number"
-        raise TraceError(f"{source}: column {column!r}, row {rows[i]}: {raw[i]!r} {need}")
+        if count and np.isfinite(values[i]) and values[i] >= 0 and not flags[i]:  # a fraction, or too large
+            need = f"is not a count (an integer from 0 to {MAX_COUNT})"
+        shown = repr(raw[i])
+        raise TraceError(f"{source}: column {column!r}, row {rows[i]}: {shown[:80]} {need}")
     return values
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return np.nan
 
 
 def _build(
@@ -164,8 +182,8 @@ def _build(
 
 def _llm_fields(source: Path, in_col: str, out_col: str, raw_in, raw_out, rows) -> dict[str, np.ndarray]:
     """tokens_in, tokens_out and tokens_total from the source's token columns."""
-    tokens_in = _numbers(source, in_col, raw_in, rows, nonneg=True)
-    tokens_out = _numbers(source, out_col, raw_out, rows, nonneg=True)
+    tokens_in = _numbers(source, in_col, raw_in, rows, nonneg=True, count=True)
+    tokens_out = _numbers(source, out_col, raw_out, rows, nonneg=True, count=True)
     return {"tokens_in": tokens_in, "tokens_out": tokens_out, "tokens_total": tokens_in + tokens_out}
 
 
@@ -224,8 +242,10 @@ def import_mooncake(path: str | Path, mapping: SizeMapping | None = None, model:
                     continue
                 try:
                     record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise TraceError(f"{path}: row {line_no}: not valid JSON ({exc.msg})") from exc
+                # ValueError: an integer of more digits than Python converts; RecursionError: nesting past the limit.
+                except (ValueError, RecursionError) as exc:
+                    why = exc.msg if isinstance(exc, json.JSONDecodeError) else " ".join(str(exc).split())[:100]
+                    raise TraceError(f"{path}: row {line_no}: not valid JSON ({why})") from exc
                 if not isinstance(record, dict):
                     raise TraceError(f"{path}: row {line_no}: not a JSON object")
                 for key in MOONCAKE_KEYS:

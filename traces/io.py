@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
+import pyarrow.parquet as pq
 
 from traces.schema import Trace, TraceError
 
@@ -49,12 +49,18 @@ def read_trace(path: str | Path) -> Trace:
         raise TraceError(f"{path}: not a file")
     try:
         if fmt == "parquet":
-            frame = pd.read_parquet(path)
+            table = pq.read_table(path)
+            # A damaged string column (invalid UTF-8) reads fine and fails only when pandas touches it, as an
+            # ArrowException far from here: checked now, it is one more reason the file cannot be read.
+            table.validate(full=True)
+            frame = table.to_pandas()
         else:
             frame = pd.read_csv(path, dtype=_TEXT_COLUMNS)
-    except (OSError, ValueError, pa.ArrowException) as exc:  # ParserError, EmptyDataError, ArrowInvalid...
+    except MemoryError:
+        raise
+    except Exception as exc:  # ParserError, EmptyDataError, ArrowInvalid; a damaged file's metadata, anything else
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TraceError(f"{path}: cannot read as {fmt}: {first_line}") from exc
+        raise TraceError(f"{path}: cannot read as {fmt}: {first_line[:300]}") from exc
     trace = Trace.from_frame(frame, source=str(path))
     if len(trace) == 0:
         raise TraceError(f"{path}: the trace has no queries")
