@@ -2,8 +2,9 @@
 
 A schema maps each column to its dtype. Every driver writes the base record (``RECORD_SCHEMA``); the dispatcher adds
 its own measurements of a forwarded query (``DISPATCHER_SCHEMA``); a run folder's ``queries.parquet`` holds the base
-record plus which dispatcher and phase it belongs to and the client's view (``QUERY_SCHEMA``). ``conform`` gives any
-frame a schema's columns and dtypes, so every file and every row group of one kind has the same layout.
+record plus which dispatcher and phase it belongs to and the client's view (``QUERY_SCHEMA``); the load generator's
+own records, streamed while a phase runs, are ``CLIENT_SCHEMA``. ``conform`` gives any frame a schema's columns and
+dtypes, so every file and every row group of one kind has the same layout.
 """
 
 from __future__ import annotations
@@ -50,6 +51,20 @@ QUERY_SCHEMA: dict[str, str] = {
     "backend_finish_s": FLOAT,
     "attempts": INT,
     "worker": STR,
+}
+# The load generator's view of one request (``ClientRecord`` in harness/live/phase.py, same fields first), labelled
+# with its phase: a run folder's client.parquet, streamed as a phase runs so a killed run's last phase can be rebuilt.
+CLIENT_SCHEMA: dict[str, str] = {
+    "request_id": STR,
+    "intended_s": FLOAT,
+    "sent_s": FLOAT,
+    "finish_s": FLOAT,
+    "http_status": INT,
+    "worker": STR,
+    "error": STR,
+    "phase": INT,
+    "dispatcher": STR,
+    "offered_qps": FLOAT,
 }
 RECORD_COLUMNS = tuple(RECORD_SCHEMA)
 DISPATCHER_COLUMNS = tuple(DISPATCHER_SCHEMA)

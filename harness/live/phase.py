@@ -2,20 +2,24 @@
 
 A phase is the trace rate-scaled to an offered load and cut to a phase length. Its ``PhasePlan`` holds every send time
 up front (offsets from a common start epoch), so any number of load-generating processes can each replay an
-interleaved shard of it open loop. Each request leaves one ``ClientRecord``; ``merge_phase`` joins the client's
-records with the dispatcher's into rows of the query schema.
+interleaved shard of it open loop. Each request leaves one ``ClientRecord``; a ``ClientLog`` streams them to the run
+folder while the phase runs (so a killed run's phase can be rebuilt); ``merge_phase`` joins the client's records with
+the dispatcher's into rows of the query schema.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
+from harness.core.record_sink import RecordSink
 from harness.core.records import DROPPED, FAILED, OK, SHED, TIMED_OUT, elapsed_ms, latency_ms
+from harness.measure.analyzer import PointSummary, percentile_ms, summary_row
 from traces.schema import Trace
 
 
@@ -104,6 +108,36 @@ def client_frame(records: list[ClientRecord]) -> pd.DataFrame:
     return frame
 
 
+class ClientLog:
+    """One phase's client records on their way to a sink (a run folder's client.parquet), each planned request id
+    once, labelled with the phase; ``add`` buffers, ``flush`` writes (the load generator calls it about once a
+    second, so a kill -9 loses about the last second)."""
+
+    def __init__(self, sink: RecordSink, plan: PhasePlan):
+        self.sink = sink
+        self._labels = {"phase": plan.index, "dispatcher": plan.dispatcher, "offered_qps": plan.offered_qps}
+        self._planned = frozenset(plan.request_ids)
+        self._logged: set[str] = set()
+
+    def add(self, records: Iterable[ClientRecord]) -> None:
+        """Buffer the records not logged yet (the same record may come twice: in a batch, then in the shard's end)."""
+        labels, planned, logged = self._labels, self._planned, self._logged
+        for r in records:
+            rid = r.request_id
+            if rid in planned and rid not in logged:  # another phase's leftovers are not this phase's rows
+                logged.add(rid)
+                self.sink.append({**vars(r), **labels})
+
+    def flush(self) -> None:
+        """Write what is buffered as one part (nothing when nothing is)."""
+        self.sink.flush()
+
+    def close(self, records: Iterable[ClientRecord]) -> None:
+        """The phase is over: add every record not logged yet (``records``: all of them) and write."""
+        self.add(records)
+        self.flush()
+
+
 @dataclass
 class PhaseOutput:
     """What load generators send back: client records and their own CPU use."""
@@ -115,8 +149,9 @@ class PhaseOutput:
 class LoadGenerator(Protocol):
     """Replays phases open-loop; the Locust glue implements it with gevent greenlets and custom messages."""
 
-    def run_phase(self, plan: PhasePlan) -> PhaseOutput:
-        """Send the phase's queries at their times; block until all have answered."""
+    def run_phase(self, plan: PhasePlan, client_log: ClientLog | None = None) -> PhaseOutput:
+        """Send the phase's queries at their times; block until all have answered. Records of finished queries go to
+        ``client_log`` as they come (flushed about once a second), so a kill -9 loses about the last second."""
 
     def partial_records(self) -> list[ClientRecord]:
         """Client records of the phase in progress (for an interrupted run)."""
@@ -179,6 +214,23 @@ def merge_phase(plan: PhasePlan, client: list[ClientRecord], dispatcher_cols: di
     )
     out["latency_ms"] = latency_ms(out)
     return out.sort_values("arrival_s", kind="stable").reset_index(drop=True)
+
+
+def phase_summary_row(
+    plan: PhasePlan, merged: pd.DataFrame, summary: PointSummary, cpu_percent: float, cost_per_h: float | None
+) -> dict:
+    """One summary.parquet row for a live phase (its merged rows and their summary; the load generator's CPU)."""
+    sent = merged["sent_s"].dropna().sort_values().to_numpy()
+    return summary_row(
+        plan.dispatcher,
+        plan.index,
+        summary,
+        plan.offered_qps,
+        cost_per_h,
+        send_lag_p99_ms=percentile_ms(merged["send_lag_ms"].dropna().to_numpy(), 99),
+        sent_qps=(len(sent) - 1) / (sent[-1] - sent[0]) if len(sent) > 1 and sent[-1] > sent[0] else math.nan,
+        loadgen_cpu_percent=cpu_percent,
+    )
 
 
 class AccountingError(RuntimeError):
