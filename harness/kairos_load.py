@@ -9,9 +9,11 @@ How it uses Locust: options come through ``init_command_line_parser`` (so they w
 locust.conf, as LOCUST_* environment variables and, file paths excepted, in the web UI); the run starts on
 ``test_start`` and ends itself when the last phase is done; each phase is broadcast to every load-generating process
 (``--processes N`` or ``--master``/``--worker``) with ``register_message``, each process replays its interleaved shard
-open loop with one greenlet per query (so no user count caps the arrival rate), and sends its per-query records back
-to the master. Every request also fires Locust's ``request`` event, so Locust's own statistics, ``--html`` and
-``--csv`` keep working. Locust owns ``--config`` (its config-file option), so the instance mix is ``--pool-config``.
+open loop with one greenlet per query (so no user count caps the arrival rate), sends the records of the queries it
+finished to the master about once a second (the master writes them to the run folder's client.parquet at once, so a
+kill -9 of the master loses about the last second of them) and all of its records when its shard is done. Every
+request also fires Locust's ``request`` event, so Locust's own statistics, ``--html`` and ``--csv`` keep working.
+Locust owns ``--config`` (its config-file option), so the instance mix is ``--pool-config``.
 
 The web UI is safe by default (docs/security.md): it binds 127.0.0.1 unless ``--web-host`` says otherwise; file paths
 (``--trace``, ``--pool``, ``--report-dir``, ``--profiles``) come only from the command line, locust.conf or LOCUST_*
@@ -24,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,14 +43,18 @@ from werkzeug.datastructures import ImmutableMultiDict
 
 from harness.core.errors import InputError
 from harness.core.gc_freeze import frozen_gc
+from harness.live.chaos import parse_chaos
 from harness.live.options import LiveOptions
-from harness.live.phase import ClientRecord, PhaseOutput, PhasePlan, from_columns, to_columns
+from harness.live.phase import ClientLog, ClientRecord, PhaseOutput, PhasePlan, from_columns, to_columns
 from harness.live.replay import payloads_for
 from harness.live.run import LiveRun
 from servers.pool import MODES
 
 PHASE_MESSAGE = "kairos_phase"
 DONE_MESSAGE = "kairos_phase_done"
+RECORDS_MESSAGE = "kairos_phase_records"
+RECORDS_INTERVAL_S = 1.0  # how often finished queries' records travel to the master and on to disk
+PARENT_CHECK_S = 1.0  # how often a worker forked by --processes checks that the process that forked it lives
 log = logging.getLogger("kairos")
 # The field names of LiveOptions (and of the values library errors are about) as this locustfile's options.
 FLAGS = {
@@ -73,6 +80,7 @@ FLAGS = {
     "max_phases": "--max-phases",
     "min_queries": "--min-queries",
     "criterion": "--criterion",
+    "chaos": "--chaos",
 }
 # The web UI binds this unless --web-host (or LOCUST_WEB_HOST, or web-host in locust.conf) says otherwise; so does the
 # master's port for workers (--master-bind-host): a run across machines names the interface it means.
@@ -97,6 +105,7 @@ WEB_UI_OPTIONS = (
     "max_phases",
     "min_queries",
     "criterion",
+    "chaos",
 )
 NUMBERS = {
     "qos_ms": float,
@@ -244,6 +253,13 @@ def add_options(parser) -> None:
         help="what makes a phase pass: measured p99 <= QoS (default; short phases) or MLPerf "
         "early stopping at 99%% confidence (needs long phases); both are reported",
     )
+    parser.add_argument(
+        "--chaos",
+        default="",
+        include_in_web_ui=True,
+        help="faults during each dispatcher's phases, ACTION:INSTANCE@AT[:DURATION[:SIZE]],... e.g. "
+        "kill:r5n.large-3@30s,stall:g4dn.xlarge-0@45s:5s (actions: kill, restart, spike, stall, error, exit)",
+    )
 
 
 def reaches_beyond_this_machine(host: str) -> bool:
@@ -317,6 +333,7 @@ def live_options(opts, pinned: Mapping[str, object] | None = None) -> LiveOption
         max_phases=v["max_phases"],
         criterion=v["criterion"],
         min_queries=v["min_queries"],
+        chaos=parse_chaos(v["chaos"], "chaos") if (v["chaos"] or "").strip() else (),
     )
 
 
@@ -327,7 +344,15 @@ class ShardReplayer:
         self.environment = environment
         self.worker = worker
         self.records: list[ClientRecord] = []
+        self._taken = 0
         self._payloads = {}
+
+    def take_new(self) -> list[ClientRecord]:
+        """The records finished since the last call (of the phase in progress)."""
+        records = self.records
+        new = records[self._taken :]
+        self._taken += len(new)
+        return new
 
     def run(self, plan: PhasePlan) -> PhaseOutput:
         """Sleep to each absolute send time on the monotonic clock and fire the query in its own greenlet."""
@@ -347,6 +372,7 @@ class ShardReplayer:
         start_epoch = plan.start_epoch
         mono0 = time.monotonic() + (start_epoch - time.time())
         records = self.records = []
+        self._taken = 0
         worker = self.worker
 
         def send(rid: str, batch: int, target: float) -> None:
@@ -390,6 +416,8 @@ class LocustLoadGenerator:
         self._expect = 0
         self._index = -1
         self._done = gevent.event.Event()
+        self._log: ClientLog | None = None
+        self._log_failed = False
         self.local: ShardReplayer | None = None
 
     def _workers(self) -> list[str | None]:
@@ -398,12 +426,14 @@ class LocustLoadGenerator:
             return sorted(runner.clients.keys())
         return [None]
 
-    def run_phase(self, plan: PhasePlan) -> PhaseOutput:
-        """Send each process its shard; wait for all of them to report back."""
+    def run_phase(self, plan: PhasePlan, client_log: ClientLog | None = None) -> PhaseOutput:
+        """Send each process its shard; stream the records they send as they go to ``client_log``; wait for all of
+        them to report back."""
         workers = self._workers()
         if not workers:
             raise InputError("no load-generating worker is connected")
         self._outputs, self._expect, self._index = [], len(workers), plan.index
+        self._log, self._log_failed = client_log, False
         self._done.clear()
         for k, client_id in enumerate(workers):
             self.environment.runner.send_message(
@@ -414,8 +444,21 @@ class LocustLoadGenerator:
             log.warning(
                 "phase %d: %d of %d load generators answered in time", plan.index, len(self._outputs), self._expect
             )
+        self._log = None  # the caller closes it with every record
         cpus = [out["cpu_percent"] for out in self._outputs if out.get("cpu_percent") is not None]
         return PhaseOutput(self._received(), max(cpus) if cpus else math.nan)
+
+    def on_records(self, environment, msg, **kwargs) -> None:
+        """A process's queries finished in the last second: to disk now (one part per process and second)."""
+        if msg.data.get("index") != self._index or self._log is None:
+            return
+        self._log.add(from_columns(msg.data["records"]))
+        try:
+            self._log.flush()
+        except OSError as exc:  # the rows stay buffered and the next flush retries; the phase goes on meanwhile
+            if not self._log_failed:
+                log.warning("phase %d: client records not written yet: %s", self._index, exc)
+            self._log_failed = True
 
     def on_done(self, environment, msg, **kwargs) -> None:
         """A process finished its shard."""
@@ -504,8 +547,22 @@ class KairosSession:
     def on_phase(self, environment, msg, **kwargs) -> None:
         """Worker side: replay the shard in a greenlet (the message loop must not block), then report."""
 
+        def stream(index: int, stop: gevent.event.Event) -> None:
+            # Finished queries' records, about once a second; the shard's end sends all of them anyway.
+            while not stop.wait(RECORDS_INTERVAL_S):
+                new = self.replayer.take_new()
+                if new:
+                    environment.runner.send_message(RECORDS_MESSAGE, {"index": index, "records": to_columns(new)})
+
         def work():
-            output = self.replayer.run(PhasePlan(**msg.data))
+            plan = PhasePlan(**msg.data)
+            stop = gevent.event.Event()
+            streamer = gevent.spawn(stream, plan.index, stop)
+            try:
+                output = self.replayer.run(plan)
+            finally:
+                stop.set()  # not kill(): a batch half-sent would be lost
+                streamer.join()
             environment.runner.send_message(
                 DONE_MESSAGE,
                 {
@@ -566,6 +623,15 @@ class KairosSession:
             self.run.close(partial=True)
 
 
+def quit_when_orphaned(runner, parent_pid: int) -> None:
+    """A worker forked by ``--processes`` quits once the process that forked it is gone (kill -9 included), rather
+    than after Locust's 60 s without a heartbeat from the master."""
+    while os.getppid() == parent_pid:
+        gevent.sleep(PARENT_CHECK_S)
+    log.error("kairos: the process that started this worker is gone; quitting")
+    runner.quit()
+
+
 @events.init.add_listener
 def on_init(environment, web_ui=None, **kwargs) -> None:
     """Hang the session on the environment, guard the web UI's start form, and register the phase messages."""
@@ -587,8 +653,11 @@ def on_init(environment, web_ui=None, **kwargs) -> None:
         return
     if not isinstance(runner, MasterRunner):
         runner.register_message(PHASE_MESSAGE, session.on_phase)
+    if isinstance(runner, WorkerRunner) and getattr(environment.parsed_options, "processes", None):
+        gevent.spawn(quit_when_orphaned, runner, os.getppid())
     if not isinstance(runner, WorkerRunner):
         runner.register_message(DONE_MESSAGE, session.loadgen.on_done)
+        runner.register_message(RECORDS_MESSAGE, session.loadgen.on_records)
 
 
 @events.test_start.add_listener

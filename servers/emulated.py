@@ -2,10 +2,13 @@
 
 Each query's service time is drawn (seeded Generator) from the profile's samples for (instance_type, model, bucket of
 the batch) and awaited with ``asyncio.sleep``; at most ``concurrency`` queries are served at once (default 1, FIFO
-by the semaphore). With one at a time, a query that waited starts at its predecessor's due end, so queries run back
+by the semaphore). A query's clock starts when it arrives, before its body is read and decoded, so the total
+request-to-response time stays at the sampled service time wherever the host can keep up. With one at a time, a
+query that waited starts at its predecessor's due end, so queries run back
 to back as on the real machine however busy the emulating host is. Outputs are correctly shaped zeros. Response
 parameters: ``queue_ms``, ``compute_ms`` (from service start to wake-up, as measured), ``sampled_ms`` (the drawn
-service time), ``batch_size`` and ``instance_type``.
+service time), ``batch_size`` and ``instance_type``. Faults (``servers.faults``) slow, stall, fail or end it on
+demand; a spike lengthens the service itself.
 
 Metadata and input validation come from the model's spec in ``servers.models`` (the ONNX file is never needed), through
 the same ``servers.v2.validate_request`` as the model server: the same names, datatypes, shapes and id ranges, so an
@@ -16,6 +19,7 @@ inputs that share a batch dimension and answers one ``output`` ``[B, 1]``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +30,7 @@ from aiohttp import web
 from harness.core.errors import InputError
 from harness.core.profiles import Profile
 from servers import models, v2, v2_http
+from servers.faults import Fault, FaultState, install
 from servers.serving import ServerKind
 
 PLATFORM_EMULATED = "kairos_emulated"
@@ -41,6 +46,9 @@ class EmulatedConfig:
     seed: int = 0
     concurrency: int = 1
     client_max_size: int | None = None
+    faults: tuple[Fault, ...] = ()
+    accept_faults: bool = False
+    admin_token: str | None = None
 
     def __post_init__(self):
         if self.concurrency < 1:
@@ -63,6 +71,7 @@ class EmulatedBackend:
     meta: v2.ModelMetadata
     rng: np.random.Generator
     limit: int
+    faults: FaultState
     semaphore: asyncio.Semaphore | None = None
     served: int = field(default=0)
     server_name: str = "kairos-emulated-instance"
@@ -84,7 +93,7 @@ class EmulatedBackend:
 
     async def infer(self, model: str, req: v2.InferRequest, batch_size: int):
         """Wait for the instance, sleep a sampled service time, answer zeros of the right shapes."""
-        t0 = time.perf_counter()
+        t0 = _ARRIVED.get() or time.perf_counter()
         async with self.semaphore:
             t1 = time.perf_counter()
             try:
@@ -94,7 +103,7 @@ class EmulatedBackend:
             # Back to back, a query's service starts when its predecessor's was due to end, not when this process
             # got round to it: the emulated machine's cycle must not stretch with the emulating host's CPU load.
             start = min(max(t0, self.free_at), t1) if self.config.concurrency == 1 else t1
-            end = start + sampled / 1e3
+            end = start + sampled / 1e3 + self.faults.extra_s(asyncio.get_running_loop().time())
             self.free_at = end
             delay = end - time.perf_counter()
             if delay > 0:
@@ -114,6 +123,18 @@ class EmulatedBackend:
 
 
 BACKEND = web.AppKey("emulated_backend", EmulatedBackend)
+_ARRIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar("arrived_s", default=None)
+
+
+@web.middleware
+async def stamp_arrival(request: web.Request, handler):
+    """Note when a request arrived, before its body is read and decoded: the emulated service clock starts there,
+    so the instance's own parsing is part of the sampled time instead of adding to it."""
+    token = _ARRIVED.set(time.perf_counter())
+    try:
+        return await handler(request)
+    finally:
+        _ARRIVED.reset(token)  # the connection's next request, in the same task, gets its own
 
 
 def create_app(config: EmulatedConfig, profile: Profile | None = None) -> web.Application:
@@ -123,8 +144,10 @@ def create_app(config: EmulatedConfig, profile: Profile | None = None) -> web.Ap
     meta = model_metadata(config.model)
     limit = table.max_batch
     body_limit = config.client_max_size or v2_http.max_body_bytes(meta, limit)
-    app = web.Application(client_max_size=body_limit, middlewares=[v2_http.error_middleware])
-    backend = EmulatedBackend(config, profile, meta, np.random.default_rng(config.seed), limit)
+    app = v2_http.v2_app(body_limit)
+    faults = install(app, config.faults, config.accept_faults, config.admin_token)
+    app.middlewares.append(stamp_arrival)  # after the faults: a stalled request's clock starts when the stall ends
+    backend = EmulatedBackend(config, profile, meta, np.random.default_rng(config.seed), limit, faults)
     app[BACKEND] = backend
 
     async def lifecycle(app: web.Application):

@@ -6,6 +6,7 @@ Inference runs off the event loop on a dedicated ThreadPoolExecutor; at most ``c
 
 Requests are validated before ONNX Runtime sees them (``servers.v2.validate_request``: datatypes, shapes, embedding
 ids within their tables), the same validation an emulated instance applies; a request's fault is a 400, never a 500.
+Faults on demand (``servers.faults``) wrap it as they do the emulated instance: spikes, stalls, errors, exits.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aiohttp import web
 
 from harness.core.errors import InputError
 from servers import v2, v2_http
+from servers.faults import Fault, FaultState, install
 from servers.models import build_model, get_spec
 from servers.serving import ServerKind
 
@@ -41,6 +43,9 @@ class ModelServerConfig:
     seed: int = 0
     instance_type: str | None = None
     client_max_size: int | None = None
+    faults: tuple[Fault, ...] = ()
+    accept_faults: bool = False
+    admin_token: str | None = None
 
     def __post_init__(self):
         if not self.models:
@@ -93,6 +98,7 @@ class OnnxBackend:
     """The V2 Backend of the model server: sessions, a semaphore and an executor (created at startup)."""
 
     config: ModelServerConfig
+    faults: FaultState = field(default_factory=FaultState)
     models: dict[str, _Loaded] = field(default_factory=dict)
     semaphore: asyncio.Semaphore | None = None
     executor: ThreadPoolExecutor | None = None
@@ -149,6 +155,10 @@ class OnnxBackend:
                         flush=True,
                     )
                 raise v2.V2Error(400, f"model {model!r} rejected the input: {message}") from None
+            extra_s = self.faults.extra_s(asyncio.get_running_loop().time())
+            if extra_s:  # an injected spike: the instance stays busy for it, as a slowed machine would
+                await asyncio.sleep(extra_s)
+                compute_ms += extra_s * 1e3
         params = {"queue_ms": queue_ms, "compute_ms": compute_ms, "batch_size": batch_size}
         if self.config.instance_type:
             params["instance_type"] = self.config.instance_type
@@ -171,8 +181,8 @@ def load_session(path: Path, providers: list[str], threads: int):
 
 def create_app(config: ModelServerConfig) -> web.Application:
     """The aiohttp app; models are built if needed and loaded at startup."""
-    app = web.Application(client_max_size=config.body_limit(), middlewares=[v2_http.error_middleware])
-    backend = OnnxBackend(config)
+    app = v2_http.v2_app(config.body_limit())
+    backend = OnnxBackend(config, install(app, config.faults, config.accept_faults, config.admin_token))
     app[BACKEND] = backend
 
     async def sessions(app: web.Application):

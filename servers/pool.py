@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -50,6 +51,7 @@ class PoolSpec:
     startup_timeout_s: float = 120.0
     stop_timeout_s: float = 5.0
     python: str | None = None
+    accept_faults: bool = False  # instances take POST /admin/fault (chaos runs)
 
     def __post_init__(self):
         if isinstance(self.config, str):
@@ -66,6 +68,7 @@ class PoolSpec:
                 profiles=self.profiles,
                 seed=seed,
                 concurrency=self.concurrency,
+                accept_faults=self.accept_faults,
             )
         return ModelServerConfig(
             models=(self.model,),
@@ -73,6 +76,7 @@ class PoolSpec:
             threads=self.threads,
             concurrency=self.concurrency,
             instance_type=instance_type,
+            accept_faults=self.accept_faults,
         )
 
     def seeds(self) -> list[int]:
@@ -127,6 +131,10 @@ class Pool:
     def exit_code(self, instance_id: str) -> int | None:
         """How an instance's process ended (negative: killed by that signal); None while it runs."""
         return self.processes[self._index(instance_id)].proc.poll()
+
+    def kill(self, instance_id: str, sig: int = signal.SIGKILL) -> None:
+        """Send an instance's process ``sig`` (SIGKILL: a crash; chaos tests use it)."""
+        os.kill(self.processes[self._index(instance_id)].pid, sig)
 
     def restart(self, instance_id: str) -> Instance:
         """Start an exited instance again with its own config on its own address, so its URL (and any dispatcher

@@ -22,6 +22,7 @@ COMMAND_MODULES = {
     "serve": "harness.cli.serve",
     "models": "harness.cli.models",
     "report": "harness.cli.report",
+    "profile": "harness.cli.profile",
 }
 
 

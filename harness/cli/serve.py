@@ -18,6 +18,7 @@ from harness.core.errors import InputError
 from servers import dispatcher, emulated, model_server
 from servers.dispatcher import DispatcherConfig
 from servers.emulated import EmulatedConfig
+from servers.faults import parse_fault
 from servers.model_server import ModelServerConfig
 from servers.pool import MODES, PoolSpec, start_pool
 from servers.pool_file import load_pool_file
@@ -41,6 +42,35 @@ def add_listen_args(p: argparse.ArgumentParser, kind: ServerKind) -> None:
     )
 
 
+def add_fault_args(p: argparse.ArgumentParser) -> None:
+    """``--fault`` (repeatable), ``--accept-faults`` and ``--admin-token`` of a model server or emulated instance."""
+    p.add_argument(
+        "--fault",
+        dest="faults",
+        action="append",
+        default=[],
+        metavar="KIND@AT[:DURATION[:SIZE]]",
+        help="inject a fault, AT seconds after start: spike@10s:5s:200ms (each query +200 ms for 5 s), "
+        "stall@45s:5s (answer nothing for 5 s), error@5s:10s:503 (infer answers 503 for 10 s), "
+        "exit@30s (crash); repeatable",
+    )
+    p.add_argument(
+        "--accept-faults",
+        action="store_true",
+        help="also take faults at run time on POST /admin/fault (loopback, or with --admin-token)",
+    )
+    p.add_argument("--admin-token", default=None, help="accept admin calls from elsewhere with this bearer token")
+
+
+def fault_config(args: argparse.Namespace) -> dict:
+    """The fault fields of a server config from ``add_fault_args``' options."""
+    return {
+        "faults": tuple(parse_fault(text, "faults") for text in args.faults),
+        "accept_faults": args.accept_faults,
+        "admin_token": args.admin_token,
+    }
+
+
 def listen(args: argparse.Namespace) -> Listen:
     """The Listen of a subcommand's options."""
     return Listen(host=args.host, port=args.port, loop=args.loop)
@@ -59,6 +89,7 @@ def run_model(args) -> int:
         max_batch=args.max_batch,
         seed=args.seed,
         instance_type=args.instance_type,
+        **fault_config(args),
     )
     return serve(model_server.KIND, config, listen(args))
 
@@ -100,6 +131,7 @@ def add_model_parser(sub) -> None:
         "--seed", type=int, default=d.seed, help=f"weight seed used when building a model (default {d.seed})"
     )
     p.add_argument("--instance-type", default=None, help="label reported in response parameters")
+    add_fault_args(p)
     add_listen_args(p, model_server.KIND)
     p.set_defaults(func=run_model)
 
@@ -113,6 +145,7 @@ def run_emulated(args) -> int:
         profiles=_path(args.profiles),
         seed=args.seed,
         concurrency=args.concurrency,
+        **fault_config(args),
     )
     return serve(emulated.KIND, config, listen(args))
 
@@ -133,6 +166,7 @@ def add_emulated_parser(sub) -> None:
     p.add_argument(
         "--concurrency", type=int, default=d.concurrency, help=f"queries served at once (default {d.concurrency})"
     )
+    add_fault_args(p)
     add_listen_args(p, emulated.KIND)
     p.set_defaults(func=run_emulated)
 
@@ -151,6 +185,7 @@ def run_pool(args) -> int:
         model_dir=_path(args.model_dir),
         threads=args.threads,
         host=args.host,
+        accept_faults=args.accept_faults,
     )
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -232,6 +267,11 @@ def add_pool_parser(sub) -> None:
         help=f"ORT intra-op threads per server for --mode onnx (default {d.threads})",
     )
     p.add_argument("--host", default=d.host, help=f"address the instances bind (default {d.host})")
+    p.add_argument(
+        "--accept-faults",
+        action="store_true",
+        help="instances take faults on POST /admin/fault from loopback (for chaos tests)",
+    )
     p.add_argument("--pool-file", default="pool.json", help="where to write the pool file (default pool.json)")
     p.add_argument(
         "--restart",

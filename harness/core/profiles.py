@@ -12,11 +12,56 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from harness.core.errors import InputError
 
 SHIPPED_PROFILES = "aws_recsys_latency.parquet"
 PROFILE_COLUMNS = ("instance_type", "model", "batch_size", "compute_ms", "load_ms")
+
+
+# Batch sizes are checked as float64: above 2**53 an integer is no longer exact (near 2**63 it no longer fits the int64
+# it is kept in), so a larger one is refused rather than silently changed.
+MAX_BATCH = 2**53
+
+
+def _show(value) -> str:
+    """A cell as the user wrote it (``0.3``, not ``np.float64(0.3)``), a long one cut short."""
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _column(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
+    """One column; an InputError when the name appears more than once (which one would be meant?)."""
+    col = frame[column]
+    if isinstance(col, pd.DataFrame):
+        raise InputError(f"{source}: column {column!r} appears {col.shape[1]} times")
+    return col
+
+
+def _names(col: pd.Series, column: str, source: str) -> np.ndarray:
+    """A column of names as non-empty ``str`` (integers taken as their digits); an InputError naming the first row
+    that is missing, empty or not text (bytes, lists...), which grouping would otherwise drop or mangle silently."""
+    raw = col.to_numpy(dtype=object)
+    kind = pd.api.types.infer_dtype(raw, skipna=False)  # one pass in C: "string", "integer", "mixed", "bytes"...
+    if kind == "integer":
+        return np.array([str(v) for v in raw], dtype=object)
+    if kind == "string":
+        ok = raw != ""
+    else:
+        ok = np.fromiter(
+            (
+                (isinstance(v, str) and v != "") or (isinstance(v, (int, np.integer)) and not isinstance(v, bool))
+                for v in raw
+            ),
+            dtype=bool,
+            count=len(raw),
+        )
+    if ok.all():
+        return raw
+    row = int((~ok).nonzero()[0][0])
+    what = "an instance type" if column == "instance_type" else "a model name"
+    raise InputError(f"{source}: column {column!r}, row {row + 1}: {_show(raw[row])} is not {what}")
 
 
 @dataclass(frozen=True)
@@ -64,10 +109,20 @@ class Profile:
             if not p.exists():
                 raise InputError(f"{p}: no such profile file")
             try:
-                frame = pd.read_csv(p) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
+                if p.suffix.lower() == ".csv":
+                    frame = pd.read_csv(p)
+                else:
+                    table = pq.read_table(p)
+                    # A damaged string column (invalid UTF-8) reads fine and fails only when pandas touches it, as
+                    # an ArrowException far from here: checked now, it is one more reason the file cannot be read.
+                    table.validate(full=True)
+                    frame = table.to_pandas()
+            except MemoryError:
+                raise
             except Exception as exc:  # pyarrow raises several types for a non-parquet file
+                detail = " ".join(str(exc).split())[:300] or type(exc).__name__
                 raise InputError(
-                    f"{p}: cannot read as {'CSV' if p.suffix.lower() == '.csv' else 'parquet'} ({exc})"
+                    f"{p}: cannot read as {'CSV' if p.suffix.lower() == '.csv' else 'parquet'} ({detail})"
                 ) from None
         return cls.from_frame(frame, source=name, drop_max=drop_max)
 
@@ -81,21 +136,34 @@ class Profile:
             )
         if len(frame) == 0:
             raise InputError(f"{source}: no rows")
+        cols = {c: _column(frame, c, source) for c in PROFILE_COLUMNS}
+        names = {c: _names(cols[c], c, source) for c in ("instance_type", "model")}
+        numbers = {}
         for col in ("batch_size", "compute_ms", "load_ms"):
-            values = pd.to_numeric(frame[col], errors="coerce")
-            bad = values.isna() | (values < (1 if col == "batch_size" else 0))
-            if col == "batch_size":
-                bad |= values != np.floor(values.fillna(0))
-            if bad.any():
-                row = int(bad.to_numpy().nonzero()[0][0])
-                need = "an integer >= 1" if col == "batch_size" else "a number >= 0"
-                raise InputError(f"{source}: column {col!r}, row {row + 1}: {frame[col].iloc[row]!r} is not {need}")
-        service = frame["compute_ms"].to_numpy(float) + frame["load_ms"].to_numpy(float)
+            if cols[col].dtype.kind in "mMb":  # timestamps, durations, booleans: numbers only by accident
+                raise InputError(f"{source}: column {col!r} holds {cols[col].dtype} values, not plain numbers")
+            try:
+                values = pd.to_numeric(cols[col], errors="coerce").to_numpy(dtype=float)
+            except (TypeError, ValueError):  # cells pandas cannot even try (nested arrays)
+                values = np.full(len(frame), np.nan)
+            with np.errstate(invalid="ignore"):
+                ok = np.isfinite(values) & (values >= (1 if col == "batch_size" else 0))
+                if col == "batch_size":
+                    ok &= (values == np.floor(values)) & (values <= MAX_BATCH)
+            if not ok.all():
+                row = int((~ok).nonzero()[0][0])
+                need = f"an integer from 1 to {MAX_BATCH}" if col == "batch_size" else "a finite number >= 0"
+                raise InputError(f"{source}: column {col!r}, row {row + 1}: {_show(cols[col].iloc[row])} is not {need}")
+            numbers[col] = values
+        service = numbers["compute_ms"] + numbers["load_ms"]
+        if not np.isfinite(service).all():  # each finite, the sum beyond float64
+            row = int((~np.isfinite(service)).nonzero()[0][0])
+            raise InputError(f"{source}: row {row + 1}: compute_ms + load_ms is not a finite number")
         work = pd.DataFrame(
             {
-                "instance_type": frame["instance_type"].astype(str).to_numpy(),
-                "model": frame["model"].astype(str).to_numpy(),
-                "batch_size": frame["batch_size"].to_numpy().astype(np.int64),
+                "instance_type": names["instance_type"],
+                "model": names["model"],
+                "batch_size": numbers["batch_size"].astype(np.int64),
                 "service_ms": service,
             }
         )
@@ -114,6 +182,14 @@ class Profile:
                 mean_ms=np.array([s.mean() for s in samples]),
             )
         return cls(tables, source=source)
+
+    def scaled(self, factor: float) -> Profile:
+        """The same profile with every service time multiplied by ``factor`` (what-if: a host that adds a share)."""
+        tables = {
+            key: BucketTable(t.buckets, tuple(s * factor for s in t.samples_ms), t.mean_ms * factor)
+            for key, t in self.tables.items()
+        }
+        return Profile(tables, source=f"{self.source} x {factor:.3f}")
 
     # -- queries --------------------------------------------------------------------------------------------
     @property

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.paper import PAPER_CONFIG
+from harness.live.chaos import ChaosEvent
 from harness.measure.analyzer import ValidityRules
 
 DEFAULT_DISPATCHERS = ("kairos", "fcfs", "least_outstanding")
@@ -36,6 +37,7 @@ class LiveOptions:
     min_queries: int = 200
     criterion: str = "p99"
     lead_s: float = 2.0
+    chaos: tuple[ChaosEvent, ...] = ()  # faults to inject during each dispatcher's phases
 
     @property
     def sweeping(self) -> bool:

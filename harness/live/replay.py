@@ -15,7 +15,7 @@ import aiohttp
 import numpy as np
 
 from harness.core.gc_freeze import frozen_gc
-from harness.live.phase import ClientRecord, PhasePlan
+from harness.live.phase import ClientRecord, PhaseOutput, PhasePlan
 from servers import models, v2
 from traces.schema import Trace
 
@@ -83,3 +83,21 @@ async def replay(
     """Replay ``trace`` against ``base_url`` starting ``lead_s`` from now; one record per query."""
     plan = PhasePlan.from_trace(trace, url=base_url, start_epoch=time.time() + lead_s, id_prefix=id_prefix)
     return await replay_plan(plan, payloads=payloads, timeout_s=timeout_s)
+
+
+class AsyncioLoadGenerator:
+    """A ``LoadGenerator`` without Locust: each phase replayed by ``replay_plan`` in this process (checks, scripts)."""
+
+    def __init__(self, timeout_s: float = 120.0):
+        self.timeout_s = timeout_s
+
+    def run_phase(self, plan: PhasePlan, client_log=None) -> PhaseOutput:
+        """Replay the phase; block until every query has answered (the run writes ``client_log`` from the result)."""
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        records = asyncio.run(replay_plan(plan, timeout_s=self.timeout_s))
+        busy = time.perf_counter() - wall0
+        return PhaseOutput(records, 100.0 * (time.process_time() - cpu0) / busy if busy > 0 else float("nan"))
+
+    def partial_records(self) -> list[ClientRecord]:
+        """Nothing: a phase's records exist only once it has run."""
+        return []

@@ -11,23 +11,29 @@ phase traces, so a live sweep needs a few phases, and the simulated answer is re
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from harness.core.paper import resolve_qos_ms
 from harness.core.profiles import Profile
 from harness.dispatch.latency_model import LatencyModel
 from harness.dispatch.policies import make_policy
+from harness.live.chaos import Chaos
+from harness.live.host import PhaseMonitor
 from harness.live.options import LiveOptions
-from harness.live.phase import AccountingError, LoadGenerator, PhasePlan, account, merge_phase
-from harness.live.run_dir import RunDir, new_run_id
+from harness.live.phase import AccountingError, LoadGenerator, PhasePlan, account, merge_phase, phase_summary_row
+from harness.live.run_dir import RunDir, new_run_id, replace_file
 from harness.live.stack import LiveStack
 from harness.measure.allowable import SearchConfig, capacity_qps, find_allowable, phase_queries
-from harness.measure.analyzer import PointSummary, percentile_ms, summarize, summary_row
+from harness.measure.analyzer import PointSummary, summarize
+from harness.measure.fault_cost import fault_cost
+from harness.measure.fidelity import FidelityLimits, fidelity_checks, service_vs_profile, weighted_excess
 from harness.sim.simulator import SimConfig, check_trace, simulate
 from traces.io import read_trace, sample_path
 from traces.scale import scale_to_rate, speedup
@@ -53,6 +59,9 @@ class LiveRun:
         self.run_dir: RunDir | None = None
         self.current: PhasePlan | None = None
         self.loadgen: LoadGenerator | None = None
+        self.chaos: Chaos | None = None
+        self.fault_rows: list[dict] = []
+        self._chaos_armed: set[str] = set()
         self.finished = False
         self._phase = 0
 
@@ -85,6 +94,9 @@ class LiveRun:
             dispatcher_url=self.stack.url,
             dispatcher_pid=self.stack.dispatcher.pid,
         )
+        if o.chaos:
+            self.chaos = Chaos(o.chaos, self.stack.chaos_target(), self.log)
+            self.run_dir.update_meta(chaos=[e.label for e in o.chaos])
         self.log(f"run folder {self.run_dir.path}")
 
     # -- phases -----------------------------------------------------------------------------------------------
@@ -94,9 +106,10 @@ class LiveRun:
         o = self.options
         return scaled.head(phase_queries(rate_qps, o.phase_seconds, o.rules, o.phase_queries))
 
-    def simulate_point(self, spec: str, trace: Trace) -> PointSummary:
-        """The simulator's verdict on a phase trace (same profile, pool, QoS, validity rules)."""
-        records = simulate(trace, spec, self.profile, SimConfig(self.pool_config, self.qos_ms, seed=self.options.seed))
+    def simulate_point(self, spec: str, trace: Trace, profile: Profile | None = None) -> PointSummary:
+        """The simulator's verdict on a phase trace (same profile unless given, pool, QoS, validity rules)."""
+        config = SimConfig(self.pool_config, self.qos_ms, seed=self.options.seed)
+        records = simulate(trace, spec, profile or self.profile, config)
         return summarize(records, self.qos_ms, self.options.rules)
 
     def simulated_allowable(self, spec: str) -> tuple[float, tuple[float, float]]:
@@ -130,8 +143,16 @@ class LiveRun:
             offered_qps=offered,
         )
         self.current = plan
+        if self.chaos is not None and spec not in self._chaos_armed:
+            self._chaos_armed.add(spec)
+            self.chaos.arm(plan.start_epoch, spec)  # the schedule counts from each dispatcher's first phase
         self.log(f"phase {index}: {spec} at {offered:.1f} qps, {len(trace)} queries, ~{trace.duration_s:.0f} s")
-        output = self.loadgen.run_phase(plan)
+        client_log = self.run_dir.start_phase(plan)  # the plan and the client's records on disk, for a kill -9
+        monitor = PhaseMonitor([os.getpid(), *self.stack.pids()], plan.start_epoch, at_start=self.stack.loop_lag)
+        output = self.loadgen.run_phase(plan, client_log)
+        client_log.close(output.records)
+        cpu = monitor.finish()
+        lag = self.stack.loop_lag()
         self.stack.drain()
         dispatcher_cols = self.stack.records(f"p{index}-")
         merged = merge_phase(plan, output.records, dispatcher_cols)
@@ -139,9 +160,17 @@ class LiveRun:
         summary = summarize(merged, self.qos_ms, o.rules)
         sim = self.simulate_point(spec, trace)
         row = self.summary_row(plan, merged, summary, output.cpu_percent)
-        row.update(sim_p99_ms=sim.p99_ms, sim_valid=sim.valid, sim_violation_rate=sim.violation_rate)
+        row.update(
+            sim_p99_ms=sim.p99_ms,
+            sim_p99_ci_low_ms=sim.p99_ci_low_ms,
+            sim_p99_ci_high_ms=sim.p99_ci_high_ms,
+            sim_valid=sim.valid,
+            sim_violation_rate=sim.violation_rate,
+        )
+        row.update(self.fidelity(plan, trace, merged, row, cpu, lag))
         books = account(plan, output.records, dispatcher_cols, merged)
         row.update(books.as_row())
+        row.update(self.mark_faults(plan, merged))
         if books.problems:
             row.update(valid=False, invalid_reason="accounting: " + "; ".join(books.problems))
         self.run_dir.add_phase(merged, row)
@@ -150,6 +179,8 @@ class LiveRun:
         verdict = "VALID" if summary.valid else "INVALID"
         busy = f", load generator CPU {output.cpu_percent:.0f}%" if math.isfinite(output.cpu_percent) else ""
         warn = " (load generator saturated: latencies inflated)" if output.cpu_percent > 80 else ""
+        if not row["fidelity_ok"]:
+            warn += f"; HOST-LIMITED: {row['fidelity_reasons']}"
         self.log(
             f"phase {index}: {spec} at {offered:.1f} qps -> p99 {summary.p99_ms:.1f} ms "
             f"(sim {sim.p99_ms:.1f}), violations {100 * summary.violation_rate:.2f}%, {verdict}; "
@@ -157,20 +188,82 @@ class LiveRun:
         )
         return summary
 
+    def fidelity(self, plan: PhasePlan, trace: Trace, merged: pd.DataFrame, row: dict, cpu: dict, lag: dict) -> dict:
+        """The phase's self-checks: host and process CPU, the dispatcher's loop lag, the sender, the service time
+        against the profile; ``fidelity_ok`` and the reasons it failed."""
+        pids = self.stack.pids()
+        procs = cpu["process_cpu_percent"]
+        instances = [procs.get(p, math.nan) for p in pids[1:]]
+        offsets = plan.offsets_s
+        span = offsets[-1] - offsets[0] if len(offsets) > 1 else 0.0
+        # Instances slowed on purpose (a chaos spike or stall) are not the host's doing: left out of the comparison.
+        slowed = {
+            e["instance"]
+            for e in (self.chaos.entries if self.chaos else [])
+            if e["dispatcher"] == plan.dispatcher and e["action"] in ("spike", "stall")
+        }
+        table = service_vs_profile(
+            merged[~merged["instance_id"].isin(slowed)], self.profile, self.model, FidelityLimits().min_bucket_queries
+        )
+        worst = table.loc[table["excess"].idxmax()] if len(table) else None
+        m = {
+            "host_cpu_percent": cpu["host_cpu_percent"],
+            "host_core_max_percent": cpu["host_core_max_percent"],
+            "harness_cpu_percent": procs.get(os.getpid(), math.nan),
+            "dispatcher_cpu_percent": procs.get(pids[0], math.nan) if pids else math.nan,
+            "instance_cpu_max_percent": max((c for c in instances if math.isfinite(c)), default=math.nan),
+            **{k: (math.nan if v is None else v) for k, v in lag.items()},
+            "planned_send_qps": (len(offsets) - 1) / span if span > 0 else math.nan,
+            "service_excess": weighted_excess(table),
+            "service_excess_worst": float(worst["excess"]) if worst is not None else math.nan,
+            "service_excess_worst_at": f"{worst['instance_type']} batch<={worst['bucket']}"
+            if worst is not None
+            else "",
+        }
+        latency = LatencyModel(self.profile, self.pool_config.instance_types, [self.model])
+        capacity = capacity_qps(latency, self.pool_config.instance_types, self.model, trace.batch_size)
+        m["utilization"] = plan.offered_qps / capacity if capacity > 0 else math.nan
+        excess = m["service_excess"]
+        if math.isfinite(excess) and excess > 0:  # the same phase, simulated with this host's service times
+            adjusted = self.simulate_point(plan.dispatcher, trace, self.profile.scaled(1.0 + excess))
+            m["sim_p99_host_adjusted_ms"] = adjusted.p99_ms
+        else:
+            m["sim_p99_host_adjusted_ms"] = row.get("sim_p99_ms", math.nan)
+        ok, reasons = fidelity_checks({**row, **m})
+        return {**m, "fidelity_ok": ok, "fidelity_reasons": "; ".join(reasons)}
+
+    def mark_faults(self, plan: PhasePlan, merged: pd.DataFrame) -> dict:
+        """Log each chaos event in force during this phase with what it cost; the phase row's fault columns."""
+        if self.chaos is None:
+            return {}
+        end = max(time.time(), float(np.nanmax(merged["finish_s"], initial=plan.start_epoch)))
+        hits = []
+        for entry in self.chaos.entries:
+            until = entry["end_epoch"] if math.isfinite(entry["end_epoch"]) else math.inf
+            if entry["dispatcher"] != plan.dispatcher or entry["fired_epoch"] > end or until < plan.start_epoch:
+                continue
+            hits.append(f"{entry['action']} {entry['instance']}" + (" (failed)" if entry["error"] else ""))
+            row = {**entry, "phase": plan.index, "offered_qps": plan.offered_qps}
+            if entry["action"] != "restart" and not entry["error"]:
+                row.update(fault_cost(merged, entry["fired_epoch"], min(until, end), self.qos_ms))
+            self.fault_rows.append(row)
+        if self.fault_rows:
+            frame = pd.DataFrame(self.fault_rows)
+            replace_file(self.run_dir.path / "faults.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+        return {"faults": "; ".join(hits), "fault_count": len(hits)}
+
+    def heal_chaos(self) -> None:
+        """Bring back what the chaos schedule took down, and wait until the dispatcher serves with it again."""
+        if self.chaos is None:
+            return
+        self.chaos.disarm()
+        if self.chaos.heal() and self.stack is not None and not self.stack.wait_in_service(30.0):
+            self.log("chaos: not every instance is back in service; the next dispatcher starts without it")
+
     def summary_row(self, plan: PhasePlan, merged: pd.DataFrame, summary: PointSummary, cpu_percent: float) -> dict:
         """One summary.parquet row for a phase."""
         cost = self.stack.pool_file.cost_per_h if self.stack else math.nan
-        sent = merged["sent_s"].dropna().sort_values().to_numpy()
-        return summary_row(
-            plan.dispatcher,
-            plan.index,
-            summary,
-            plan.offered_qps,
-            cost,
-            send_lag_p99_ms=percentile_ms(merged["send_lag_ms"].dropna().to_numpy(), 99),
-            sent_qps=(len(sent) - 1) / (sent[-1] - sent[0]) if len(sent) > 1 and sent[-1] > sent[0] else math.nan,
-            loadgen_cpu_percent=cpu_percent,
-        )
+        return phase_summary_row(plan, merged, summary, cpu_percent, cost)
 
     # -- the whole run ----------------------------------------------------------------------------------------
     def run(self, loadgen: LoadGenerator) -> Path | None:
@@ -178,7 +271,9 @@ class LiveRun:
         self.loadgen = loadgen
         o = self.options
         results = []
-        for spec in o.dispatchers:
+        for k, spec in enumerate(o.dispatchers):
+            if k:
+                self.heal_chaos()  # each dispatcher starts with the whole pool, as the first did
             self.stack.set_policy(spec)
             if o.sweeping:
                 sim_qps, sim_bracket = self.simulated_allowable(spec)
@@ -197,6 +292,8 @@ class LiveRun:
                 )
             else:
                 self.run_phase(spec, o.rate_qps)
+            if self.chaos is not None:
+                self.chaos.disarm()
         self.finished = True
         if results:
             self.log(
@@ -212,6 +309,8 @@ class LiveRun:
                 self.stack.stop()
             return None
         report = None
+        if self.chaos is not None:
+            self.chaos.disarm()
         try:
             if partial and self.current is not None and self.stack is not None:
                 plan = self.current

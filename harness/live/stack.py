@@ -7,11 +7,13 @@ talks to it over its admin endpoints (switch policy, drain, fetch records).
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from harness.core.errors import InputError
+from harness.live.chaos import PoolTarget
 from harness.live.options import LiveOptions
 from servers.dispatcher import DispatcherConfig
 from servers.pool import PoolSpec, start_pool
@@ -47,7 +49,14 @@ class LiveStack:
         else:
             log(f"starting {options.mode} pool {options.pool_config} for {model} ...")
             self._pool = start_pool(
-                PoolSpec(options.pool_config, model, options.mode, profiles=options.profiles, seed=options.seed)
+                PoolSpec(
+                    options.pool_config,
+                    model,
+                    options.mode,
+                    profiles=options.profiles,
+                    seed=options.seed,
+                    accept_faults=bool(options.chaos),
+                )
             )
             self.pool_file = self._pool.as_pool_file()
             self._pool.write(records_path.parent / "pool.json")
@@ -77,6 +86,29 @@ class LiveStack:
     def records(self, prefix: str) -> dict:
         """The dispatcher's finished records for request ids starting with ``prefix``."""
         return http_json(f"{self.url}/admin/records?prefix={prefix}")
+
+    def chaos_target(self) -> PoolTarget:
+        """What chaos acts on: this stack's instances (kill and restart only when it started the pool)."""
+        return PoolTarget(self.pool_file.instances, self._pool, http_json)
+
+    def pids(self) -> list[int]:
+        """Processes this stack started: the dispatcher, then the pool's instances (none for a pool from a file)."""
+        return ([self.dispatcher.pid] if self.dispatcher else []) + (list(self._pool.pids) if self._pool else [])
+
+    def loop_lag(self) -> dict:
+        """The dispatcher's event-loop lag since the last call (which starts a new window)."""
+        return http_json(f"{self.url}/admin/loop_lag")
+
+    def wait_in_service(self, timeout_s: float = 30.0) -> bool:
+        """Wait until the dispatcher has every instance in service again (after chaos); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = http_json(f"{self.url}/admin/status")
+            if all(i["alive"] for i in status["instances"]):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
 
     def stop(self) -> None:
         """Stop the dispatcher (it writes its parquet footer) and the pool."""

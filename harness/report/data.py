@@ -60,6 +60,7 @@ class RunData:
     queries: pd.DataFrame | None
     allocation: pd.DataFrame | None
     notes: tuple[str, ...] = ()
+    faults: pd.DataFrame | None = None  # faults.parquet: each chaos event in force in a phase, with its cost
 
 
 def finite_values(values) -> np.ndarray:
@@ -262,6 +263,32 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise InputError(f"{path}: cannot read as parquet ({type(exc).__name__}: {exc})") from None
 
 
+def fault_timeline(queries: pd.DataFrame, armed_epoch: float, bin_s: float = 1.0) -> pd.DataFrame:
+    """p99 latency and queries not served per ``bin_s`` of arrival time, counted from ``armed_epoch`` (seconds)."""
+    t = (queries["arrival_s"].to_numpy(float) - armed_epoch) // bin_s * bin_s
+    frame = pd.DataFrame({"t_s": t, "latency_ms": latency_ms(queries), "served": queries["status"].to_numpy() == OK})
+    frame = frame[np.isfinite(frame["t_s"])]
+
+    def p99(lat: pd.Series) -> float:
+        return float(np.quantile(lat.to_numpy(float), 0.99, method="inverted_cdf")) if len(lat) else math.nan
+
+    grouped = frame.groupby("t_s")
+    return pd.DataFrame(
+        {"p99_ms": grouped["latency_ms"].apply(p99), "not_served": grouped["served"].apply(lambda s: int((~s).sum()))}
+    ).reset_index()
+
+
+def _optional_table(path: Path, notes: list[str]) -> pd.DataFrame | None:
+    """An optional section's table, or None; one that cannot be read becomes a note, and the report goes on."""
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        notes.append(f"{path}: not shown ({type(exc).__name__}: {exc})")
+        return None
+
+
 def load_run(run_dir: Path) -> RunData:
     """Read and normalize a run directory (InputError naming the file when something required is missing)."""
     run_dir = Path(run_dir)
@@ -288,11 +315,7 @@ def load_run(run_dir: Path) -> RunData:
     if queries_path.exists():  # a file, or a directory of parts (a killed run's holds the phases written so far)
         pool = meta.get("pool") if isinstance(meta.get("pool"), list) else None
         queries = normalize_queries(_read_parquet(queries_path), str(queries_path), pool)
-    allocation, notes = None, []
-    allocation_path = run_dir / "allocation.parquet"
-    if allocation_path.is_file():
-        try:
-            allocation = pd.read_parquet(allocation_path)
-        except Exception as exc:  # optional section: say so, keep the rest of the report
-            notes.append(f"{allocation_path}: not shown ({type(exc).__name__}: {exc})")
-    return RunData(run_dir, meta, summary, queries, allocation, tuple(notes))
+    notes: list[str] = []
+    allocation = _optional_table(run_dir / "allocation.parquet", notes)
+    faults = _optional_table(run_dir / "faults.parquet", notes)
+    return RunData(run_dir, meta, summary, queries, allocation, tuple(notes), faults)

@@ -63,6 +63,13 @@ def _axis(title: str, **extra) -> dict:
     )
 
 
+def hline(y: float, color: str = "#c00", width: float = 1.5) -> dict:
+    """A dashed horizontal line across the plot at ``y`` (the QoS target)."""
+    return dict(
+        type="line", xref="paper", yref="y", x0=0, x1=1, y0=y, y1=y, line=dict(color=color, width=width, dash="dash")
+    )
+
+
 def p99_figure(summary: pd.DataFrame, qos_ms: float | None, colors: dict[str, str]) -> dict:
     """p99 versus offered load per dispatcher: VALID filled, INVALID hollow, QoS and allowable markers, sim dashed."""
     data, shapes, annotations = [], [], []
@@ -167,18 +174,7 @@ def p99_figure(summary: pd.DataFrame, qos_ms: float | None, colors: dict[str, st
             )
         )
     if qos_ms:
-        shapes.append(
-            dict(
-                type="line",
-                xref="paper",
-                yref="y",
-                x0=0,
-                x1=1,
-                y0=qos_ms,
-                y1=qos_ms,
-                line=dict(color="#c00", width=1.5, dash="dash"),
-            )
-        )
+        shapes.append(hline(qos_ms))
         annotations.append(
             dict(
                 x=0,
@@ -382,4 +378,82 @@ def batch_figure(panels: list[tuple[str, pd.DataFrame]]) -> dict:
         max([float(p[1].to_numpy().max()) for p in prepared if p[1].size] + [0.01]),
         26,
         "%{y}, batch %{x}<br>%{text} queries (%{z:.1%})<extra></extra>",
+    )
+
+
+def fault_figure(
+    timelines: list[tuple[str, str, pd.DataFrame]], marks: list[tuple[float, float, str]], qos_ms: float | None
+) -> dict:
+    """p99 per second (lines) and queries not served (bars) against time since the chaos schedule started, one
+    colour per dispatcher; each fault a shaded window (or a line) labelled with what it did."""
+    data = []
+    for label, color, tl in timelines:
+        p99 = tl["p99_ms"].to_numpy(float)
+        data.append(
+            dict(
+                type="scatter",
+                mode="lines+markers",
+                name=escape(f"{label}: p99 per second"),
+                x=tl["t_s"].round(2).tolist(),
+                y=[round(v, 2) if math.isfinite(v) else None for v in p99],
+                line=dict(color=color, width=1.5),
+                marker=dict(size=4),
+                hovertemplate=f"{escape(label)}<br>+%{{x:.0f}} s: p99 %{{y:.1f}} ms<extra></extra>",
+            )
+        )
+        data.append(
+            dict(
+                type="bar",
+                name=escape(f"{label}: not served"),
+                x=tl["t_s"].round(2).tolist(),
+                y=tl["not_served"].astype(int).tolist(),
+                yaxis="y2",
+                marker=dict(color=color, opacity=0.35),
+                hovertemplate=f"{escape(label)}<br>+%{{x:.0f}} s: %{{y}} not served<extra></extra>",
+            )
+        )
+    shapes, annotations = [], []
+    for k, (start, end, text) in enumerate(marks):
+        shapes.append(
+            dict(
+                type="rect" if end > start else "line",
+                xref="x",
+                yref="paper",
+                x0=start,
+                x1=max(end, start),
+                y0=0,
+                y1=1,
+                line=dict(color="#c00", width=1, dash="dot"),
+                fillcolor="rgba(204,0,0,0.08)",
+            )
+        )
+        annotations.append(
+            dict(
+                x=start,
+                y=1 - 0.06 * (k % 5),
+                xref="x",
+                yref="paper",
+                xanchor="left",
+                yanchor="top",
+                text=escape(text),
+                showarrow=False,
+                font=dict(color="#c00", size=11),
+            )
+        )
+    if qos_ms:
+        shapes.append(hline(qos_ms, color="#888", width=1))
+    return dict(
+        data=data,
+        layout=_base_layout(
+            "Faults: p99 per second and queries not served, from each dispatcher's first phase",
+            xaxis=_axis("seconds since the schedule started"),
+            yaxis=_axis("p99 latency (ms), log scale", type="log"),
+            yaxis2=dict(
+                title=dict(text="not served"), overlaying="y", side="right", showgrid=False, rangemode="tozero"
+            ),
+            shapes=shapes,
+            annotations=annotations,
+            barmode="group",
+            height=460,
+        ),
     )

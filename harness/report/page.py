@@ -24,6 +24,7 @@ from harness.report.data import (
     batch_heatmap,
     bracket,
     cdf_points,
+    fault_timeline,
     finite_values,
     instance_types,
     load_run,
@@ -31,13 +32,27 @@ from harness.report.data import (
     step_queries,
     utilization,
 )
-from harness.report.figures import batch_figure, cdf_figure, dispatcher_colors, fmt, p99_figure, utilization_figure
+from harness.report.figures import (
+    batch_figure,
+    cdf_figure,
+    dispatcher_colors,
+    fault_figure,
+    fmt,
+    p99_figure,
+    utilization_figure,
+)
 
 CHART_P99 = "chart-p99-vs-load"
 CHART_CDF = "chart-latency-cdf"
 CHART_UTIL = "chart-utilization"
 CHART_BATCH = "chart-batch-placement"
-CHART_IDS = (CHART_P99, CHART_CDF, CHART_UTIL, CHART_BATCH)
+CHART_FAULTS = "chart-faults"
+CHART_IDS = (
+    CHART_P99,
+    CHART_CDF,
+    CHART_UTIL,
+    CHART_BATCH,
+)  # every report has these; CHART_FAULTS when faults were injected
 
 PARTIAL_BANNER = "partial run: interrupted; numbers cover completed phases only"
 
@@ -183,6 +198,11 @@ def steps_table(summary: pd.DataFrame) -> str:
         ("p999_ms", "p99.9 ms", 1),
         ("violation_rate", "violations %", 2),
         ("valid", "verdict", None),
+        ("faults", "faults", None),
+        ("fidelity_ok", "self-checks", None),
+        ("host_cpu_percent", "host CPU %", 0),
+        ("loop_lag_p99_ms", "dispatcher loop lag p99 ms", 1),
+        ("service_excess", "service vs profile %", 1),
         ("sim_p99_ms", "sim p99 ms", 1),
         ("sim_valid", "sim verdict", None),
         ("send_lag_p99_ms", "send lag p99 ms", 1),
@@ -210,8 +230,15 @@ def steps_table(summary: pd.DataFrame) -> str:
                 cells.append("–" if pd.isna(r[key]) else ("VALID" if bool(r[key]) else "INVALID"))
             elif key == "violation_rate":
                 cells.append(fmt(100 * float(r[key]), 2))
+            elif key == "service_excess":
+                cells.append(fmt(100 * float(r[key]), 1) if pd.notna(r[key]) else "–")
+            elif key == "fidelity_ok":
+                reasons = r.get("fidelity_reasons")
+                cells.append(
+                    "–" if pd.isna(r[key]) else "ok" if bool(r[key]) else escape(f"HOST-LIMITED: {reasons or ''}")
+                )
             elif digits is None:
-                cells.append(escape(str(r[key])))
+                cells.append("" if pd.isna(r[key]) else escape(str(r[key])))
             elif digits == 0:
                 v = pd.to_numeric(r[key], errors="coerce")
                 cells.append("–" if pd.isna(v) else fmt(int(round(v))) if math.isfinite(v) else fmt(float(v)))
@@ -266,6 +293,89 @@ def _allocation_section(run: RunData) -> str:
         )
 
 
+def fidelity_note(summary: pd.DataFrame) -> str:
+    """A warning naming the phases whose self-checks failed: their figures are the host's, not the pool's."""
+    if "fidelity_ok" not in summary:
+        return ""
+    failed = summary[summary["fidelity_ok"].notna() & ~summary["fidelity_ok"].fillna(True).astype(bool)]
+    if failed.empty:
+        return (
+            '<p class="note" id="fidelity-note">Self-checks (host CPU, the dispatcher\'s CPU and event-loop lag, the '
+            "load generator's send lag and rate, service time against the profile) passed in every phase.</p>"
+        )
+    items = "".join(
+        f"<li>{escape(str(r['dispatcher']))} at {fmt(r['offered_qps'])} qps: {escape(str(r.get('fidelity_reasons')))}</li>"
+        for _, r in failed.iterrows()
+    )
+    return (
+        f'<div class="banner" id="fidelity-banner">Host-limited: {len(failed)} of {len(summary)} phases failed their '
+        "self-checks, so their latencies (and any allowable throughput they decide) measure this host, not the "
+        f"pool.<ul>{items}</ul></div>"
+    )
+
+
+def faults_section(run: RunData, colors: dict[str, str], qos_ms: float | None) -> tuple[str, dict | None]:
+    """The faults a chaos schedule injected, what each cost, and a timeline chart; ("", None) for a run without."""
+    faults = run.faults
+    if faults is None or faults.empty:
+        return "", None
+    rows = []
+    for _, f in faults.iterrows():
+        armed = f.get("armed_epoch", math.nan)
+        rows.append(
+            [
+                f.get("dispatcher"),
+                f.get("phase"),
+                fmt(f.get("offered_qps")),
+                f.get("event"),
+                f"+{fmt(f.get('fired_epoch', math.nan) - armed)} s",
+                fmt(f.get("queries_in_window", math.nan), 0),
+                fmt(f.get("not_served_in_window", math.nan), 0),
+                fmt(f.get("violations_in_window", math.nan), 0),
+                fmt(f.get("p99_in_window_ms", math.nan)),
+                fmt(f.get("p99_outside_ms", math.nan)),
+                f.get("error") or "",
+            ]
+        )
+    table = _table(
+        [
+            "dispatcher",
+            "phase",
+            "offered qps",
+            "fault",
+            "fired",
+            "queries in window",
+            "not served",
+            "QoS violations",
+            "p99 in window (ms)",
+            "p99 rest of phase (ms)",
+            "delivery error",
+        ],
+        rows,
+        cls="faults",
+    )
+    chart = None
+    timelines, marks = [], []
+    if run.queries is not None and {"arrival_s", "status", "dispatcher"} <= set(run.queries.columns):
+        for d, group in faults.groupby("dispatcher", sort=False):
+            armed = float(group["armed_epoch"].iloc[0])
+            sel = run.queries[(run.queries["dispatcher"] == d) & (run.queries["arrival_s"] >= armed)]
+            if len(sel):
+                timelines.append((str(d), colors.get(d, "#444"), fault_timeline(sel, armed)))
+            for _, f in group.drop_duplicates(["event", "action", "fired_epoch"]).iterrows():
+                end = f["end_epoch"] if math.isfinite(f["end_epoch"]) else f["fired_epoch"]
+                marks.append((f["fired_epoch"] - armed, end - armed, f"{f['action']} {f['instance']} ({d})"))
+    if timelines:
+        chart = dict(id=CHART_FAULTS, **fault_figure(timelines, marks, qos_ms))
+    note = (
+        '<p class="note">Each fault of the chaos schedule, per phase it touched. The window runs from when it fired '
+        "to when it ended (a kill without a restart: to the end of the phase); its queries are those that arrived "
+        "in it, against the rest of the same phase. A query not served counts as a QoS violation.</p>"
+    )
+    body = note + table + (_chart_div(CHART_FAULTS) if chart else "")
+    return _section("Faults injected", body, "faults"), chart
+
+
 def _section(title: str, body: str, anchor: str) -> str:
     return f'<section id="{anchor}">\n<h2>{escape(title)}</h2>\n{body}\n</section>'
 
@@ -296,6 +406,12 @@ def render_report(run: RunData, plotly_js: str | None = None) -> str:
             "p99",
         )
     )
+
+    faults_html, faults_chart = faults_section(run, colors, qos_ms)
+    if faults_chart:
+        charts.append(faults_chart)
+    if faults_html:
+        body.append(faults_html)
 
     # The step shown per dispatcher in the distribution charts: its allowable rate, else its highest VALID rate.
     shown = []
@@ -401,6 +517,7 @@ def render_report(run: RunData, plotly_js: str | None = None) -> str:
             f"<header><h1>{escape(title)}</h1>",
             f'<p class="sub">{escape(" · ".join(facts))}</p></header>',
             banner,
+            fidelity_note(summary),
             notes,
             _EXPLANATION.get(str((meta.get("config") or {}).get("criterion", "mlperf")), _EXPLANATION["mlperf"]),
             *body,

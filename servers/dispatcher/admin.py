@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 
 import orjson
 from aiohttp import web
@@ -12,26 +10,15 @@ from aiohttp import web
 from harness.core.errors import InputError
 from harness.core.records import DISPATCHER_COLUMNS
 from servers import v2, v2_http
+from servers.admin_auth import admin_allowed
 from servers.dispatcher.state import DISPATCHER, Dispatcher
-
-
-def _is_loopback(remote: str | None) -> bool:
-    try:
-        return remote is not None and ipaddress.ip_address(remote.split("%")[0]).is_loopback
-    except ValueError:
-        return False
 
 
 @web.middleware
 async def admin_guard(request: web.Request, handler):
     """Admin endpoints answer only on loopback, or to ``Authorization: Bearer <token>``."""
     if request.path.startswith("/admin"):
-        token = request.app[DISPATCHER].config.admin_token
-        sent = request.headers.get("Authorization", "")
-        if not (
-            _is_loopback(request.remote)
-            or (token and hmac.compare_digest(sent.encode(errors="surrogateescape"), f"Bearer {token}".encode()))
-        ):
+        if not admin_allowed(request, request.app[DISPATCHER].config.admin_token):
             return v2_http.json_error(403, "admin endpoints answer only on loopback or with the admin token")
     return await handler(request)
 
@@ -45,6 +32,7 @@ def status_doc(d: Dispatcher) -> dict:
         "queue_length": len(d.core.pending),
         "in_system": d.in_system,
         "records": len(d.sink),
+        "ejections": d.ejections,
         "instances": [
             {
                 "id": i.instance_id,
@@ -58,6 +46,11 @@ def status_doc(d: Dispatcher) -> dict:
         ],
         "counts": [{"policy": p, "status": s, "count": n} for (p, s), n in sorted(d.stats.counts.items())],
     }
+
+
+async def admin_loop_lag(request: web.Request) -> web.Response:
+    """``GET /admin/loop_lag``: the event loop's lag percentiles since the last call (which it resets)."""
+    return v2_http.json_response(request.app[DISPATCHER].loop_lag.take())
 
 
 async def admin_status(request: web.Request) -> web.Response:

@@ -35,9 +35,7 @@ def create_app(config: DispatcherConfig, profile: Profile | None = None) -> web.
     """The dispatcher's aiohttp app (the profile seeds the latency model; read now so bad input fails early)."""
     profile = profile if profile is not None else Profile.load(config.profiles)
     dispatcher = Dispatcher(config, profile)
-    app = web.Application(
-        client_max_size=body_limit(dispatcher), middlewares=[v2_http.error_middleware, admin.admin_guard]
-    )
+    app = v2_http.v2_app(body_limit(dispatcher), admin.admin_guard)
     app[DISPATCHER] = dispatcher
 
     async def lifecycle(app: web.Application):
@@ -50,7 +48,9 @@ def create_app(config: DispatcherConfig, profile: Profile | None = None) -> web.
             timeout=aiohttp.ClientTimeout(total=config.backend_timeout_s),
         )
         flusher = asyncio.create_task(flush_records(dispatcher)) if dispatcher.sink.path else None
+        lag = asyncio.create_task(dispatcher.loop_lag.run())
         yield
+        lag.cancel()
         if flusher is not None:
             flusher.cancel()
         for task in list(dispatcher._health_tasks.values()):
@@ -71,6 +71,7 @@ def create_app(config: DispatcherConfig, profile: Profile | None = None) -> web.
     app.router.add_post("/admin/drain", admin.admin_drain)
     app.router.add_post("/admin/flush", admin.admin_flush)
     app.router.add_get("/admin/records", admin.admin_records)
+    app.router.add_get("/admin/loop_lag", admin.admin_loop_lag)
     return app
 
 

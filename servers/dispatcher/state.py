@@ -26,6 +26,7 @@ from harness.dispatch.policies import Query, make_policy
 from servers.dispatcher.config import DispatcherConfig
 from servers.dispatcher.prefetch import PrefetchCore, PrefetchInstance
 from servers.dispatcher.stats import RequestStats
+from servers.loop_lag import LoopLag
 
 
 class Dropped(Exception):
@@ -88,12 +89,14 @@ class Dispatcher:
         # When each prefetch timer fires (loop time): uvloop's timer handles do not always offer when().
         self._prefetch_at = [math.nan] * len(self.instances)
         self.failures = [0] * len(self.instances)  # consecutive failures per instance (outlier detection)
+        self.ejections = 0  # instances taken out of service so far (outlier detection, refused connections)
         self.queue_timeout_s = config.resolved_queue_timeout_s()
         self.last_end_s = [0.0] * len(self.instances)  # when each instance last answered (monotonic s)
         self._idle = asyncio.Event()
         self._idle.set()
         self.in_system = 0
         self.stats = RequestStats()
+        self.loop_lag = LoopLag()
 
     # -- clock ----------------------------------------------------------------------------------------------------
     def now(self) -> float:
@@ -195,6 +198,7 @@ class Dispatcher:
     def eject(self, inst) -> None:
         """Take an instance out of service, requeue its local FIFO, and start health-checking it."""
         now = self.now()
+        self.ejections += 1
         # Queries in its local FIFO were assigned but not started: their handlers still wait on their futures.
         self.core.requeue(now, self.core.mark_dead(now, inst))
         if inst.index not in self._health_tasks:

@@ -101,6 +101,25 @@ def test_an_overloaded_phase_is_measured_and_the_run_still_succeeds(tmp_path):
     assert len(q) == 600 and q["request_id"].is_unique and not s["valid"].any()  # 300 qps x 2 s
 
 
+def test_chaos_kills_an_instance_mid_phase_and_the_run_reports_it(tmp_path):
+    cmd = locust_cmd(
+        tmp_path, "--dispatchers", "fcfs", "--rate", "30", "--phase-seconds", "6", "--chaos", "kill:r5n.large-1@2s"
+    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "chaos: kill r5n.large-1 at +2.0 s (fcfs)" in proc.stdout + proc.stderr
+    run = run_dir_of(tmp_path)
+    s = pd.read_parquet(run / "summary.parquet")
+    q = pd.read_parquet(run / "queries.parquet")
+    f = pd.read_parquet(run / "faults.parquet")
+    assert s["accounting_ok"].all() and s["faults"].tolist() == ["kill r5n.large-1"]
+    assert q["request_id"].is_unique and len(q) == s["planned_queries"].sum()
+    assert f["action"].tolist() == ["kill"] and f["queries_in_window"].iloc[0] > 0
+    assert "Faults injected" in (run / "report.html").read_text(encoding="utf-8")
+    time.sleep(0.5)
+    assert all(gone(pid) for pid in started_pids(run))
+
+
 def test_bad_options_are_named_as_locust_users_typed_them(tmp_path):
     proc = subprocess.run(
         locust_cmd(tmp_path, "--pool-config", "r5n.large=x", "--dispatchers", "kairos:nope=1"),
@@ -134,6 +153,10 @@ def test_two_processes_send_each_query_exactly_once(tmp_path):
     assert len(q) == 80 and q["request_id"].is_unique
     assert sorted(q["request_id"]) == sorted(f"p0-{i}" for i in range(80))
     assert q["worker"].nunique() == 2
+    # The workers' records reached the master's client.parquet while the phase ran (in batches), each id once.
+    client = run_dir_of(tmp_path) / "client.parquet"
+    assert sorted(pd.read_parquet(client)["request_id"]) == sorted(q["request_id"])
+    assert len(list(client.glob("part-*.parquet"))) >= 4  # the empty part 0, >= 2 batches, the phase's end
 
 
 def test_ctrl_c_leaves_a_partial_readable_report(tmp_path):
@@ -156,6 +179,80 @@ def test_ctrl_c_leaves_a_partial_readable_report(tmp_path):
     assert "partial run" in (run / "report.html").read_text()
     time.sleep(0.5)
     assert all(gone(pid) for pid in started_pids(run)), "".join(lines) + out
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["local", "processes-2"])
+def test_kill_9_mid_phase_leaves_readable_queries_and_report_rebuilds_the_phase(tmp_path, processes):
+    import psutil
+
+    # Two 12 s phases at 15 qps (within the small pool's capacity, about 22 qps); Locust is killed 6 s into the second.
+    cmd = locust_cmd(tmp_path, "--dispatchers", "kairos,fcfs", "--rate", "15", "--phase-queries", "180")
+    cmd += ["--processes", str(processes)] if processes else []
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    lines = []
+    try:
+        deadline = time.monotonic() + 180
+        for line in proc.stdout:
+            lines.append(line)
+            if "phase 1: fcfs at" in line or time.monotonic() > deadline:
+                break
+        run = run_dir_of(tmp_path)
+        plan_file = run / "phases" / "phase-1.json"  # written just after that line
+        while not plan_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        plan = json.loads(plan_file.read_text())
+        time.sleep(max(0.0, plan["start_epoch"] + 6.0 - time.time()))
+        children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]  # workers, pool, dispatcher
+        killed_at = time.time()
+        proc.kill()  # SIGKILL: no handler runs, nothing is flushed on the way out
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+    log = "".join(lines)
+    assert proc.returncode == -signal.SIGKILL, log[-3000:]
+    # Readable at once, whatever the moment of the kill: the finished phase, nothing of the one in progress yet.
+    q = pd.read_parquet(run / "queries.parquet")
+    assert sorted(set(q["phase"])) == [0] and len(q) == 180, log[-3000:]
+    # The pool's instances and the dispatcher see their stdin close and exit by themselves; so do forked workers.
+    pids = sorted({*started_pids(run), *children})
+    assert len(pids) >= 4 + processes  # three instances and the dispatcher, and the workers
+    deadline = time.monotonic() + 20
+    while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(gone(pid) for pid in pids), f"still running: {[pid for pid in pids if not gone(pid)]}"
+    assert not [p.name for p in run.rglob(".*")]  # no half-written file
+
+    report = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "report", str(run)], capture_output=True, text=True, timeout=120
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "recovered phase 1 (fcfs)" in report.stderr
+    q = pd.read_parquet(run / "queries.parquet")
+    assert q["request_id"].is_unique and sorted(set(q["phase"])) == [0, 1]
+    q1 = q[q["phase"] == 1].set_index("request_id")
+    # What the dispatcher (which outlived the load generator) answered: every answer older than about a second and
+    # a half reached the client's records on disk.
+    d = pd.read_parquet(run / "dispatcher.parquet")
+    d1 = d[d["request_id"].str.startswith("p1-") & (d["status"] == "ok")]
+    before = d1[d1["finish_s"] < killed_at]
+    assert len(before) > 60, "too little of the phase ran to judge"
+    recovered_ok = set(q1.index[q1["status"] == "ok"])
+    lost_age_s = killed_at - d1.loc[~d1["request_id"].isin(recovered_ok), "finish_s"]
+    assert (lost_age_s < 1.5).all(), f"lost answers up to {lost_age_s.max():.2f} s before the kill"
+    assert set(d1["request_id"]) - set(q1.index) == set()  # each answered query is a row, once
+    s = pd.read_parquet(run / "summary.parquet")
+    assert list(s["phase"]) == [0, 1] and not s.iloc[1]["valid"]
+    assert s.iloc[1]["invalid_reason"] == "interrupted: recovered after the run was killed"
+    html = (run / "report.html").read_text()
+    assert "partial run" in html
+    lost_before = lost_age_s[lost_age_s > 0]
+    print(
+        f"\nphase 1: {len(before)} answered by the dispatcher before the kill, {len(recovered_ok)} recovered as "
+        f"answered, {len(lost_before)} lost (answered {lost_before.min() if len(lost_before) else 0:.2f} to "
+        f"{lost_before.max() if len(lost_before) else 0:.2f} s before the kill)"
+    )
 
 
 def free_port() -> int:
@@ -213,7 +310,7 @@ out["live"] = {"rate": live.rate_qps, "qos": live.qos_ms, "sweep": live.sweep, "
                "trace": live.trace, "report_dir": str(live.report_dir)}
 errors = {}
 for dest, value in [("rate", "abc"), ("seed", "1.5"), ("phase_seconds", "nan"), ("sweep", "maybe"), ("mode", "x"),
-                    ("phase_queries", "")]:
+                    ("phase_queries", ""), ("chaos", "melt:r5n.large-0@1s")]:
     try:
         k.live_options(Namespace(**dict(vars(opts), **{dest: value})))
     except InputError as exc:
@@ -250,6 +347,7 @@ def test_options_are_typed_and_paths_stay_off_the_web_ui():
         "phase_seconds": "--phase-seconds 'nan': must be a finite number",
         "sweep": "--sweep 'maybe': must be on or off (true/false, 1/0)",
         "mode": "--mode 'x': expected one of emulated, onnx",
+        "chaos": "--chaos 'melt:r5n.large-0@1s': action 'melt': expected one of kill, restart, spike, stall, error, exit",
         "phase_queries": "--phase-queries '': a value is required",
     }
 

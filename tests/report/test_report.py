@@ -425,3 +425,77 @@ def test_cli_bad_summary_names_file_and_column(tmp_path, capsys):
     assert main(["report", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert "summary.parquet" in err and "p99_ms" in err
+
+
+def test_faults_section_lists_each_fault_with_its_cost_and_draws_the_timeline(run_dir):
+    queries = pd.read_parquet(run_dir / "queries.parquet")
+    kairos = queries[queries["dispatcher"] == "kairos"]
+    armed = float(kairos["arrival_s"].min())
+    faults = pd.DataFrame(
+        [
+            dict(
+                event="kill:r5n.large-1@2s",
+                action="kill",
+                instance="r5n.large-1",
+                dispatcher="kairos",
+                phase=0,
+                offered_qps=50.0,
+                armed_epoch=armed,
+                fired_epoch=armed + 2,
+                end_epoch=math.nan,
+                error="",
+                queries_in_window=123,
+                not_served_in_window=4,
+                violations_in_window=9,
+                p99_in_window_ms=812.5,
+                queries_outside=77,
+                p99_outside_ms=140.0,
+            ),
+            dict(
+                event="error:g4dn.xlarge-0@3s:1s",
+                action="error",
+                instance="g4dn.xlarge-0",
+                dispatcher="kairos",
+                phase=0,
+                offered_qps=50.0,
+                armed_epoch=armed,
+                fired_epoch=armed + 3,
+                end_epoch=armed + 4,
+                error="ConnectionRefusedError: nobody home",
+            ),
+        ]
+    )
+    faults.to_parquet(run_dir / "faults.parquet", index=False)
+    html = build_report(run_dir).read_text(encoding="utf-8")
+    assert "Faults injected" in html and 'id="chart-faults"' in html
+    for text in ("kill:r5n.large-1@2s", "+2.0 s", "123", "812.5", "140.0", "ConnectionRefusedError: nobody home"):
+        assert text in html, text
+    chart = next(c for c in chart_data(html) if c["id"] == "chart-faults")
+    assert [t["name"] for t in chart["data"]] == ["kairos: p99 per second", "kairos: not served"]
+    shapes = chart["layout"]["shapes"]
+    assert shapes[0]["x0"] == pytest.approx(2.0) and shapes[1]["type"] == "rect" and shapes[1]["x1"] == 4.0
+    assert f'data-charts-expected="{len(CHART_IDS) + 1}"' in html
+
+
+def test_a_run_without_faults_has_no_faults_section(run_dir):
+    html = build_report(run_dir).read_text(encoding="utf-8")
+    assert "Faults injected" not in html and "chart-faults" not in html
+
+
+def test_failed_self_checks_make_a_host_limited_banner(run_dir):
+    summary = pd.read_parquet(run_dir / "summary.parquet")
+    summary["fidelity_ok"] = True
+    summary["fidelity_reasons"] = ""
+    summary["host_cpu_percent"] = 40.0
+    summary["loop_lag_p99_ms"] = 1.5
+    summary["service_excess"] = 0.012
+    summary.loc[2, ["fidelity_ok", "fidelity_reasons", "host_cpu_percent"]] = [False, "host CPU 97% (limit 90%)", 97.0]
+    summary.to_parquet(run_dir / "summary.parquet", index=False)
+    html = build_report(run_dir).read_text(encoding="utf-8")
+    assert 'id="fidelity-banner"' in html and "Host-limited: 1 of 9 phases" in html
+    assert "kairos at 150.0 qps: host CPU 97% (limit 90%)" in html
+    assert "HOST-LIMITED: host CPU 97% (limit 90%)" in html and "<td>1.2</td>" in html
+    summary["fidelity_ok"] = True
+    summary.to_parquet(run_dir / "summary.parquet", index=False)
+    html = build_report(run_dir).read_text(encoding="utf-8")
+    assert 'id="fidelity-banner"' not in html and 'id="fidelity-note"' in html

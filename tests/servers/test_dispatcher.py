@@ -8,8 +8,8 @@ from aiohttp.test_utils import TestServer
 
 from harness.core.profiles import Profile
 from servers import models, v2
+from servers.admin_auth import is_loopback
 from servers.dispatcher import DISPATCHER, DispatcherConfig, create_app
-from servers.dispatcher.admin import _is_loopback
 from servers.emulated import EmulatedConfig
 from servers.emulated import create_app as create_emulated
 from servers.pool_file import Instance, PoolFile
@@ -183,8 +183,8 @@ def test_peek_batch_reads_only_the_header():
 
 
 def test_admin_guard_loopback_rule():
-    assert _is_loopback("127.0.0.1") and _is_loopback("::1")
-    assert not _is_loopback("10.0.0.2") and not _is_loopback(None)
+    assert is_loopback("127.0.0.1") and is_loopback("::1")
+    assert not is_loopback("10.0.0.2") and not is_loopback(None)
 
 
 @pytest.mark.parametrize("prefetch_ms", [0.0, 20.0])

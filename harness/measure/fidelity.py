@@ -1,0 +1,100 @@
+"""Fidelity of a live phase: did the host, the load generator or the emulation, rather than the pool, set its figure?
+
+Pure functions over a phase's records and measurements. ``service_vs_profile`` compares the service time the
+dispatcher observed per (instance type, batch bucket) with the profile's mean; ``fidelity_checks`` turns a phase's
+measurements into ``fidelity_ok`` and the reasons it failed. Thresholds are a frozen ``FidelityLimits``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from harness.core.profiles import Profile
+from harness.core.records import OK
+
+
+@dataclass(frozen=True)
+class FidelityLimits:
+    """Where a phase stops being a measurement of the pool."""
+
+    host_cpu_percent: float = 90.0  # mean over cores: the host had no CPU left for the emulation
+    process_cpu_percent: float = 90.0  # of one core: a single-threaded process (the dispatcher) was CPU-bound
+    loop_lag_p99_ms: float = 10.0  # the dispatcher's loop woke this late: queries waited on the process, not the pool
+    send_lag_p99_ms: float = 10.0  # the load generator sent this late
+    send_rate_shortfall: float = 0.05  # achieved send rate below offered by more than this share
+    # The service time the dispatcher observed above the profile's (the hop to the instance, the emulating host's
+    # CPU) lowers the pool's live capacity by that share. Below the sweep's own resolution (its 5% tolerance) it
+    # cannot be told apart; above it, while the pool is busy enough for service times to move the tail, the
+    # phase's figure is the host's.
+    service_excess: float = 0.05
+    busy_utilization: float = 0.5  # offered load over the pool's capacity by the profile
+    min_bucket_queries: int = 10  # a (type, bucket) with fewer served queries is not judged
+
+
+def service_vs_profile(queries: pd.DataFrame, profile: Profile, model: str, min_queries: int = 10) -> pd.DataFrame:
+    """Observed mean service time against the profile's per (instance type, bucket) with at least ``min_queries``."""
+    served = queries[(queries["status"] == OK) & np.isfinite(queries["service_ms"].to_numpy(float))]
+    rows = []
+    for itype, group in served.groupby("instance_type"):
+        try:
+            table = profile.table(str(itype), model)
+        except ValueError:  # a type the profile does not know (a hand-made pool): nothing to compare with
+            continue
+        idx = np.searchsorted(table.buckets, group["batch_size"].to_numpy(), side="left")
+        inside = idx < len(table.buckets)
+        for k, g in group[inside].groupby(idx[inside]):
+            if len(g) < min_queries:
+                continue
+            rows.append(
+                {
+                    "instance_type": str(itype),
+                    "bucket": int(table.buckets[k]),
+                    "queries": len(g),
+                    "observed_ms": float(g["service_ms"].mean()),
+                    "profile_ms": float(table.mean_ms[k]),
+                }
+            )
+    frame = pd.DataFrame(rows, columns=["instance_type", "bucket", "queries", "observed_ms", "profile_ms"])
+    frame["excess"] = frame["observed_ms"] / frame["profile_ms"] - 1.0
+    return frame
+
+
+def weighted_excess(table: pd.DataFrame) -> float:
+    """Time-weighted excess of observed over profiled service: sum(observed) / sum(profiled) - 1 over all queries."""
+    if table.empty:
+        return math.nan
+    n = table["queries"].to_numpy(float)
+    return float((n * table["observed_ms"]).sum() / (n * table["profile_ms"]).sum() - 1.0)
+
+
+def fidelity_checks(m: dict, limits: FidelityLimits = FidelityLimits()) -> tuple[bool, list[str]]:
+    """``(ok, reasons)`` from a phase's measurements (missing or NaN measurements are not judged)."""
+    reasons = []
+
+    def over(key: str, limit: float) -> bool:
+        value = m.get(key)
+        return value is not None and isinstance(value, (int, float)) and math.isfinite(value) and value > limit
+
+    if over("host_cpu_percent", limits.host_cpu_percent):
+        reasons.append(f"host CPU {m['host_cpu_percent']:.0f}% (limit {limits.host_cpu_percent:.0f}%)")
+    if over("dispatcher_cpu_percent", limits.process_cpu_percent):
+        reasons.append(f"dispatcher CPU {m['dispatcher_cpu_percent']:.0f}% of a core")
+    if over("loop_lag_p99_ms", limits.loop_lag_p99_ms):
+        reasons.append(f"dispatcher event-loop lag p99 {m['loop_lag_p99_ms']:.1f} ms")
+    if over("send_lag_p99_ms", limits.send_lag_p99_ms):
+        reasons.append(f"load generator send lag p99 {m['send_lag_p99_ms']:.1f} ms")
+    planned, sent = m.get("planned_send_qps"), m.get("sent_qps")
+    if planned and sent is not None and math.isfinite(sent) and sent < (1 - limits.send_rate_shortfall) * planned:
+        reasons.append(f"sent {sent:.1f} qps where the plan sends {planned:.1f}")
+    if over("service_excess", limits.service_excess) and over("utilization", limits.busy_utilization):
+        adjusted = m.get("sim_p99_host_adjusted_ms")
+        moved = f"; the simulator with this host's service times gives p99 {adjusted:.1f} ms" if adjusted else ""
+        reasons.append(
+            f"service {100 * m['service_excess']:.1f}% slower than profiled at {100 * m['utilization']:.0f}% "
+            f"utilization (limit {100 * limits.service_excess:.0f}%){moved}"
+        )
+    return not reasons, reasons

@@ -1,0 +1,69 @@
+"""Fidelity checks: observed service against the profile, and the verdict with its reasons."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from harness.core.profiles import Profile
+from harness.measure.fidelity import FidelityLimits, fidelity_checks, service_vs_profile, weighted_excess
+from tests.conftest import make_profile_frame
+
+
+def _profile():
+    return Profile.from_frame(make_profile_frame({("t.x", "m"): {10: [10.0, 10.0], 20: [20.0, 20.0]}}), drop_max=False)
+
+
+def test_service_vs_profile_per_type_and_bucket():
+    prof = _profile()
+    itype, model = prof.instance_types[0], prof.models[0]
+    table = prof.table(itype, model)
+    b0, b1 = int(table.buckets[0]), int(table.buckets[1])
+    queries = pd.DataFrame(
+        {
+            "instance_type": [itype] * 30 + ["unknown.x"] * 30,
+            "batch_size": [b0] * 20 + [b1] * 5 + [b1] * 5 + [b0] * 30,
+            "status": ["ok"] * 29 + ["failed"] + ["ok"] * 30,
+            "service_ms": [table.mean_ms[0] * 1.1] * 20 + [table.mean_ms[1]] * 10 + [1.0] * 30,
+        }
+    )
+    out = service_vs_profile(queries, prof, model, min_queries=10)
+    # bucket b1 has 9 served queries (one failed): not judged; the unknown type is skipped
+    assert out[["instance_type", "bucket", "queries"]].values.tolist() == [[itype, b0, 20]]
+    assert out["excess"].iloc[0] == pytest.approx(0.1)
+    assert weighted_excess(out) == pytest.approx(0.1)
+    assert math.isnan(weighted_excess(out.iloc[:0]))
+
+
+def test_fidelity_checks_name_each_failure_and_skip_what_is_missing():
+    ok, reasons = fidelity_checks(
+        {
+            "host_cpu_percent": 50.0,
+            "loop_lag_p99_ms": math.nan,
+            "sent_qps": 99.0,
+            "planned_send_qps": 100.0,
+            "service_excess": 0.02,
+        }
+    )
+    assert ok and reasons == []
+    ok, reasons = fidelity_checks(
+        {
+            "host_cpu_percent": 97.0,
+            "dispatcher_cpu_percent": 95.0,
+            "loop_lag_p99_ms": 25.0,
+            "send_lag_p99_ms": 12.0,
+            "sent_qps": 80.0,
+            "planned_send_qps": 100.0,
+            "service_excess": 0.09,
+            "utilization": 0.9,
+            "sim_p99_host_adjusted_ms": 400.0,
+        }
+    )
+    assert not ok and len(reasons) == 6
+    assert reasons[-1] == (
+        "service 9.0% slower than profiled at 90% utilization (limit 5%); the simulator with this host's service "
+        "times gives p99 400.0 ms"
+    )
+    assert reasons[0] == "host CPU 97% (limit 90%)" and "sent 80.0 qps where the plan sends 100.0" in reasons
+    assert fidelity_checks({"service_excess": 0.09, "utilization": 0.3})[0]  # a lightly loaded pool: the tail holds
+    assert fidelity_checks({"service_excess": 0.09, "utilization": 0.9}, FidelityLimits(service_excess=0.10))[0]
