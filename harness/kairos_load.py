@@ -49,6 +49,7 @@ from harness.live.phase import ClientLog, ClientRecord, PhaseOutput, PhasePlan, 
 from harness.live.replay import payloads_for
 from harness.live.run import LiveRun
 from servers.pool import MODES
+from traces.scalers import SCALERS
 
 PHASE_MESSAGE = "kairos_phase"
 DONE_MESSAGE = "kairos_phase_done"
@@ -70,6 +71,7 @@ FLAGS = {
     "rate": "--rate",
     "rate_qps": "--rate",
     "speedup": "--speedup",
+    "scale": "--scale",
     "sweep": "--sweep",
     "phase_seconds": "--phase-seconds",
     "phase_queries": "--phase-queries",
@@ -97,6 +99,7 @@ WEB_UI_OPTIONS = (
     "qos_ms",
     "rate",
     "speedup",
+    "scale",
     "sweep",
     "phase_seconds",
     "phase_queries",
@@ -120,7 +123,7 @@ NUMBERS = {
 }
 OPTIONAL = ("qos_ms", "rate", "speedup")  # None (an empty field in the web UI) means the default
 SWITCHES = {"true": True, "on": True, "1": True, "yes": True, "false": False, "off": False, "0": False, "no": False}
-CHOICES = {"mode": tuple(MODES), "criterion": ("p99", "mlperf")}
+CHOICES = {"mode": tuple(MODES), "criterion": ("p99", "mlperf"), "scale": tuple(SCALERS)}
 # The fields of Locust's own start form, which its handler (locust/web.py, swarm()) applies itself; it copies any other
 # field that names a parsed option onto environment.parsed_options, whether the UI shows that option or not.
 LOCUST_FORM_FIELDS = frozenset(
@@ -188,6 +191,15 @@ def add_options(parser) -> None:
         default=None,
         include_in_web_ui=True,
         help="replay the trace this many times faster than recorded (one phase per dispatcher)",
+    )
+    parser.add_argument(
+        "--scale",
+        default=D.scale,
+        choices=list(CHOICES["scale"]),
+        include_in_web_ui=True,
+        help="how a phase reaches its rate: time (compress the trace's time axis; default), thin (a random subset "
+        "of its queries: fewer users of the same bursty service) or superpose (time-shifted copies merged: more "
+        "independent users); thin and superpose thin below the trace's own rate and superpose above it",
     )
     parser.add_argument(
         "--sweep",
@@ -323,6 +335,7 @@ def live_options(opts, pinned: Mapping[str, object] | None = None) -> LiveOption
         qos_ms=v["qos_ms"],
         rate_qps=v["rate"],
         speedup=v["speedup"],
+        scale=v["scale"],
         sweep=v["sweep"],
         phase_seconds=v["phase_seconds"],
         phase_queries=v["phase_queries"],

@@ -1,7 +1,8 @@
-"""Rescaling a trace's time axis: hit a target mean rate, or speed up / slow down by a factor.
+"""Rescaling a trace's time axis: hit a target mean rate, or speed up / slow down by a factor; burstiness measures.
 
 Only the offsets from the first arrival are multiplied, so every gap shrinks or grows by the same factor
-and the burst structure (the relative gaps, hence their coefficient of variation) is kept.
+and the burst structure (the relative gaps, hence their coefficient of variation) is kept. Other ways to reach a
+rate (thinning, superposing copies) are in ``traces.resample``; ``traces.scalers`` names them all.
 """
 
 from __future__ import annotations
@@ -20,6 +21,24 @@ def gap_cv(arrival_s: np.ndarray) -> float:
     if len(gaps_s) < 2 or gaps_s.mean() == 0:
         return float("nan")
     return float(gaps_s.std() / gaps_s.mean())
+
+
+def count_dispersion(arrival_s: np.ndarray, window_s: float) -> float:
+    """Burstiness at a time scale: variance / mean of arrivals per ``window_s`` window (1 for Poisson); NaN under 2.
+
+    Windows start at the first arrival; the last, partial one is left out (it would read as a quiet spell). Unlike
+    the gap CV, this index is kept when independent copies of a trace are superposed (variances and means add).
+    """
+    window_s = _positive(window_s, "window_s", "a positive number of seconds")
+    arrival_s = np.asarray(arrival_s, dtype=float)
+    if len(arrival_s) == 0:
+        return float("nan")
+    full = int((arrival_s[-1] - arrival_s[0]) // window_s)
+    if full < 2:
+        return float("nan")
+    counts = np.bincount(((arrival_s - arrival_s[0]) // window_s).astype(np.int64), minlength=full + 1)[:full]
+    mean = counts.mean()
+    return float(counts.var(ddof=1) / mean) if mean > 0 else float("nan")
 
 
 def _positive(value, field: str, what: str) -> float:
@@ -41,8 +60,9 @@ def _stretch(trace: Trace, old_span_s: float, new_span_s: float, note: str) -> T
     return Trace(t0 + offsets_s, trace.batch_size, trace.model, dict(trace.extra), f"{trace.source} ({note})")
 
 
-def scale_to_rate(trace: Trace, rate_qps: float) -> Trace:
-    """The trace compressed or stretched in time so its mean rate, (n - 1) / span, is ``rate_qps``."""
+def scale_to_rate(trace: Trace, rate_qps: float, note: str | None = None) -> Trace:
+    """The trace compressed or stretched in time so its mean rate, (n - 1) / span, is ``rate_qps`` (``note``: the
+    source's new bracket, default "scaled to R qps")."""
     rate_qps = _positive(rate_qps, "rate", "a positive number of queries per second")
     if trace.duration_s <= 0:
         raise InputError(
@@ -50,7 +70,7 @@ def scale_to_rate(trace: Trace, rate_qps: float) -> Trace:
             f"({len(trace)} queries, all at the same instant)"
         )
     n = len(trace)
-    scaled = _stretch(trace, trace.duration_s, (n - 1) / rate_qps, f"scaled to {rate_qps:g} qps")
+    scaled = _stretch(trace, trace.duration_s, (n - 1) / rate_qps, note or f"scaled to {rate_qps:g} qps")
     # (n - 1) / span can miss the target by an ulp; nudge the last arrival by a few ulps to the closest
     # float that makes Trace.mean_rate_qps equal rate_qps (exactly, where one exists).
     first, last = scaled.arrival_s[0], scaled.arrival_s[-1]

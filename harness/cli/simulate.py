@@ -26,7 +26,7 @@ from harness.measure.analyzer import ValidityRules, stamp_allowable, summarize, 
 from harness.sim.simulator import SimConfig, check_trace, simulate
 from traces.generate import generate_trace
 from traces.io import read_trace
-from traces.scale import scale_to_rate
+from traces.scalers import DEFAULT_SCALE, SCALERS, applied_scale, check_scale, scale_trace
 from traces.schema import Trace
 
 DEFAULT_POLICIES = "kairos,fcfs,clockwork,deeprecsys,least_outstanding"
@@ -51,6 +51,8 @@ class SimulateJob:
     cost_per_h: float | None
     phase_seconds: float | None = None
     phase_min_queries: int = 0
+    scale: str = DEFAULT_SCALE  # how a rate is reached: a key of traces.scalers.SCALERS
+    queries: int = 0  # queries per point (--queries); thin and superpose can give more than a short trace holds
 
 
 def register(subparsers) -> None:
@@ -71,6 +73,15 @@ def register(subparsers) -> None:
         "--policy", default=DEFAULT_POLICIES, help=f"comma-separated policies, NAME[:k=v] (default {DEFAULT_POLICIES})"
     )
     p.add_argument("--trace", help="trace file (parquet/CSV); rate-scaled for --rate/--allowable")
+    p.add_argument(
+        "--scale",
+        default=DEFAULT_SCALE,
+        metavar="{" + ",".join(SCALERS) + "}",  # checked by check_scale, so a bad one reads as the library says
+        help="how a rate is reached: time (compress the time axis, keeping the arrival pattern; default), "
+        "thin (keep a random subset: fewer users of the same bursty service), superpose (merge time-shifted "
+        "copies: more independent users); thin and superpose are one method, thinning below the trace's own "
+        "rate and superposing above it",
+    )
     p.add_argument("--arrivals", default="poisson", help="arrival process when no --trace (default poisson)")
     p.add_argument("--batch-mix", default="kairos", help="batch-size mix when no --trace (default kairos)")
     mode = p.add_mutually_exclusive_group()
@@ -178,6 +189,8 @@ def build_job(args: argparse.Namespace) -> SimulateJob:
         cost,
         args.phase_seconds,
         args.phase_queries,
+        check_scale(args.scale),
+        args.queries,
     )
 
 
@@ -198,9 +211,16 @@ def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.Da
         best_ok: list[float] = []
 
         def evaluate(rate_qps: float, spec=spec, config=config, kept=kept, best_ok=best_ok):
-            trace = scale_to_rate(job.base_trace, rate_qps) if rate_qps else job.base_trace
-            if job.phase_seconds and rate_qps:
-                trace = trace.head(phase_queries(rate_qps, job.phase_seconds, job.rules, job.phase_min_queries))
+            trace, scale = job.base_trace, None
+            if rate_qps:
+                # --queries per point (or the phase's); time scaling cannot give more than the trace holds.
+                queries = (
+                    phase_queries(rate_qps, job.phase_seconds, job.rules, job.phase_min_queries)
+                    if job.phase_seconds
+                    else job.queries or len(job.base_trace)
+                )
+                trace = scale_trace(job.base_trace, rate_qps, job.scale, seed=job.seed, queries=queries)
+                scale = applied_scale(job.base_trace, rate_qps, job.scale)
             records = simulate(trace, make_policy(spec), job.profile, config)
             summary = summarize(records, job.qos_ms, job.rules)
             if summary.valid and (not best_ok or rate_qps > best_ok[0]):
@@ -212,7 +232,9 @@ def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.Da
                 keep[best_ok[0]] = kept[best_ok[0]]
             kept.clear()
             kept.update(keep)
-            rows.append(summary_row(spec, len(rows), summary, rate_qps or summary.offered_qps, job.cost_per_h))
+            rows.append(
+                summary_row(spec, len(rows), summary, rate_qps or summary.offered_qps, job.cost_per_h, scale=scale)
+            )
             return summary
 
         t0 = time.perf_counter()
@@ -242,6 +264,7 @@ def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.Da
                 log(_progress_line(spec, job.rate_qps or summary.offered_qps, summary))
             result = {"policy": spec, "rate_qps": job.rate_qps or summary.offered_qps}
         result.update(
+            scale=job.scale,
             queries=summary.queries,
             p99_ms=summary.p99_ms,
             p99_ci_ms=[summary.p99_ci_low_ms, summary.p99_ci_high_ms],
@@ -280,6 +303,7 @@ def write_out(out: Path, job: SimulateJob, summary_rows: pd.DataFrame, records: 
                 "min_duration_s": job.rules.min_duration_s,
                 "tolerance": job.search.rel_tol,
                 "phase_seconds": job.phase_seconds,
+                "scale": job.scale,
                 "profiles": job.profile.source,
             },
         },
@@ -305,6 +329,7 @@ def run(args: argparse.Namespace) -> int:
         log(
             f"kairos simulate: {job.base_trace.models[0]} on {job.pool} (QoS p99 <= {job.qos_ms:g} ms), "
             f"{len(job.base_trace)} queries/run, {what}"
+            + (f", {job.scale} scaling" if job.rate_qps or job.allowable else "")
         )
     results, summary_rows, records = run_job(job, log)
     if args.out:

@@ -25,6 +25,7 @@ class LiveOptions:
     qos_ms: float | None = None
     rate_qps: float | None = None
     speedup: float | None = None
+    scale: str = "time"  # how a phase reaches its rate: a key of traces.scalers.SCALERS (time, thin, superpose)
     sweep: bool = False
     phase_seconds: float = 10.0
     phase_queries: int = 500

@@ -34,9 +34,11 @@ from harness.measure.allowable import SearchConfig, capacity_qps, find_allowable
 from harness.measure.analyzer import PointSummary, summarize
 from harness.measure.fault_cost import fault_cost
 from harness.measure.fidelity import FidelityLimits, fidelity_checks, service_vs_profile, weighted_excess
+from harness.measure.interval import AllowableInterval, allowable_interval, combine
 from harness.sim.simulator import SimConfig, check_trace, simulate
 from traces.io import read_trace, sample_path
-from traces.scale import scale_to_rate, speedup
+from traces.scale import speedup
+from traces.scalers import scale_trace
 from traces.schema import Trace
 
 
@@ -101,10 +103,10 @@ class LiveRun:
 
     # -- phases -----------------------------------------------------------------------------------------------
     def phase_trace(self, rate_qps: float) -> Trace:
-        """The base trace at ``rate_qps``, cut to the phase length."""
-        scaled = scale_to_rate(self.base, rate_qps)
+        """The base trace at ``rate_qps`` (time-scaled, thinned or superposed: ``options.scale``), cut to the phase."""
         o = self.options
-        return scaled.head(phase_queries(rate_qps, o.phase_seconds, o.rules, o.phase_queries))
+        queries = phase_queries(rate_qps, o.phase_seconds, o.rules, o.phase_queries)
+        return scale_trace(self.base, rate_qps, o.scale, seed=o.seed, queries=queries)
 
     def simulate_point(self, spec: str, trace: Trace, profile: Profile | None = None) -> PointSummary:
         """The simulator's verdict on a phase trace (same profile unless given, pool, QoS, validity rules)."""
@@ -252,6 +254,14 @@ class LiveRun:
             replace_file(self.run_dir.path / "faults.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
         return {"faults": "; ".join(hits), "fault_count": len(hits)}
 
+    def interval(self, spec: str) -> AllowableInterval:
+        """The 95% interval on ``spec``'s allowable rate from the p99 (and its interval) of every phase it ran."""
+        by_rate: dict[float, list[tuple[float, float, float]]] = {}
+        for r in self.run_dir.summary_rows:
+            if r["dispatcher"] == spec:
+                by_rate.setdefault(r["offered_qps"], []).append((r["p99_ms"], r["p99_ci_low_ms"], r["p99_ci_high_ms"]))
+        return allowable_interval([combine(rate, phases) for rate, phases in by_rate.items()], self.qos_ms)
+
     def heal_chaos(self) -> None:
         """Bring back what the chaos schedule took down, and wait until the dispatcher serves with it again."""
         if self.chaos is None:
@@ -284,11 +294,24 @@ class LiveRun:
                     start,
                     SearchConfig(rel_tol=o.tolerance, max_points=o.max_phases, growth=o.growth),
                 )
-                self.run_dir.set_allowable(spec, found.allowable_qps, found.bracket_qps, sim_allowable_qps=sim_qps)
-                results.append((spec, found.allowable_qps, sim_qps))
+                iv = self.interval(spec)
+                self.run_dir.set_allowable(
+                    spec,
+                    found.allowable_qps,
+                    found.bracket_qps,
+                    sim_allowable_qps=sim_qps,
+                    allowable_estimate_qps=iv.estimate_qps,
+                    allowable_low_qps=iv.low_qps,
+                    allowable_high_qps=iv.high_qps,
+                    allowable_interval_censored=iv.low_censored or iv.high_censored,
+                    allowable_method=iv.method,
+                )
+                results.append((spec, found.allowable_qps, sim_qps, iv))
                 self.log(
                     f"{spec}: allowable throughput {found.allowable_qps:.1f} qps live "
-                    f"(bracket {found.bracket_qps[0]:.1f}..{found.bracket_qps[1]:.1f}), {sim_qps:.1f} simulated"
+                    f"(bracket {found.bracket_qps[0]:.1f}..{found.bracket_qps[1]:.1f}; p99 crosses the QoS at "
+                    f"{iv.estimate_qps:.1f}, 95% interval {iv.low_qps:.1f}..{iv.high_qps:.1f}"
+                    f"{' (censored at the highest rate tried)' if iv.high_censored else ''}), {sim_qps:.1f} simulated"
                 )
             else:
                 self.run_phase(spec, o.rate_qps)
@@ -298,7 +321,10 @@ class LiveRun:
         if results:
             self.log(
                 "allowable throughput (qps):  "
-                + ",  ".join(f"{s} {live:.1f} live / {sim:.1f} sim" for s, live, sim in results)
+                + ",  ".join(
+                    f"{s} {live:.1f} live [{iv.low_qps:.1f}..{iv.high_qps:.1f}] / {sim:.1f} sim"
+                    for s, live, sim, iv in results
+                )
             )
         return self.close(partial=False)
 

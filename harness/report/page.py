@@ -150,6 +150,9 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
     ]
     if has_sim:
         header.insert(2, "simulated allowable qps")
+    has_iv = "allowable_low_qps" in summary
+    if has_iv:
+        header.insert(2, "95% interval qps")
     rows = []
     for d, steps in summary.groupby("dispatcher", sort=False):
         step = shown_step(steps)
@@ -178,8 +181,22 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
         if has_sim:
             sim = finite_values(steps["sim_allowable_qps"])
             row.insert(2, fmt(float(sim[0])) if sim.size else "–")
+        if has_iv:
+            low, high = finite_values(steps["allowable_low_qps"]), finite_values(steps["allowable_high_qps"])
+            censored = bool(steps.get("allowable_interval_censored", pd.Series([False])).fillna(False).any())
+            row.insert(
+                2, f"[{fmt(float(low[0]))}, {fmt(float(high[0]))}{'+' if censored else ''}]" if low.size else "–"
+            )
         rows.append(row)
-    return _table(header, rows, "num")
+    note = ""
+    if has_iv and "allowable_method" in summary:
+        methods = sorted({str(m) for m in summary["allowable_method"].dropna()})
+        note = (
+            '<p class="note">95% interval on the allowable rate: '
+            + escape("; ".join(methods))
+            + ". A + marks a bound past the highest rate tried.</p>"
+        )
+    return _table(header, rows, "num") + note
 
 
 def steps_table(summary: pd.DataFrame) -> str:
@@ -493,6 +510,8 @@ def render_report(run: RunData, plotly_js: str | None = None) -> str:
         facts.append(f"QoS p99 ≤ {qos_ms:g} ms")
     if meta.get("pool_config"):
         facts.append(str(meta["pool_config"]))
+    if isinstance(meta.get("config"), dict) and meta["config"].get("scale"):
+        facts.append(f"scale: {meta['config']['scale']}")  # how the trace reached each rate (--scale)
     if run_cost is not None:
         facts.append(f"${run_cost:.3f}/h")
     if meta.get("started_at"):

@@ -115,3 +115,43 @@ def test_unknown_policy_and_missing_file(capsys, tmp_path):
     assert "unknown policy" in capsys.readouterr().err
     assert main(["simulate", "--trace", str(tmp_path / "none.parquet"), "--rate", "1"]) == 2
     assert "none.parquet" in capsys.readouterr().err
+
+
+def _bursts(tmp_path) -> str:
+    """12 bursts of 120 queries, each burst at one instant, every 10 s: more than the pool clears within the QoS."""
+    arrival_s = [10.0 * i for i in range(12) for _ in range(120)]
+    batch_size = [50, 100, 150, 200] * (len(arrival_s) // 4)
+    return write(tmp_path, pd.DataFrame({"arrival_s": arrival_s, "batch_size": batch_size, "model": "rm2"}))
+
+
+def test_scale_thin_finds_an_allowable_rate_where_time_scaling_finds_none(capsys, tmp_path):
+    rules = ["--min-queries", "300", "--min-duration-s", "1", "--criterion", "p99", "--tolerance", "0.1"]
+    common = ["--trace", _bursts(tmp_path), "--allowable", "--policy", "fcfs", "--queries", "1440", *rules]
+    # Compressing time keeps each burst whole at any rate, so no rate passes.
+    assert run_json(capsys, *common, "--scale", "time")["fcfs"]["allowable_qps"] == 0
+    out = tmp_path / "run"
+    thin = run_json(capsys, *common, "--scale", "thin", "--out", str(out))["fcfs"]
+    assert 0 < thin["allowable_qps"] < 12.0 and thin["scale"] == "thin" and thin["valid"]  # below the trace's rate
+    summary = pd.read_parquet(out / "summary.parquet")
+    # Each point names what reached its rate: the search starts above the trace's rate (superposed copies).
+    assert set(summary["scale"]) == {"thin", "superpose"}
+    assert (summary.loc[summary["offered_qps"] > 11.9, "scale"] == "superpose").all()
+    assert json.loads((out / "run.json").read_text())["config"]["scale"] == "thin"
+    assert "scale: thin" in (out / "report.html").read_text()
+
+
+def test_scale_thin_gives_a_point_its_queries_where_time_scaling_cannot(capsys, tmp_path):
+    trace = _bursts(tmp_path)  # 1,440 queries
+    for scale, queries in (("time", 1440), ("thin", 3000), ("superpose", 3000)):
+        res = run_json(
+            capsys, "--trace", trace, "--policy", "fcfs", "--rate", "0.5", "--queries", "3000", "--scale", scale
+        )
+        # thin at 0.5 qps keeps 1 query in 29 and replays the trace end to end for the rest
+        assert res["fcfs"]["queries"] == queries and res["fcfs"]["scale"] == scale
+
+
+def test_unknown_scale_is_refused(capsys):
+    assert main(["simulate", "--rate", "1", "--queries", "10", "--scale", "warp"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "kairos simulate: error: --scale 'warp': expected one of time, thin, superpose"
+    )

@@ -1,0 +1,91 @@
+"""An interval on allowable throughput: where the p99-versus-rate curve, and its confidence band, cross the QoS.
+
+Method ("p99 band crossing"): at each offered rate the sweep tried, p99 has a 95% confidence interval, by sectioning
+within the phase (``analyzer.percentile_ci_ms``: contiguous batches of queries) or, with replicated phases at a rate,
+across the replicates (each an independent section: a t-interval on their mean p99). Walking up the rates, the first
+rate whose value exceeds the QoS is the crossing, interpolated with log(p99) linear in rate from the last rate below
+it. The estimate is where the p99 curve crosses; the lower bound is where the band's upper edge crosses (below it the
+pool meets the QoS with 97.5% confidence at every tested rate); the upper bound is where the band's lower edge
+crosses. A bound past the highest rate tested is censored there and flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+METHOD = "p99 band crossing (95%: sectioning within a phase, t-interval across replicates)"
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """What was measured at one offered rate: p99 and its confidence interval, from ``replicates`` phases."""
+
+    rate_qps: float
+    p99_ms: float
+    p99_low_ms: float
+    p99_high_ms: float
+    replicates: int = 1
+
+
+@dataclass(frozen=True)
+class AllowableInterval:
+    """The crossing estimate and its bounds (qps); ``*_censored``: the bound lies past the highest rate tried."""
+
+    estimate_qps: float
+    low_qps: float
+    high_qps: float
+    low_censored: bool
+    high_censored: bool
+    method: str = METHOD
+
+
+def combine(rate_qps: float, phases: list[tuple[float, float, float]], level: float = 0.95) -> RatePoint:
+    """One RatePoint from the (p99, low, high) of each phase at a rate: a single phase keeps its own interval;
+    several are independent replicates, combined as their mean with a t-interval (any unserved tail: inf)."""
+    if len(phases) == 1:
+        return RatePoint(rate_qps, *phases[0])
+    p99 = np.array([p[0] for p in phases], dtype=float)
+    if not np.all(np.isfinite(p99)):
+        return RatePoint(rate_qps, float(np.median(p99)), float(np.min(p99)), math.inf, len(phases))
+    half = stats.t.ppf(0.5 + level / 2, len(p99) - 1) * p99.std(ddof=1) / math.sqrt(len(p99))
+    mean = float(p99.mean())
+    return RatePoint(rate_qps, mean, max(0.0, mean - half), mean + half, len(phases))
+
+
+def crossing_qps(rates: np.ndarray, values: np.ndarray, qos_ms: float) -> tuple[float, bool]:
+    """The rate where ``values`` first exceed ``qos_ms`` walking up ``rates`` (sorted), log-interpolated from the last
+    rate at or below it; ``(highest rate, True)`` when none exceeds it, ``(0, False)`` when the first already does."""
+    below = None
+    for rate, value in zip(rates, values):
+        if not (value > qos_ms):  # NaN (an interval sectioning could not give) is judged by its neighbours
+            if math.isfinite(value):
+                below = (rate, value)
+            continue
+        if below is None:
+            return 0.0, False
+        r1, v1 = below
+        if not math.isfinite(value) or v1 <= 0:
+            return float(r1), False  # an unserved tail: no slope to follow, the last good rate is the crossing
+        frac = (math.log(qos_ms) - math.log(v1)) / (math.log(value) - math.log(v1))
+        return float(r1 + (rate - r1) * min(max(frac, 0.0), 1.0)), False
+    return (float(rates[-1]), True) if len(rates) else (math.nan, True)
+
+
+def allowable_interval(points: list[RatePoint], qos_ms: float) -> AllowableInterval:
+    """Estimate and 95% bounds of the allowable rate from the points a sweep measured."""
+    pts = sorted(points, key=lambda p: p.rate_qps)
+    rates = np.array([p.rate_qps for p in pts], dtype=float)
+
+    def band(attr: str) -> np.ndarray:
+        values = np.array([getattr(p, attr) for p in pts], dtype=float)
+        # Where sectioning gave no interval, the point itself stands in for its edges.
+        return np.where(np.isnan(values), [p.p99_ms for p in pts], values)
+
+    estimate, _ = crossing_qps(rates, np.array([p.p99_ms for p in pts], dtype=float), qos_ms)
+    low, low_censored = crossing_qps(rates, band("p99_high_ms"), qos_ms)
+    high, high_censored = crossing_qps(rates, band("p99_low_ms"), qos_ms)
+    return AllowableInterval(estimate, min(low, estimate), max(high, estimate), low_censored, high_censored)

@@ -1,0 +1,40 @@
+"""A live sweep without Locust: the allowable rate, its bracket, its 95% interval and the self-checks per phase."""
+
+import pandas as pd
+import pytest
+
+from harness.live.options import LiveOptions
+from harness.live.replay import AsyncioLoadGenerator
+from harness.live.run import LiveRun
+
+
+@pytest.mark.slow
+def test_a_sweep_reports_its_allowable_rate_with_an_interval_and_self_checks(tmp_path):
+    options = LiveOptions(
+        model="rm2",
+        pool_config="g4dn.xlarge=1,r5n.large=1",
+        dispatchers=("kairos",),
+        sweep=True,
+        phase_seconds=5.0,
+        phase_queries=150,
+        min_queries=100,
+        max_phases=5,
+        tolerance=0.1,
+        report_dir=tmp_path,
+        lead_s=1.0,
+    )
+    run = LiveRun(options, log=lambda _: None)
+    run.start()
+    path = run.run_dir.path
+    report = run.run(AsyncioLoadGenerator())
+    summary = pd.read_parquet(path / "summary.parquet")
+    row = summary.iloc[0]
+    assert row["allowable_qps"] > 0 and "band crossing" in row["allowable_method"]
+    assert row["allowable_low_qps"] <= row["allowable_estimate_qps"] <= row["allowable_high_qps"]
+    # the interval sits around the bracket the search found (a crossing between tested rates, or censored at them)
+    assert summary["offered_qps"].min() <= row["allowable_low_qps"] <= row["bracket_high_qps"]
+    for col in ("host_cpu_percent", "dispatcher_cpu_percent", "loop_lag_p99_ms", "service_excess", "utilization"):
+        assert summary[col].notna().all(), col
+    assert summary["fidelity_ok"].isin([True, False]).all()
+    html = report.read_text(encoding="utf-8")
+    assert "95% interval qps" in html and "p99 band crossing" in html
