@@ -83,6 +83,7 @@ FLAGS = {
     "min_queries": "--min-queries",
     "criterion": "--criterion",
     "chaos": "--chaos",
+    "replications": "--replications",
 }
 # The web UI binds this unless --web-host (or LOCUST_WEB_HOST, or web-host in locust.conf) says otherwise; so does the
 # master's port for workers (--master-bind-host): a run across machines names the interface it means.
@@ -108,6 +109,7 @@ WEB_UI_OPTIONS = (
     "max_phases",
     "min_queries",
     "criterion",
+    "replications",
     "chaos",
 )
 NUMBERS = {
@@ -120,6 +122,7 @@ NUMBERS = {
     "tolerance": float,
     "max_phases": int,
     "min_queries": int,
+    "replications": int,
 }
 OPTIONAL = ("qos_ms", "rate", "speedup")  # None (an empty field in the web UI) means the default
 SWITCHES = {"true": True, "on": True, "1": True, "yes": True, "false": False, "off": False, "0": False, "no": False}
@@ -266,6 +269,14 @@ def add_options(parser) -> None:
         "early stopping at 99%% confidence (needs long phases); both are reported",
     )
     parser.add_argument(
+        "--replications",
+        type=int,
+        default=D.replications,
+        include_in_web_ui=True,
+        help="after a sweep, rerun each end of the final bracket this many times on other trace windows and seeds; "
+        "the allowable rate's interval then uses them (default 0: the sweep's phases alone)",
+    )
+    parser.add_argument(
         "--chaos",
         default="",
         include_in_web_ui=True,
@@ -346,6 +357,7 @@ def live_options(opts, pinned: Mapping[str, object] | None = None) -> LiveOption
         max_phases=v["max_phases"],
         criterion=v["criterion"],
         min_queries=v["min_queries"],
+        replications=v["replications"],
         chaos=parse_chaos(v["chaos"], "chaos") if (v["chaos"] or "").strip() else (),
     )
 

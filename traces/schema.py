@@ -137,6 +137,16 @@ class Trace:
             self.source,
         )
 
+    def tail_from(self, start: int) -> Trace:
+        """The queries from index ``start`` on (arrival times kept)."""
+        return Trace(
+            self.arrival_s[start:],
+            self.batch_size[start:],
+            self.model[start:],
+            {k: v[start:] for k, v in self.extra.items()},
+            self.source,
+        )
+
     def only_model(self) -> str:
         """The one model this trace holds; an error naming the choice when it holds several."""
         if len(self.models) != 1:

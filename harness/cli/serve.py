@@ -291,6 +291,7 @@ def run_dispatcher(args) -> int:
         profiles=_path(args.profiles),
         latency_alpha=args.latency_alpha,
         max_queue=args.max_queue,
+        max_held_bytes=args.max_held_mib << 20,
         concurrency=args.concurrency,
         prefetch_ms=args.prefetch_ms,
         records_path=_path(args.records_path),
@@ -331,6 +332,12 @@ def add_dispatcher_parser(sub) -> None:
     )
     p.add_argument(
         "--max-queue", type=int, default=d.max_queue, help=f"central queue bound; beyond it 503 (default {d.max_queue})"
+    )
+    p.add_argument(
+        "--max-held-mib",
+        type=int,
+        default=d.max_held_bytes >> 20,
+        help=f"request bodies held at once, queued or in service; beyond it 503 (default {d.max_held_bytes >> 20})",
     )
     p.add_argument(
         "--concurrency", type=int, default=d.concurrency, help=f"queries per instance at once (default {d.concurrency})"

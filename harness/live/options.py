@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.core.errors import InputError
 from harness.core.paper import PAPER_CONFIG
 from harness.live.chaos import ChaosEvent
 from harness.measure.analyzer import ValidityRules
@@ -38,7 +39,12 @@ class LiveOptions:
     min_queries: int = 200
     criterion: str = "p99"
     lead_s: float = 2.0
+    replications: int = 0  # extra phases at each end of the final bracket, on other trace windows and seeds
     chaos: tuple[ChaosEvent, ...] = ()  # faults to inject during each dispatcher's phases
+
+    def __post_init__(self):
+        if self.replications < 0:
+            raise InputError(f"{self.replications}: must be >= 0", field="replications")
 
     @property
     def sweeping(self) -> bool:

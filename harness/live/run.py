@@ -102,11 +102,16 @@ class LiveRun:
         self.log(f"run folder {self.run_dir.path}")
 
     # -- phases -----------------------------------------------------------------------------------------------
-    def phase_trace(self, rate_qps: float) -> Trace:
-        """The base trace at ``rate_qps`` (time-scaled, thinned or superposed: ``options.scale``), cut to the phase."""
+    def phase_trace(self, rate_qps: float, replicate: int = 0) -> Trace:
+        """The base trace at ``rate_qps`` (time-scaled, thinned or superposed: ``options.scale``), cut to the phase;
+        a replicate starts at a random point of the base trace and draws with its own seed."""
         o = self.options
         queries = phase_queries(rate_qps, o.phase_seconds, o.rules, o.phase_queries)
-        return scale_trace(self.base, rate_qps, o.scale, seed=o.seed, queries=queries)
+        base = self.base
+        if replicate and len(base) > queries:
+            start = int(np.random.default_rng((o.seed, replicate)).integers(0, len(base) - queries + 1))
+            base = base.tail_from(start)
+        return scale_trace(base, rate_qps, o.scale, seed=o.seed + replicate, queries=queries)
 
     def simulate_point(self, spec: str, trace: Trace, profile: Profile | None = None) -> PointSummary:
         """The simulator's verdict on a phase trace (same profile unless given, pool, QoS, validity rules)."""
@@ -125,11 +130,11 @@ class LiveRun:
         )
         return found.allowable_qps, found.bracket_qps
 
-    def run_phase(self, spec: str, rate_qps: float) -> PointSummary:
+    def run_phase(self, spec: str, rate_qps: float, replicate: int = 0) -> PointSummary:
         """Replay one phase through the dispatcher, merge records, summarize, write, log."""
         o = self.options
         trace = (
-            self.phase_trace(rate_qps)
+            self.phase_trace(rate_qps, replicate)
             if rate_qps
             else self.base.head(phase_queries(self.base.mean_rate_qps, o.phase_seconds, o.rules, o.phase_queries))
         )
@@ -148,7 +153,8 @@ class LiveRun:
         if self.chaos is not None and spec not in self._chaos_armed:
             self._chaos_armed.add(spec)
             self.chaos.arm(plan.start_epoch, spec)  # the schedule counts from each dispatcher's first phase
-        self.log(f"phase {index}: {spec} at {offered:.1f} qps, {len(trace)} queries, ~{trace.duration_s:.0f} s")
+        again = f" (replicate {replicate})" if replicate else ""
+        self.log(f"phase {index}: {spec} at {offered:.1f} qps{again}, {len(trace)} queries, ~{trace.duration_s:.0f} s")
         client_log = self.run_dir.start_phase(plan)  # the plan and the client's records on disk, for a kill -9
         monitor = PhaseMonitor([os.getpid(), *self.stack.pids()], plan.start_epoch, at_start=self.stack.loop_lag)
         output = self.loadgen.run_phase(plan, client_log)
@@ -170,6 +176,7 @@ class LiveRun:
             sim_violation_rate=sim.violation_rate,
         )
         row.update(self.fidelity(plan, trace, merged, row, cpu, lag))
+        row["replicate"] = replicate
         books = account(plan, output.records, dispatcher_cols, merged)
         row.update(books.as_row())
         row.update(self.mark_faults(plan, merged))
@@ -294,6 +301,9 @@ class LiveRun:
                     start,
                     SearchConfig(rel_tol=o.tolerance, max_points=o.max_phases, growth=o.growth),
                 )
+                for rate in (r for r in found.bracket_qps if 0 < r < math.inf):
+                    for k in range(1, o.replications + 1):  # independent windows and seeds at both bracket ends
+                        self.run_phase(spec, rate, replicate=k)
                 iv = self.interval(spec)
                 self.run_dir.set_allowable(
                     spec,
@@ -311,7 +321,8 @@ class LiveRun:
                     f"{spec}: allowable throughput {found.allowable_qps:.1f} qps live "
                     f"(bracket {found.bracket_qps[0]:.1f}..{found.bracket_qps[1]:.1f}; p99 crosses the QoS at "
                     f"{iv.estimate_qps:.1f}, 95% interval {iv.low_qps:.1f}..{iv.high_qps:.1f}"
-                    f"{' (censored at the highest rate tried)' if iv.high_censored else ''}), {sim_qps:.1f} simulated"
+                    f"{' (a bound at the edge of the rates tried)' if iv.low_censored or iv.high_censored else ''}), "
+                    f"{sim_qps:.1f} simulated"
                 )
             else:
                 self.run_phase(spec, o.rate_qps)

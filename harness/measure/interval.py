@@ -33,7 +33,7 @@ class RatePoint:
 
 @dataclass(frozen=True)
 class AllowableInterval:
-    """The crossing estimate and its bounds (qps); ``*_censored``: the bound lies past the highest rate tried."""
+    """The crossing estimate and its bounds (qps); ``*_censored``: the bound lies beyond the rates tried."""
 
     estimate_qps: float
     low_qps: float
@@ -58,7 +58,8 @@ def combine(rate_qps: float, phases: list[tuple[float, float, float]], level: fl
 
 def crossing_qps(rates: np.ndarray, values: np.ndarray, qos_ms: float) -> tuple[float, bool]:
     """The rate where ``values`` first exceed ``qos_ms`` walking up ``rates`` (sorted), log-interpolated from the last
-    rate at or below it; ``(highest rate, True)`` when none exceeds it, ``(0, False)`` when the first already does."""
+    rate at or below it; censored at the edge of the rates tried when none exceeds it ``(highest, True)`` or the
+    lowest already does ``(lowest, True)``."""
     below = None
     for rate, value in zip(rates, values):
         if not (value > qos_ms):  # NaN (an interval sectioning could not give) is judged by its neighbours
@@ -66,7 +67,7 @@ def crossing_qps(rates: np.ndarray, values: np.ndarray, qos_ms: float) -> tuple[
                 below = (rate, value)
             continue
         if below is None:
-            return 0.0, False
+            return float(rates[0]), True  # above the QoS from the lowest rate tried: at or below it
         r1, v1 = below
         if not math.isfinite(value) or v1 <= 0:
             return float(r1), False  # an unserved tail: no slope to follow, the last good rate is the crossing

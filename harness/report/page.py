@@ -194,7 +194,7 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
         note = (
             '<p class="note">95% interval on the allowable rate: '
             + escape("; ".join(methods))
-            + ". A + marks a bound past the highest rate tried.</p>"
+            + ". A + marks a bound at the edge of the rates tried (it may lie beyond).</p>"
         )
     return _table(header, rows, "num") + note
 

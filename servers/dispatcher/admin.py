@@ -33,6 +33,7 @@ def status_doc(d: Dispatcher) -> dict:
         "in_system": d.in_system,
         "records": len(d.sink),
         "ejections": d.ejections,
+        "held_bytes": d.held_bytes,
         "instances": [
             {
                 "id": i.instance_id,

@@ -23,6 +23,10 @@ class DispatcherConfig:
     profiles: Path | None = None
     latency_alpha: float = 0.05
     max_queue: int = 10_000
+    # Request bodies the dispatcher may hold at once (queued or in service); beyond it a new query is shed with 503.
+    # Under overload the queue's bodies are what the process's memory grows with (rm2: ~136 KB a query on average);
+    # 64 MiB holds ~490 such queries, more than the paper pool serves within its 3.5 s queue deadline.
+    max_held_bytes: int = 64 << 20
     concurrency: int = 1
     prefetch_ms: float = 3.0
     records_path: Path | None = None
@@ -39,6 +43,8 @@ class DispatcherConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if self.max_held_bytes < 1:
+            raise InputError(f"{self.max_held_bytes}: must be >= 1", field="max_held_bytes")
         if self.concurrency < 1:
             raise InputError(f"{self.concurrency}: must be >= 1", field="concurrency")
         if not self.prefetch_ms >= 0:

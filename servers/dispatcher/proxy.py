@@ -9,7 +9,8 @@ timeout or a dropped connection counts against the instance, and ``eject_after_f
 connection at once) take it out of service, unless more than ``max_ejected_fraction`` of the pool would then be out:
 its local FIFO goes back to the head of the central queue and it is health-checked every ``health_interval_s`` until
 it is ready again. The failed query is retried on another instance up to ``max_retries`` times (default 1), then
-answered 502. A query still queued ``queue_timeout_ms`` after arrival is answered 504. Every query is recorded
+answered 502. A query still queued ``queue_timeout_ms`` after arrival is answered 504. Beyond ``max_queue`` queued
+queries, or ``max_held_bytes`` of request bodies held, a new query is shed with 503 at once. Every query is recorded
 exactly once, whatever happens.
 
 Prefetch (``prefetch_ms``, see ``servers.dispatcher.prefetch``): a prefetched query waits at its instance for its
@@ -50,16 +51,24 @@ async def infer(request: web.Request) -> web.Response:
     if len(d.core.pending) >= d.config.max_queue:
         d.finish_record(q, SHED, 503, "queue full")
         return v2_http.json_error(503, f"queue full ({d.config.max_queue} queries waiting)")
+    if d.held_bytes + len(body) > d.config.max_held_bytes:
+        d.finish_record(q, SHED, 503, "held bodies full")
+        return v2_http.json_error(
+            503,
+            f"overloaded: {d.held_bytes >> 20} MiB of request bodies already held (limit {d.config.max_held_bytes >> 20} MiB)",
+        )
     headers = {h: request.headers[h] for h in FORWARD_HEADERS if h in request.headers}
     headers["X-Request-ID"] = rid
     loop = asyncio.get_running_loop()
     fut = d.waiters[q] = loop.create_future()
     deadline = loop.call_later(d.queue_timeout_s, d.expire, q)
     d.enter()
+    d.held_bytes += len(body)
     try:
         d.core.arrive(t_arrive, q)
         return await _serve(d, q, fut, body, headers)
     finally:
+        d.held_bytes -= len(body)
         deadline.cancel()
         d.waiters.pop(q, None)
         if q in d.rows:  # cancelled (client gone, server stopping): still recorded exactly once

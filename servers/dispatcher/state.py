@@ -95,6 +95,7 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self.in_system = 0
+        self.held_bytes = 0  # request bodies held by queries in the system (servers.dispatcher.proxy sheds past a cap)
         self.stats = RequestStats()
         self.loop_lag = LoopLag()
 

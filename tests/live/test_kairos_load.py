@@ -338,6 +338,7 @@ def test_options_are_typed_and_paths_stay_off_the_web_ui():
         "tolerance": "float",
         "max_phases": "int",
         "min_queries": "int",
+        "replications": "int",
     }
     live = out["live"]
     assert live == {"rate": 30.0, "qos": None, "sweep": True, "pq": 60, "trace": None, "report_dir": "reports"}

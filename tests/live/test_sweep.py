@@ -1,8 +1,11 @@
 """A live sweep without Locust: the allowable rate, its bracket, its 95% interval and the self-checks per phase."""
 
+import math
+
 import pandas as pd
 import pytest
 
+from harness.core.errors import InputError
 from harness.live.options import LiveOptions
 from harness.live.replay import AsyncioLoadGenerator
 from harness.live.run import LiveRun
@@ -20,6 +23,7 @@ def test_a_sweep_reports_its_allowable_rate_with_an_interval_and_self_checks(tmp
         min_queries=100,
         max_phases=5,
         tolerance=0.1,
+        replications=1,
         report_dir=tmp_path,
         lead_s=1.0,
     )
@@ -36,5 +40,24 @@ def test_a_sweep_reports_its_allowable_rate_with_an_interval_and_self_checks(tmp
     for col in ("host_cpu_percent", "dispatcher_cpu_percent", "loop_lag_p99_ms", "service_excess", "utilization"):
         assert summary[col].notna().all(), col
     assert summary["fidelity_ok"].isin([True, False]).all()
+    # one replicate at each end of the final bracket, on another window of the trace
+    again = summary[summary["replicate"] == 1]
+    assert sorted(again["offered_qps"]) == sorted(
+        b for b in (row["bracket_low_qps"], row["bracket_high_qps"]) if 0 < b < math.inf
+    )
     html = report.read_text(encoding="utf-8")
     assert "95% interval qps" in html and "p99 band crossing" in html
+
+
+def test_replicate_phases_use_other_windows_of_the_trace_deterministically():
+    run = LiveRun(LiveOptions(seed=3), log=lambda _: None)
+    first, again, other = run.phase_trace(100.0), run.phase_trace(100.0, 1), run.phase_trace(100.0, 2)
+    assert len(first) == len(again) == len(other)
+    assert list(first.batch_size[:20]) != list(again.batch_size[:20]) != list(other.batch_size[:20])
+    assert list(run.phase_trace(100.0, 1).batch_size) == list(again.batch_size)
+
+
+def test_negative_replications_are_refused():
+    with pytest.raises(InputError) as err:
+        LiveOptions(replications=-1)
+    assert err.value.field == "replications"

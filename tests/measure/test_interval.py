@@ -12,7 +12,7 @@ def test_crossing_interpolates_log_p99_between_the_last_good_rate_and_the_first_
     rate, censored = crossing_qps(rates, [100.0, 200.0, 800.0], qos_ms=400.0)
     assert rate == pytest.approx(25.0) and not censored  # log 400 is halfway between log 200 and log 800
     assert crossing_qps(rates, [100.0, 200.0, 300.0], 400.0) == (30.0, True)
-    assert crossing_qps(rates, [500.0, 600.0, 700.0], 400.0) == (0.0, False)
+    assert crossing_qps(rates, [500.0, 600.0, 700.0], 400.0) == (10.0, True)  # at or below the lowest rate tried
     assert crossing_qps(rates, [100.0, math.inf, 50.0], 400.0) == (10.0, False)  # unserved tail: no slope
     assert crossing_qps(rates, [100.0, math.nan, 800.0], 400.0)[0] == pytest.approx(10 + 20 * 2 / 3)
 
