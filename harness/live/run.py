@@ -41,6 +41,8 @@ from traces.scale import speedup
 from traces.scalers import scale_trace
 from traces.schema import Trace
 
+UNKNOWN_INTERVAL = " (nan: a phase too short to section; raise --phase-queries or use --replications)"
+
 
 class LiveRun:
     """Phases, sweeps and records of one live run; ``run(loadgen)`` does everything, ``close(partial=True)`` ends early."""
@@ -321,7 +323,8 @@ class LiveRun:
                     f"{spec}: allowable throughput {found.allowable_qps:.1f} qps live "
                     f"(bracket {found.bracket_qps[0]:.1f}..{found.bracket_qps[1]:.1f}; p99 crosses the QoS at "
                     f"{iv.estimate_qps:.1f}, 95% interval {iv.low_qps:.1f}..{iv.high_qps:.1f}"
-                    f"{' (a bound at the edge of the rates tried)' if iv.low_censored or iv.high_censored else ''}), "
+                    f"{' (a bound at the edge of the rates tried)' if iv.low_censored or iv.high_censored else ''}"
+                    f"{UNKNOWN_INTERVAL if math.isnan(iv.low_qps) or math.isnan(iv.high_qps) else ''}), "
                     f"{sim_qps:.1f} simulated"
                 )
             else:

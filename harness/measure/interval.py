@@ -4,7 +4,9 @@ Method ("p99 band crossing"): at each offered rate the sweep tried, p99 has a 95
 within the phase (``analyzer.percentile_ci_ms``: contiguous batches of queries) or, with replicated phases at a rate,
 across the replicates (each an independent section: a t-interval on their mean p99). Walking up the rates, the first
 rate whose value exceeds the QoS is the crossing, interpolated with log(p99) linear in rate from the last rate below
-it. The estimate is where the p99 curve crosses; the lower bound is where the band's upper edge crosses (below it the
+it. A phase with too few queries to section (fewer than 500 measured) has no interval, and a bound that depends on
+it is unknown (NaN) rather than zero-wide: longer phases or ``--replications`` give one. The estimate is where the
+p99 curve crosses; the lower bound is where the band's upper edge crosses (below it the
 pool meets the QoS with 97.5% confidence at every tested rate); the upper bound is where the band's lower edge
 crosses. A bound past the highest rate tested is censored there and flagged.
 """
@@ -62,9 +64,10 @@ def crossing_qps(rates: np.ndarray, values: np.ndarray, qos_ms: float) -> tuple[
     lowest already does ``(lowest, True)``."""
     below = None
     for rate, value in zip(rates, values):
-        if not (value > qos_ms):  # NaN (an interval sectioning could not give) is judged by its neighbours
-            if math.isfinite(value):
-                below = (rate, value)
+        if math.isnan(value):  # an edge sectioning could not give: where the band crosses is unknown
+            return math.nan, False
+        if not value > qos_ms:
+            below = (rate, value)
             continue
         if below is None:
             return float(rates[0]), True  # above the QoS from the lowest rate tried: at or below it
@@ -82,11 +85,12 @@ def allowable_interval(points: list[RatePoint], qos_ms: float) -> AllowableInter
     rates = np.array([p.rate_qps for p in pts], dtype=float)
 
     def band(attr: str) -> np.ndarray:
-        values = np.array([getattr(p, attr) for p in pts], dtype=float)
-        # Where sectioning gave no interval, the point itself stands in for its edges.
-        return np.where(np.isnan(values), [p.p99_ms for p in pts], values)
+        return np.array([getattr(p, attr) for p in pts], dtype=float)
 
-    estimate, _ = crossing_qps(rates, np.array([p.p99_ms for p in pts], dtype=float), qos_ms)
+    estimate, _ = crossing_qps(rates, band("p99_ms"), qos_ms)
     low, low_censored = crossing_qps(rates, band("p99_high_ms"), qos_ms)
     high, high_censored = crossing_qps(rates, band("p99_low_ms"), qos_ms)
-    return AllowableInterval(estimate, min(low, estimate), max(high, estimate), low_censored, high_censored)
+    # NaN (unknown) stays NaN: a phase too short to section leaves the interval open rather than zero-wide.
+    low = low if math.isnan(low) else min(low, estimate)
+    high = high if math.isnan(high) else max(high, estimate)
+    return AllowableInterval(estimate, low, high, low_censored, high_censored)

@@ -14,7 +14,7 @@ def test_crossing_interpolates_log_p99_between_the_last_good_rate_and_the_first_
     assert crossing_qps(rates, [100.0, 200.0, 300.0], 400.0) == (30.0, True)
     assert crossing_qps(rates, [500.0, 600.0, 700.0], 400.0) == (10.0, True)  # at or below the lowest rate tried
     assert crossing_qps(rates, [100.0, math.inf, 50.0], 400.0) == (10.0, False)  # unserved tail: no slope
-    assert crossing_qps(rates, [100.0, math.nan, 800.0], 400.0)[0] == pytest.approx(10 + 20 * 2 / 3)
+    assert math.isnan(crossing_qps(rates, [100.0, math.nan, 800.0], 400.0)[0])  # unknown, not guessed
 
 
 def test_interval_brackets_the_estimate_with_the_band():
@@ -43,3 +43,10 @@ def test_replicates_combine_into_a_t_interval_and_one_phase_keeps_its_own():
     assert three.p99_low_ms == pytest.approx(320 - 4.303 * 20 / math.sqrt(3), rel=1e-3)
     unserved = combine(100.0, [(300.0, 0, 0), (math.inf, 0, 0)])
     assert unserved.p99_high_ms == math.inf and unserved.p99_low_ms == 300.0
+
+
+def test_phases_without_an_interval_leave_the_bounds_unknown_not_zero_wide():
+    iv = allowable_interval(
+        [RatePoint(30.0, 300.0, math.nan, math.nan), RatePoint(40.0, 500.0, math.nan, math.nan)], 350.0
+    )
+    assert 30.0 < iv.estimate_qps < 40.0 and math.isnan(iv.low_qps) and math.isnan(iv.high_qps)
