@@ -61,22 +61,31 @@ def combine(rate_qps: float, phases: list[tuple[float, float, float]], level: fl
 def crossing_qps(rates: np.ndarray, values: np.ndarray, qos_ms: float) -> tuple[float, bool]:
     """The rate where ``values`` first exceed ``qos_ms`` walking up ``rates`` (sorted), log-interpolated from the last
     rate at or below it; censored at the edge of the rates tried when none exceeds it ``(highest, True)`` or the
-    lowest already does ``(lowest, True)``."""
+    lowest already does ``(lowest, True)``. NaN values (no interval) are skipped, but a crossing that may lie at one
+    of them, between the known rates around it, is unknown: NaN."""
+    rates, values = np.asarray(rates, dtype=float), np.asarray(values, dtype=float)
+    known = ~np.isnan(values)
+    if not known.any():
+        return math.nan, False
     below = None
-    for rate, value in zip(rates, values):
-        if math.isnan(value):  # an edge sectioning could not give: where the band crosses is unknown
-            return math.nan, False
+    for k in np.flatnonzero(known):
+        rate, value = rates[k], values[k]
         if not value > qos_ms:
             below = (rate, value)
             continue
+        gap = (rates > (below[0] if below else -math.inf)) & (rates < rate) & ~known
+        if gap.any():
+            return math.nan, False
         if below is None:
-            return float(rates[0]), True  # above the QoS from the lowest rate tried: at or below it
+            return float(rate) if rate == rates[0] else math.nan, rate == rates[0]
         r1, v1 = below
         if not math.isfinite(value) or v1 <= 0:
             return float(r1), False  # an unserved tail: no slope to follow, the last good rate is the crossing
         frac = (math.log(qos_ms) - math.log(v1)) / (math.log(value) - math.log(v1))
         return float(r1 + (rate - r1) * min(max(frac, 0.0), 1.0)), False
-    return (float(rates[-1]), True) if len(rates) else (math.nan, True)
+    if (rates > below[0]).any():  # unknown points past the last known one could hold the crossing
+        return math.nan, False
+    return float(rates[-1]), True
 
 
 def allowable_interval(points: list[RatePoint], qos_ms: float) -> AllowableInterval:

@@ -184,9 +184,11 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
         if has_iv:
             low, high = finite_values(steps["allowable_low_qps"]), finite_values(steps["allowable_high_qps"])
             censored = bool(steps.get("allowable_interval_censored", pd.Series([False])).fillna(False).any())
-            row.insert(
-                2, f"[{fmt(float(low[0]))}, {fmt(float(high[0]))}{'+' if censored else ''}]" if low.size else "–"
-            )
+            if low.size or high.size:  # a missing bound (a phase too short to section) shows as unknown
+                bounds = [fmt(float(b[0])) if b.size else "?" for b in (low, high)]
+                row.insert(2, f"[{bounds[0]}, {bounds[1]}{'+' if censored else ''}]")
+            else:
+                row.insert(2, "–")
         rows.append(row)
     note = ""
     if has_iv and "allowable_method" in summary:

@@ -34,10 +34,14 @@ def test_a_sweep_reports_its_allowable_rate_with_an_interval_and_self_checks(tmp
     summary = pd.read_parquet(path / "summary.parquet")
     row = summary.iloc[0]
     assert row["allowable_qps"] > 0 and "band crossing" in row["allowable_method"]
-    assert row["allowable_low_qps"] <= row["allowable_estimate_qps"] <= row["allowable_high_qps"]
+    # Phases this short (150 queries) cannot be sectioned: only the replicated rates carry a band, so a bound that
+    # rests on an unreplicated rate is unknown (NaN), never zero-wide.
+    low, est, high = row["allowable_low_qps"], row["allowable_estimate_qps"], row["allowable_high_qps"]
+    assert not low > est and not high < est and (math.isfinite(low) or math.isfinite(high))
     # the interval sits around the bracket the search found (a crossing between tested rates, or censored at them)
-    assert summary["offered_qps"].min() <= row["allowable_low_qps"] <= row["bracket_high_qps"]
-    for col in ("host_cpu_percent", "dispatcher_cpu_percent", "loop_lag_p99_ms", "service_excess", "utilization"):
+    assert math.isnan(low) or summary["offered_qps"].min() <= low <= row["bracket_high_qps"]
+    # (service_excess needs 10 served queries in one (type, bucket): often none in phases this short)
+    for col in ("host_cpu_percent", "dispatcher_cpu_percent", "loop_lag_p99_ms", "utilization"):
         assert summary[col].notna().all(), col
     assert summary["fidelity_ok"].isin([True, False]).all()
     # one replicate at each end of the final bracket, on another window of the trace

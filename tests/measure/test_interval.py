@@ -14,7 +14,9 @@ def test_crossing_interpolates_log_p99_between_the_last_good_rate_and_the_first_
     assert crossing_qps(rates, [100.0, 200.0, 300.0], 400.0) == (30.0, True)
     assert crossing_qps(rates, [500.0, 600.0, 700.0], 400.0) == (10.0, True)  # at or below the lowest rate tried
     assert crossing_qps(rates, [100.0, math.inf, 50.0], 400.0) == (10.0, False)  # unserved tail: no slope
-    assert math.isnan(crossing_qps(rates, [100.0, math.nan, 800.0], 400.0)[0])  # unknown, not guessed
+    assert math.isnan(crossing_qps(rates, [100.0, math.nan, 800.0], 400.0)[0])  # it may cross at 20: unknown
+    assert crossing_qps(rates, [math.nan, 200.0, 800.0], 400.0)[0] == pytest.approx(25.0)  # far below: no matter
+    assert math.isnan(crossing_qps(rates, [100.0, 200.0, math.nan], 400.0)[0])  # past the last known rate
 
 
 def test_interval_brackets_the_estimate_with_the_band():

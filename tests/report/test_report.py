@@ -499,3 +499,13 @@ def test_failed_self_checks_make_a_host_limited_banner(run_dir):
     summary.to_parquet(run_dir / "summary.parquet", index=False)
     html = build_report(run_dir).read_text(encoding="utf-8")
     assert 'id="fidelity-banner"' not in html and 'id="fidelity-note"' in html
+
+
+def test_an_unknown_interval_bound_shows_as_unknown(run_dir):
+    summary = pd.read_parquet(run_dir / "summary.parquet")
+    summary["allowable_low_qps"] = 90.0
+    summary["allowable_high_qps"] = math.nan
+    summary["allowable_method"] = "p99 band crossing"
+    summary.to_parquet(run_dir / "summary.parquet", index=False)
+    html = build_report(run_dir).read_text(encoding="utf-8")
+    assert "95% interval qps" in html and "[90.0, ?]" in html
