@@ -23,6 +23,7 @@ from harness.dispatch.policies import make_policy
 from harness.live.run_dir import RunDir
 from harness.measure.allowable import SearchConfig, capacity_qps, find_allowable, phase_queries
 from harness.measure.analyzer import ValidityRules, stamp_allowable, summarize, summary_row
+from harness.measure.replication import replicated_allowable
 from harness.sim.simulator import SimConfig, check_trace, simulate
 from traces.generate import generate_trace
 from traces.io import read_trace
@@ -53,6 +54,10 @@ class SimulateJob:
     phase_min_queries: int = 0
     scale: str = DEFAULT_SCALE  # how a rate is reached: a key of traces.scalers.SCALERS
     queries: int = 0  # queries per point (--queries); thin and superpose can give more than a short trace holds
+    replications: int = 1  # allowable searches per policy, each with its own seed (and trace window)
+    source_trace: Trace | None = None  # the --trace file before the --queries cut (replicate windows); None: generated
+    arrivals: str = "poisson"  # how a generated trace was made, so a replicate can draw another with its own seed
+    batch_mix: str = "kairos"
 
 
 def register(subparsers) -> None:
@@ -136,6 +141,14 @@ def register(subparsers) -> None:
         default=SearchConfig.rel_tol,
         help=f"allowable search: relative bracket width (default {SearchConfig.rel_tol:g})",
     )
+    p.add_argument(
+        "--replications",
+        type=int,
+        default=1,
+        help="with --allowable: run each policy's search R times (seeds S, S+1, ...; each replicate after the first "
+        "on another window of --trace when it holds more than --queries, or a trace generated afresh) and report "
+        "the mean allowable throughput with a 95%% t-interval (default 1: one search, no interval)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per policy per line on stdout")
     p.add_argument("--out", help="directory for queries.parquet and summary.parquet")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -148,11 +161,14 @@ def build_job(args: argparse.Namespace) -> SimulateJob:
     pool = PoolConfig.parse(args.pool_config)
     if args.queries < 1:
         raise InputError(f"--queries {args.queries}: must be >= 1")
+    if args.replications < 1:
+        raise InputError(f"--replications {args.replications}: must be >= 1")
+    source = None
     if args.trace:
-        trace = read_trace(args.trace)
+        source = read_trace(args.trace)
         if args.model:
-            trace = trace.with_model(args.model)
-        trace = trace.head(args.queries)
+            source = source.with_model(args.model)
+        trace = source.head(args.queries)
     else:
         rng = np.random.default_rng(args.seed)
         # Generated at 1 qps and rate-scaled per run: every rate sees the same queries (common random numbers).
@@ -168,6 +184,8 @@ def build_job(args: argparse.Namespace) -> SimulateJob:
     if args.rate is not None and not args.rate > 0:
         raise InputError(f"--rate {args.rate}: must be > 0")
     allowable = args.allowable or (args.rate is None and not args.trace)
+    if args.replications > 1 and not allowable:
+        raise InputError(f"--replications {args.replications}: repeats the allowable search: use it with --allowable")
     try:
         cost = pool.cost_per_h(load_prices(args.prices))
     except InputError:
@@ -191,6 +209,10 @@ def build_job(args: argparse.Namespace) -> SimulateJob:
         args.phase_queries,
         check_scale(args.scale),
         args.queries,
+        args.replications,
+        source,
+        args.arrivals,
+        args.batch_mix,
     )
 
 
@@ -201,85 +223,168 @@ def _progress_line(policy: str, rate: float, s) -> str:
     )
 
 
+def replicate_trace(job: SimulateJob, replicate: int) -> tuple[Trace, int | None]:
+    """The base trace of search ``replicate`` and the query it starts at (None: a trace generated afresh).
+
+    Replicate 0 is the job's own trace. A later one takes another window of the --trace file, at a start drawn from
+    ``(seed, replicate)`` as the live harness's replicates do, when the file holds more than --queries (else the same
+    queries, only the draws differ); without a file it generates a trace with seed + replicate.
+    """
+    if replicate == 0:
+        return job.base_trace, 0
+    if job.source_trace is None:
+        rng = np.random.default_rng(job.seed + replicate)  # as build_job draws replicate 0's, at 1 qps
+        model = job.base_trace.models[0]
+        trace = generate_trace(job.queries, 1.0, arrivals=job.arrivals, batch_mix=job.batch_mix, model=model, rng=rng)
+        return trace, None
+    full = job.source_trace
+    if len(full) <= job.queries:
+        return job.base_trace, 0
+    start = int(np.random.default_rng((job.seed, replicate)).integers(0, len(full) - job.queries + 1))
+    return full.tail_from(start).head(job.queries), start
+
+
+def _run_policy(
+    job: SimulateJob, spec: str, rows: list[dict], log, base: Trace, replicate: int | None = None
+) -> tuple[dict, pd.DataFrame | None]:
+    """One policy's search (or fixed-rate run) on ``base``, replicate ``replicate`` (None: no replication); appends
+    its summary rows to ``rows`` and returns (result, records of the final point)."""
+    seed = job.seed + (replicate or 0)
+    model = base.models[0]
+    config = SimConfig(job.pool, job.qos_ms, job.concurrency, seed)
+    kept: dict[float, pd.DataFrame] = {}  # records of the best passing point and of the latest point only
+    best_ok: list[float] = []
+    first_row = len(rows)
+    tag = {} if replicate is None else {"replicate": replicate, "replicate_seed": seed}
+
+    def evaluate(rate_qps: float):
+        trace, scale = base, None
+        if rate_qps:
+            # --queries per point (or the phase's); time scaling cannot give more than the trace holds.
+            queries = (
+                phase_queries(rate_qps, job.phase_seconds, job.rules, job.phase_min_queries)
+                if job.phase_seconds
+                else job.queries or len(base)
+            )
+            trace = scale_trace(base, rate_qps, job.scale, seed=seed, queries=queries)
+            scale = applied_scale(base, rate_qps, job.scale)
+        records = simulate(trace, make_policy(spec), job.profile, config)
+        summary = summarize(records, job.qos_ms, job.rules)
+        if summary.valid and (not best_ok or rate_qps > best_ok[0]):
+            best_ok[:] = [rate_qps]
+        keep = {rate_qps: records.assign(dispatcher=spec, phase=len(rows), offered_qps=rate_qps or summary.offered_qps)}
+        if best_ok and best_ok[0] in kept:
+            keep[best_ok[0]] = kept[best_ok[0]]
+        kept.clear()
+        kept.update(keep)
+        rows.append(
+            summary_row(spec, len(rows), summary, rate_qps or summary.offered_qps, job.cost_per_h, scale=scale, **tag)
+        )
+        return summary
+
+    t0 = time.perf_counter()
+    if job.allowable:
+        latency = LatencyModel(job.profile, job.pool.instance_types, [model])
+        start = 0.5 * capacity_qps(latency, job.pool.instance_types, model, base.batch_size)
+        found = find_allowable(
+            evaluate,
+            start,
+            job.search,
+            on_point=(lambda r, s: log(_progress_line(spec, r, s))) if log else None,
+        )
+        best = found.passing
+        stamp_allowable(rows[first_row:], spec, found.allowable_qps, found.bracket_qps)
+        result = {
+            "policy": spec,
+            "allowable_qps": found.allowable_qps,
+            "bracket_qps": [found.bracket_qps[0], found.bracket_qps[1]],
+            "points": len(found.points),
+        }
+        final_rate = found.allowable_qps if best else found.points[-1][0]
+        summary = best or found.points[-1][1]
+    else:
+        summary = evaluate(job.rate_qps)
+        final_rate = job.rate_qps
+        if log:
+            log(_progress_line(spec, job.rate_qps or summary.offered_qps, summary))
+        result = {"policy": spec, "rate_qps": job.rate_qps or summary.offered_qps}
+    result.update(
+        scale=job.scale,
+        queries=summary.queries,
+        p99_ms=summary.p99_ms,
+        p99_ci_ms=[summary.p99_ci_low_ms, summary.p99_ci_high_ms],
+        p50_ms=summary.p50_ms,
+        p999_ms=summary.p999_ms,
+        violation_rate=summary.violation_rate,
+        valid=summary.valid,
+        qos_ms=job.qos_ms,
+        config=job.pool.as_dict(),
+        cost_per_h=job.cost_per_h,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+    return result, kept.get(final_rate)
+
+
+def _replicated(job: SimulateJob, spec: str, rows: list[dict], log) -> tuple[dict, pd.DataFrame | None]:
+    """``job.replications`` searches of one policy combined: the mean allowable rate with its 95% interval; the
+    point figures (p99, bracket...) and the records are replicate 0's, the --seed search."""
+    searches, records = [], None
+    for k in range(job.replications):
+        base, start = replicate_trace(job, k)
+        if log:
+            where = "a trace generated afresh" if start is None else f"the trace from query {start}"
+            log(f"  {spec}: replicate {k + 1} of {job.replications} (seed {job.seed + k}, {where})")
+        result, final = _run_policy(job, spec, rows, log, base, replicate=k)
+        searches.append((k, start, result))
+        if k == 0:
+            records = final
+    figure = replicated_allowable([r["allowable_qps"] for _, _, r in searches])
+    result = dict(searches[0][2])
+    result.update(
+        allowable_qps=figure.mean_qps,
+        allowable_low_qps=figure.low_qps,
+        allowable_high_qps=figure.high_qps,
+        allowable_method=figure.method,
+        replications=figure.replicates,
+        none_replicates=figure.none,
+        replicates=[
+            {
+                "replicate": k,
+                "seed": job.seed + k,
+                "start_query": start,
+                "allowable_qps": r["allowable_qps"],
+                "bracket_qps": r["bracket_qps"],
+                "points": r["points"],
+            }
+            for k, start, r in searches
+        ],
+        seconds=round(sum(r["seconds"] for _, _, r in searches), 3),
+    )
+    for row in rows:
+        if row["dispatcher"] == spec:
+            # Each row keeps its own search's figure; allowable_qps becomes the policy's, as in a live summary.
+            row.update(
+                replicate_allowable_qps=row["allowable_qps"],
+                allowable_qps=figure.mean_qps,
+                allowable_low_qps=figure.low_qps,
+                allowable_high_qps=figure.high_qps,
+                allowable_method=figure.method,
+                replications=figure.replicates,
+            )
+    return result, records
+
+
 def run_job(job: SimulateJob, log=None) -> tuple[list[dict], pd.DataFrame, pd.DataFrame]:
     """Run every policy; returns (result per policy, summary rows, records of each policy's final point)."""
     results, rows, final_records = [], [], []
-    model = job.base_trace.models[0]
     for spec in job.policies:
-        config = SimConfig(job.pool, job.qos_ms, job.concurrency, job.seed)
-        kept: dict[float, pd.DataFrame] = {}  # records of the best passing point and of the latest point only
-        best_ok: list[float] = []
-
-        def evaluate(rate_qps: float, spec=spec, config=config, kept=kept, best_ok=best_ok):
-            trace, scale = job.base_trace, None
-            if rate_qps:
-                # --queries per point (or the phase's); time scaling cannot give more than the trace holds.
-                queries = (
-                    phase_queries(rate_qps, job.phase_seconds, job.rules, job.phase_min_queries)
-                    if job.phase_seconds
-                    else job.queries or len(job.base_trace)
-                )
-                trace = scale_trace(job.base_trace, rate_qps, job.scale, seed=job.seed, queries=queries)
-                scale = applied_scale(job.base_trace, rate_qps, job.scale)
-            records = simulate(trace, make_policy(spec), job.profile, config)
-            summary = summarize(records, job.qos_ms, job.rules)
-            if summary.valid and (not best_ok or rate_qps > best_ok[0]):
-                best_ok[:] = [rate_qps]
-            keep = {
-                rate_qps: records.assign(dispatcher=spec, phase=len(rows), offered_qps=rate_qps or summary.offered_qps)
-            }
-            if best_ok and best_ok[0] in kept:
-                keep[best_ok[0]] = kept[best_ok[0]]
-            kept.clear()
-            kept.update(keep)
-            rows.append(
-                summary_row(spec, len(rows), summary, rate_qps or summary.offered_qps, job.cost_per_h, scale=scale)
-            )
-            return summary
-
-        t0 = time.perf_counter()
-        if job.allowable:
-            latency = LatencyModel(job.profile, job.pool.instance_types, [model])
-            start = 0.5 * capacity_qps(latency, job.pool.instance_types, model, job.base_trace.batch_size)
-            found = find_allowable(
-                evaluate,
-                start,
-                job.search,
-                on_point=(lambda r, s, spec=spec: log(_progress_line(spec, r, s))) if log else None,
-            )
-            best = found.passing
-            stamp_allowable(rows, spec, found.allowable_qps, found.bracket_qps)
-            result = {
-                "policy": spec,
-                "allowable_qps": found.allowable_qps,
-                "bracket_qps": [found.bracket_qps[0], found.bracket_qps[1]],
-                "points": len(found.points),
-            }
-            final_rate = found.allowable_qps if best else found.points[-1][0]
-            summary = best or found.points[-1][1]
+        if job.replications > 1:
+            result, records = _replicated(job, spec, rows, log)
         else:
-            summary = evaluate(job.rate_qps)
-            final_rate = job.rate_qps
-            if log:
-                log(_progress_line(spec, job.rate_qps or summary.offered_qps, summary))
-            result = {"policy": spec, "rate_qps": job.rate_qps or summary.offered_qps}
-        result.update(
-            scale=job.scale,
-            queries=summary.queries,
-            p99_ms=summary.p99_ms,
-            p99_ci_ms=[summary.p99_ci_low_ms, summary.p99_ci_high_ms],
-            p50_ms=summary.p50_ms,
-            p999_ms=summary.p999_ms,
-            violation_rate=summary.violation_rate,
-            valid=summary.valid,
-            qos_ms=job.qos_ms,
-            config=job.pool.as_dict(),
-            cost_per_h=job.cost_per_h,
-            seconds=round(time.perf_counter() - t0, 3),
-        )
+            result, records = _run_policy(job, spec, rows, log, job.base_trace)
         results.append(result)
-        if kept.get(final_rate) is not None:
-            final_records.append(kept[final_rate])
+        if records is not None:
+            final_records.append(records)
     return results, pd.DataFrame(rows), pd.concat(final_records, ignore_index=True) if final_records else None
 
 
@@ -304,6 +409,7 @@ def write_out(out: Path, job: SimulateJob, summary_rows: pd.DataFrame, records: 
                 "tolerance": job.search.rel_tol,
                 "phase_seconds": job.phase_seconds,
                 "scale": job.scale,
+                "replications": job.replications,
                 "profiles": job.profile.source,
             },
         },
@@ -330,6 +436,7 @@ def run(args: argparse.Namespace) -> int:
             f"kairos simulate: {job.base_trace.models[0]} on {job.pool} (QoS p99 <= {job.qos_ms:g} ms), "
             f"{len(job.base_trace)} queries/run, {what}"
             + (f", {job.scale} scaling" if job.rate_qps or job.allowable else "")
+            + (f", {job.replications} replications" if job.replications > 1 else "")
         )
     results, summary_rows, records = run_job(job, log)
     if args.out:
@@ -342,7 +449,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cost = f", ${job.cost_per_h:.3f}/h" if job.cost_per_h is not None else ""
     print(f"{job.base_trace.models[0]} on {job.pool}{cost}, QoS p99 <= {job.qos_ms:g} ms")
-    if job.allowable:
+    if job.allowable and job.replications > 1:
+        _print_replicated(job, results)
+    elif job.allowable:
         print(f"{'policy':<22} {'allowable qps':>13} {'bracket':>19} {'p99 ms':>9} {'p99 95% CI':>19} {'viol %':>7}")
         for r in results:
             lo, hi = r["bracket_qps"]
@@ -363,3 +472,18 @@ def run(args: argparse.Namespace) -> int:
                 f"{_fmt(r['p999_ms']):>9} {_fmt(100 * r['violation_rate'], '.2f'):>7} {r['valid']}"
             )
     return 0
+
+
+def _print_replicated(job: SimulateJob, results: list[dict]) -> None:
+    """The table of ``--replications R``: each policy's mean allowable rate, its interval and every search's figure."""
+    print(f"{'policy':<22} {'allowable qps':>13} {'95% interval':>19} {'none':>5}  per replicate (qps)")
+    for r in results:
+        mean = f"{r['allowable_qps']:13.2f}" if r["allowable_qps"] > 0 else f"{'none':>13}"
+        interval = "[" + _fmt(r["allowable_low_qps"], ".3g") + ", " + _fmt(r["allowable_high_qps"], ".3g") + "]"
+        each = " ".join(_fmt(x["allowable_qps"], ".3g") if x["allowable_qps"] > 0 else "none" for x in r["replicates"])
+        print(f"{r['policy']:<22} {mean} {interval:>19} {r['none_replicates']:>2}/{r['replications']:<2} {each}")
+    seeds = f"{job.seed}..{job.seed + job.replications - 1}"
+    print(
+        f"allowable qps: mean of {job.replications} searches (seeds {seeds}, each on its own trace window where the "
+        f"trace allows); 95% interval: {results[0]['allowable_method'] if results else ''}"
+    )
