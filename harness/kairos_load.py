@@ -44,7 +44,7 @@ from werkzeug.datastructures import ImmutableMultiDict
 from harness.core.errors import InputError
 from harness.core.gc_freeze import frozen_gc
 from harness.live.chaos import parse_chaos
-from harness.live.options import LiveOptions
+from harness.live.options import PROFILE_LOCAL, LiveOptions
 from harness.live.phase import ClientLog, ClientRecord, PhaseOutput, PhasePlan, from_columns, to_columns
 from harness.live.replay import payloads_for
 from harness.live.run import LiveRun
@@ -84,6 +84,8 @@ FLAGS = {
     "criterion": "--criterion",
     "chaos": "--chaos",
     "replications": "--replications",
+    "profile_local": "--profile-local",
+    "reprofile": "--reprofile",
 }
 # The web UI binds this unless --web-host (or LOCUST_WEB_HOST, or web-host in locust.conf) says otherwise; so does the
 # master's port for workers (--master-bind-host): a run across machines names the interface it means.
@@ -111,6 +113,8 @@ WEB_UI_OPTIONS = (
     "criterion",
     "replications",
     "chaos",
+    "profile_local",
+    "reprofile",
 )
 NUMBERS = {
     "qos_ms": float,
@@ -126,7 +130,12 @@ NUMBERS = {
 }
 OPTIONAL = ("qos_ms", "rate", "speedup")  # None (an empty field in the web UI) means the default
 SWITCHES = {"true": True, "on": True, "1": True, "yes": True, "false": False, "off": False, "0": False, "no": False}
-CHOICES = {"mode": tuple(MODES), "criterion": ("p99", "mlperf"), "scale": tuple(SCALERS)}
+CHOICES = {
+    "mode": tuple(MODES),
+    "criterion": ("p99", "mlperf"),
+    "scale": tuple(SCALERS),
+    "profile_local": tuple(PROFILE_LOCAL),
+}
 # The fields of Locust's own start form, which its handler (locust/web.py, swarm()) applies itself; it copies any other
 # field that names a parsed option onto environment.parsed_options, whether the UI shows that option or not.
 LOCUST_FORM_FIELDS = frozenset(
@@ -277,6 +286,22 @@ def add_options(parser) -> None:
         "the allowable rate's interval then uses them (default 0: the sweep's phases alone)",
     )
     parser.add_argument(
+        "--profile-local",
+        default=D.profile_local,
+        choices=list(CHOICES["profile_local"]),
+        include_in_web_ui=True,
+        help="--mode onnx: measure the servers this run starts before the sweep, all at once (together; default: "
+        "they share this machine's cores as in the sweep) or one at a time (alone), cached per model, threads "
+        "and machine; off uses --profiles or the shipped profile",
+    )
+    parser.add_argument(
+        "--reprofile",
+        action="store_true",
+        default=False,
+        include_in_web_ui=True,
+        help="measure the local servers again even when the profile cache holds this pool",
+    )
+    parser.add_argument(
         "--chaos",
         default="",
         include_in_web_ui=True,
@@ -316,7 +341,7 @@ def option_value(dest: str, value):
         if not math.isfinite(number):
             raise InputError(f"{value!r}: must be a finite number", field=dest)
         return number
-    if dest == "sweep":
+    if dest in ("sweep", "reprofile"):
         if isinstance(value, bool):
             return value
         word = str(value).strip().lower() if value is not None else "false"
@@ -359,6 +384,8 @@ def live_options(opts, pinned: Mapping[str, object] | None = None) -> LiveOption
         min_queries=v["min_queries"],
         replications=v["replications"],
         chaos=parse_chaos(v["chaos"], "chaos") if (v["chaos"] or "").strip() else (),
+        profile_local=v["profile_local"],
+        reprofile=v["reprofile"],
     )
 
 

@@ -24,6 +24,7 @@ from harness.core.pool_config import PoolConfig, instance_ids
 from harness.core.prices import load_prices
 from harness.core.profiles import Profile
 from servers.emulated import EmulatedConfig
+from servers.host_types import check_available, host_type
 from servers.model_server import ModelServerConfig
 from servers.models import build_model
 from servers.pool_file import Instance, PoolFile
@@ -70,10 +71,12 @@ class PoolSpec:
                 concurrency=self.concurrency,
                 accept_faults=self.accept_faults,
             )
+        local = host_type(instance_type)  # cpu-2t, cuda: the type fixes provider and threads; else a label
         return ModelServerConfig(
             models=(self.model,),
             model_dir=self.model_dir,
-            threads=self.threads,
+            provider=local.provider if local else "cpu",
+            threads=local.threads if local else self.threads,
             concurrency=self.concurrency,
             instance_type=instance_type,
             accept_faults=self.accept_faults,
@@ -191,6 +194,9 @@ def start_pool(spec: PoolSpec) -> Pool:
     if spec.mode == "emulated":
         Profile.load(spec.profiles).check(sorted(set(types)), [spec.model])  # fail here, not in 11 children
     else:
+        import onnxruntime  # only onnx pools need it; the import costs about a second
+
+        check_available(types, onnxruntime.get_available_providers())
         build_model(spec.model, spec.model_dir)  # once, before the children load it
     ids = instance_ids(types)
     procs: list[ServerProcess] = []

@@ -3,7 +3,7 @@
 kairos trace generate --queries N --rate QPS [--arrivals SPEC] [--batch-mix SPEC] [--model M] [--seed S] --out FILE
 kairos trace import --format FMT FILE [--model M] [--size-field F] [--divisor X] [--min-batch N]
                     [--max-batch N] [--round-to N] [--rate QPS] --out FILE
-kairos trace scale FILE (--rate QPS | --speedup X) --out FILE
+kairos trace scale FILE (--rate QPS [--scale time|thin|superpose] [--seed S] | --speedup X) --out FILE
 kairos trace info FILE [--json]
 """
 
@@ -16,10 +16,12 @@ import math
 
 import numpy as np
 
+from harness.core.errors import InputError
 from traces.generate import ARRIVALS, BATCH_MIXES, generate_trace
 from traces.importers import DEFAULT_MAPPINGS, IMPORTERS, import_trace
 from traces.io import SUFFIXES, read_trace, write_trace
 from traces.scale import gap_cv, scale_to_rate, speedup
+from traces.scalers import DEFAULT_SCALE, SCALERS, check_scale, scale_trace
 from traces.schema import Trace, TraceError
 
 PERCENTILES = (50, 90, 99)
@@ -128,7 +130,13 @@ def run_scale(args: argparse.Namespace) -> int:
     """``kairos trace scale``."""
     _check_out(args.out)
     trace = read_trace(args.file)
-    trace = scale_to_rate(trace, args.rate) if args.rate is not None else speedup(trace, args.speedup)
+    method = check_scale(args.scale)
+    if args.speedup is not None and method != "time":
+        raise InputError(f"--speedup plays the trace faster: use --rate with --scale {method}", field="scale")
+    if args.rate is not None:
+        trace = scale_trace(trace, args.rate, method, seed=args.seed, queries=args.queries)
+    else:
+        trace = speedup(trace, args.speedup)
     write_trace(trace, args.out)
     _wrote(trace, args.out)
     return 0
@@ -182,11 +190,25 @@ def register(subparsers) -> None:
     imp.add_argument("--out", required=True, help="output trace (.parquet or .csv)")
     imp.set_defaults(trace_func=run_import)
 
-    scl = sub.add_parser("scale", help="compress or stretch a trace's time axis, keeping its bursts")
+    scl = sub.add_parser(
+        "scale",
+        help="bring a trace to a rate: compress its time axis, thin it or superpose copies",
+        description="--scale time (default) compresses or stretches the time axis (bursts stay together at any "
+        "rate); thin keeps a random subset and superpose merges time-shifted copies, each keeping per-window "
+        "burstiness (README: Scaling).",
+    )
     scl.add_argument("file", help="input trace (.parquet or .csv)")
     how = scl.add_mutually_exclusive_group(required=True)
     how.add_argument("--rate", type=float, help="target mean rate (qps)")
-    how.add_argument("--speedup", type=float, help="play this many times faster")
+    how.add_argument("--speedup", type=float, help="play this many times faster (time scaling)")
+    scl.add_argument(
+        "--scale",
+        default=DEFAULT_SCALE,
+        metavar="{" + ",".join(SCALERS) + "}",  # checked by check_scale, so a bad one reads as the library says
+        help=f"how the rate is reached (default {DEFAULT_SCALE})",
+    )
+    scl.add_argument("--seed", type=int, default=0, help="seed of thin/superpose's random choices (default 0)")
+    scl.add_argument("--queries", type=int, help="cut the result to its first this many queries")
     scl.add_argument("--out", required=True, help="output trace (.parquet or .csv)")
     scl.set_defaults(trace_func=run_scale)
 

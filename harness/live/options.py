@@ -8,9 +8,11 @@ from pathlib import Path
 from harness.core.errors import InputError
 from harness.core.paper import PAPER_CONFIG
 from harness.live.chaos import ChaosEvent
+from harness.live.local_profile import CONTENTION
 from harness.measure.analyzer import ValidityRules
 
 DEFAULT_DISPATCHERS = ("kairos", "fcfs", "least_outstanding")
+PROFILE_LOCAL = (*CONTENTION, "off")
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,22 @@ class LiveOptions:
     lead_s: float = 2.0
     replications: int = 0  # extra phases at each end of the final bracket, on other trace windows and seeds
     chaos: tuple[ChaosEvent, ...] = ()  # faults to inject during each dispatcher's phases
+    # --mode onnx: measure the started servers before the sweep (harness.live.local_profile): together, alone, off
+    profile_local: str = "together"
+    reprofile: bool = False  # measure again even when the profile cache has this pool
 
     def __post_init__(self):
         if self.replications < 0:
             raise InputError(f"{self.replications}: must be >= 0", field="replications")
+        if self.profile_local not in PROFILE_LOCAL:
+            raise InputError(
+                f"{self.profile_local!r}: expected one of {', '.join(PROFILE_LOCAL)}", field="profile_local"
+            )
+
+    @property
+    def profiles_local(self) -> bool:
+        """Whether the run measures its own servers: an onnx pool it starts, no --profiles given, not turned off."""
+        return self.mode == "onnx" and not self.pool_file and self.profiles is None and self.profile_local != "off"
 
     @property
     def sweeping(self) -> bool:

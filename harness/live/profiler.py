@@ -192,3 +192,25 @@ def merge_into(path: Path, captured: pd.DataFrame) -> pd.DataFrame:
         replaced = old.merge(captured[key].drop_duplicates(), on=key, how="left", indicator=True)["_merge"] == "both"
         captured = pd.concat([old.loc[~replaced.to_numpy(), list(PROFILE_COLUMNS)], captured], ignore_index=True)
     return captured.sort_values(["instance_type", "model", "batch_size"], kind="stable").reset_index(drop=True)
+
+
+def keep_busy(url: str, model: str, batch: int, stop, seed: int = 0, timeout_s: float = 60.0) -> int:
+    """Send queries of ``batch`` back to back until ``stop`` (a ``threading.Event``) is set; returns how many.
+
+    While other servers on the same host are profiled together, this keeps a finished one as busy as it will be
+    near the allowable load, so the last samples of the slower servers see the same contention as the first.
+    """
+    rng = np.random.default_rng(seed)
+    client = _Client(url, timeout_s)
+    spec = models.get_spec(model) if model in models.MODEL_NAMES else None
+    if spec is None:
+        raise InputError(f"{model!r}: keep_busy needs a built-in model", field="model")
+    enc = v2.encode_infer_request(models.make_inputs(spec, batch, rng))
+    sent = 0
+    try:
+        while not stop.is_set():
+            client.request("POST", f"/v2/models/{model}/infer", enc.body, dict(enc.headers))
+            sent += 1
+    finally:
+        client.close()
+    return sent

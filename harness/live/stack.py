@@ -14,6 +14,7 @@ from pathlib import Path
 
 from harness.core.errors import InputError
 from harness.live.chaos import PoolTarget
+from harness.live.local_profile import LocalProfileConfig, local_profile, pool_settings
 from harness.live.options import LiveOptions
 from servers.dispatcher import DispatcherConfig
 from servers.pool import PoolSpec, start_pool
@@ -37,9 +38,13 @@ def http_json(url: str, doc: dict | None = None, method: str | None = None, time
 class LiveStack:
     """Starts (or attaches to) the pool, then the dispatcher in front of it; ``stop()`` stops what it started."""
 
-    def __init__(self, options: LiveOptions, model: str, records_path: Path, log: Callable[[str], None]):
+    def __init__(
+        self, options: LiveOptions, model: str, records_path: Path, log: Callable[[str], None], max_batch: int = 1000
+    ):
         self._pool = None
         self.dispatcher = None
+        self.profiles = options.profiles
+        self.profile_info: dict | None = None
         if options.pool_file:
             self.pool_file = load_pool_file(options.pool_file)
             if self.pool_file.model != model:
@@ -60,11 +65,17 @@ class LiveStack:
             )
             self.pool_file = self._pool.as_pool_file()
             self._pool.write(records_path.parent / "pool.json")
+            if options.profiles_local:
+                try:
+                    self._profile_pool(options, model, records_path.parent / "profile.parquet", log, max_batch)
+                except BaseException:
+                    self.stop()
+                    raise
         config = DispatcherConfig(
             pool=self.pool_file,
             policy=options.dispatchers[0],
             qos_ms=options.qos_ms,
-            profiles=options.profiles,
+            profiles=self.profiles,
             records_path=records_path,
         )
         try:
@@ -74,6 +85,15 @@ class LiveStack:
             raise
         self.url = self.dispatcher.url
         log(f"dispatcher at {self.url} in front of {len(self.pool_file.instances)} instances")
+
+    def _profile_pool(
+        self, options: LiveOptions, model: str, out: Path, log: Callable[[str], None], max_batch: int
+    ) -> None:
+        """Measure (or take from the cache) the profile of the servers just started; the run then uses it."""
+        settings = pool_settings(self._pool.spec, self.pool_file.instances)
+        config = LocalProfileConfig(contention=options.profile_local, refresh=options.reprofile, seed=options.seed)
+        self.profile_info = local_profile(list(self.pool_file.instances), settings, model, max_batch, out, config, log)
+        self.profiles = out
 
     def set_policy(self, spec: str) -> None:
         """Switch the dispatcher's policy."""

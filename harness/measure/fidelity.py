@@ -21,7 +21,9 @@ from harness.core.records import OK
 class FidelityLimits:
     """Where a phase stops being a measurement of the pool."""
 
-    host_cpu_percent: float = 90.0  # mean over cores: the host had no CPU left for the emulation
+    # Mean over cores: the host had no CPU left for the emulation. Real ONNX Runtime servers compute on the host, so
+    # there a busy host is the pool at work: the live run passes inf and relies on the service-time check.
+    host_cpu_percent: float = 90.0
     process_cpu_percent: float = 90.0  # of one core: a single-threaded process (the dispatcher) was CPU-bound
     loop_lag_p99_ms: float = 10.0  # the dispatcher's loop woke this late: queries waited on the process, not the pool
     send_lag_p99_ms: float = 10.0  # the load generator sent this late

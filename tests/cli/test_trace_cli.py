@@ -104,6 +104,22 @@ def test_scale(tmp_path, capsys):
     assert read_trace(out).mean_rate_qps == 10
 
 
+def test_scale_thins_and_superposes_with_a_seed(tmp_path):
+    base = read_trace(sample_path())  # 20,000 queries
+    out = tmp_path / "out.parquet"
+    argv = ["trace", "scale", str(sample_path()), "--scale", "thin", "--queries", "500", "--out", str(out)]
+    low = base.mean_rate_qps / 4
+    assert main([*argv, "--rate", f"{low}", "--seed", "1"]) == 0
+    thinned = read_trace(out)
+    assert len(thinned) == 500 and thinned.mean_rate_qps == pytest.approx(low, rel=0.1)
+    assert set(thinned.batch_size) <= set(base.batch_size)
+    assert main([*argv, "--rate", f"{low}", "--seed", "2"]) == 0
+    assert read_trace(out).batch_size.tolist() != thinned.batch_size.tolist()  # another seed, another subset
+    assert main([*argv[:4], "superpose", *argv[5:], "--rate", f"{3 * base.mean_rate_qps}"]) == 0
+    assert read_trace(out).mean_rate_qps == pytest.approx(3 * base.mean_rate_qps, rel=0.1)
+    assert main(["trace", "scale", str(sample_path()), "--speedup", "2", "--scale", "thin", "--out", str(out)]) == 2
+
+
 def test_info_text(capsys):
     assert main(["trace", "info", str(sample_path())]) == 0
     out = capsys.readouterr().out

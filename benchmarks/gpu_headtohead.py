@@ -1,0 +1,89 @@
+"""GPU check: profile the five built-in models on ONNX Runtime's CUDA provider beside CPU servers, then run one live
+head-to-head of the dispatchers on a real GPU + CPU pool.
+
+Needs an NVIDIA GPU and the gpu extra (the CPU and GPU wheels install the same module, so swap them):
+    pip uninstall -y onnxruntime && pip install -e '.[gpu]'
+    python benchmarks/gpu_headtohead.py [--cpu-type cpu-4t] [--cpus 3] [--qos-ms 20] [--out reports/gpu]
+
+Prints per model the mean service time at batch 10, 100 and 1000 on `cuda` and on the CPU type (measured one
+server at a time, as `kairos profile` does), then runs `locust -f harness/kairos_load.py --headless --mode onnx`
+on `cuda=1,<cpu-type>=<cpus>` for rm2 (the run profiles its own servers first) and prints its allowable-throughput
+line. Exits 2, saying why, where ONNX Runtime has no CUDA provider. Budget: about 5 minutes on a 16-core host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.core.profiles import Profile
+from harness.live.local_profile import LocalProfileConfig, local_profile, pool_settings
+from servers import models
+from servers.host_types import CUDA_PROVIDER
+from servers.pool import PoolSpec, start_pool
+
+
+def profile_models(cpu_type: str, out: Path) -> None:
+    """Profile every built-in model on `cuda` and `cpu_type`, one server at a time; print the means."""
+    print(f"{'model':<7} {'batch':>6} {'cuda ms':>9} {cpu_type + ' ms':>11} {'speedup':>8}")
+    for model in models.MODEL_NAMES:
+        spec = PoolSpec(f"cuda=1,{cpu_type}=1", model=model, mode="onnx")
+        with start_pool(spec) as pool:
+            config = LocalProfileConfig(contention="alone", samples=30, warmup=5, bucket_step=50, refresh=True)
+            info = local_profile(
+                list(pool.instances),
+                pool_settings(spec, pool.instances),
+                model,
+                1000,
+                out / f"profile-{model}.parquet",
+                config,
+                log=lambda _: None,
+            )
+        profile = Profile.load(info["path"])
+        for batch in (10, 100, 1000):
+            gpu, cpu = profile.mean_ms("cuda", model, batch), profile.mean_ms(cpu_type, model, batch)
+            print(f"{model:<7} {batch:>6} {gpu:>9.2f} {cpu:>11.2f} {cpu / gpu:>7.1f}x")
+    print(f"# machine: {info['machine']}")
+
+
+def main() -> int:
+    """Profile, then the head-to-head; 2 where there is no CUDA provider."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cpu-type", default="cpu-4t", help="the CPU instance type beside the GPU (default cpu-4t)")
+    ap.add_argument("--cpus", type=int, default=3, help="CPU instances in the head-to-head pool (default 3)")
+    ap.add_argument("--qos-ms", type=float, default=20.0, help="p99 target of the head-to-head (default 20)")
+    ap.add_argument("--out", type=Path, default=Path("reports/gpu"))
+    args = ap.parse_args()
+    import onnxruntime
+
+    if CUDA_PROVIDER not in onnxruntime.get_available_providers():
+        print(
+            f"no {CUDA_PROVIDER} in this onnxruntime ({', '.join(onnxruntime.get_available_providers())}): "
+            "pip uninstall -y onnxruntime && pip install -e '.[gpu]', on a machine with an NVIDIA GPU",
+            file=sys.stderr,
+        )
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    profile_models(args.cpu_type, args.out)
+    print(f"# profiles in {time.monotonic() - t0:.0f} s under {args.out}")
+    cmd = [
+        "locust", "-f", "harness/kairos_load.py", "--headless", "--mode", "onnx",
+        "--pool-config", f"cuda=1,{args.cpu_type}={args.cpus}", "--model", "rm2",
+        "--qos-ms", f"{args.qos_ms:g}", "--report-dir", str(args.out),
+    ]  # fmt: skip
+    print("# " + " ".join(cmd), flush=True)
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    lines = (run.stdout + run.stderr).splitlines()
+    for line in lines:
+        if "allowable throughput" in line or "HOST-LIMITED" in line or "report" in line:
+            print(line)
+    print(f"# exit {run.returncode}, {time.monotonic() - t0:.0f} s in all")
+    return run.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

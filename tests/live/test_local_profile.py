@@ -1,0 +1,158 @@
+"""--mode onnx: instance types that fix threads and provider, the local profile measured before the sweep, its cache."""
+
+import json
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+
+from harness.core.errors import InputError
+from harness.core.profiles import Profile
+from harness.live.local_profile import (
+    LocalProfileConfig,
+    ServerSettings,
+    buckets_for,
+    cache_key,
+    local_profile,
+    machine,
+    pool_settings,
+)
+from harness.live.options import LiveOptions
+from harness.live.replay import AsyncioLoadGenerator
+from harness.live.run import LiveRun
+from servers.host_types import HostType, check_available, host_type
+from servers.pool import PoolSpec, start_pool
+
+
+def test_instance_types_name_threads_and_provider_or_are_labels():
+    assert host_type("cpu-2t") == HostType("cpu", 2)
+    assert host_type("cpu-1t") == HostType("cpu", 1)
+    assert host_type("cuda") == HostType("cuda", 1)
+    assert host_type("cuda-4t") == HostType("cuda", 4)
+    for label in ("r5n.large", "g4dn.xlarge", "cpu-0t", "cpu-2", "gpu"):
+        assert host_type(label) is None, label
+    with pytest.raises(InputError, match="cpu-1t or cpu-2t"):
+        host_type("cpu")
+
+
+def test_a_cuda_type_is_refused_where_onnxruntime_has_no_cuda_provider():
+    with pytest.raises(InputError, match="cuda: this ONNX Runtime has no CUDAExecutionProvider") as err:
+        check_available(["cpu-1t", "cuda"], ["CPUExecutionProvider"])
+    assert err.value.field == "instance_type"
+    check_available(["cpu-1t", "cuda"], ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    check_available(["cpu-2t", "r5n.large"], ["CPUExecutionProvider"])
+
+
+def test_onnx_pool_servers_take_their_threads_from_the_type():
+    spec = PoolSpec("cpu-2t=1,r5n.large=1,cuda=1", mode="onnx", threads=3)
+    assert (spec.instance_config("cpu-2t", 0).threads, spec.instance_config("cpu-2t", 0).provider) == (2, "cpu")
+    assert spec.instance_config("r5n.large", 0).threads == 3  # a label: the pool's --threads
+    assert spec.instance_config("cuda", 0).provider == "cuda"
+
+
+def test_buckets_cover_the_largest_batch_on_the_grid():
+    assert buckets_for(95, 10) == tuple(range(10, 101, 10))
+    assert buckets_for(100, 10) == tuple(range(10, 101, 10))
+    assert buckets_for(1, 10) == (10,)
+    with pytest.raises(InputError):
+        buckets_for(0, 10)
+
+
+def test_the_cache_key_changes_with_threads_contention_model_and_machine():
+    host = {"cpu": "x", "logical_cpus": 2, "arch": "x86_64", "onnxruntime": "1.0"}
+    one = [ServerSettings("a", "cpu", 1, 1), ServerSettings("b", "cpu", 2, 1)]
+    base = cache_key("rm2", one, LocalProfileConfig(), host)
+    assert base == cache_key("rm2", list(reversed(one)), LocalProfileConfig(), host)  # order of instances: same pool
+    assert base != cache_key("rm2", [ServerSettings("a", "cpu", 2, 1), one[1]], LocalProfileConfig(), host)
+    assert base != cache_key("ncf", one, LocalProfileConfig(), host)
+    assert base != cache_key("rm2", one, LocalProfileConfig(contention="alone"), host)
+    assert base != cache_key("rm2", one, LocalProfileConfig(), {**host, "logical_cpus": 16})
+    with pytest.raises(InputError):
+        LocalProfileConfig(contention="sometimes")
+
+
+@pytest.fixture(scope="module")
+def onnx_pool(tmp_path_factory):
+    """ncf on one 1-thread and one 2-thread ONNX Runtime server."""
+    spec = PoolSpec("cpu-1t=1,cpu-2t=1", model="ncf", mode="onnx", model_dir=tmp_path_factory.mktemp("models"))
+    with start_pool(spec) as pool:
+        settings = pool_settings(spec, pool.instances)
+        yield list(pool.instances), settings
+
+
+@pytest.mark.parametrize("contention", ["together", "alone"])
+def test_local_profile_is_measured_then_taken_from_the_cache(onnx_pool, tmp_path, contention):
+    instances, settings = onnx_pool
+    config = LocalProfileConfig(contention=contention, samples=3, warmup=1, cache_dir=tmp_path / "cache")
+    logs = []
+    first = local_profile(instances, settings, "ncf", 15, tmp_path / "run" / "profile.parquet", config, logs.append)
+    assert not first["cached"] and first["max_bucket"] == 20 and first["contention"] == contention
+    profile = Profile.load(first["path"], drop_max=False)
+    for itype in ("cpu-1t", "cpu-2t"):
+        table = profile.table(itype, "ncf")
+        assert list(table.buckets) == [10, 20]
+        assert all(len(s) == 3 for s in table.samples_ms) and all(m > 0 for m in table.mean_ms)
+    meta = json.loads((tmp_path / "cache" / f"ncf-{first['key']}.json").read_text())
+    assert meta["machine"] == machine() and {s["threads"] for s in meta["servers"]} == {1, 2}
+
+    again = local_profile(instances, settings, "ncf", 20, tmp_path / "other.parquet", config, logs.append)
+    assert again["cached"] and again["key"] == first["key"]
+    assert pd.read_parquet(again["path"]).equals(pd.read_parquet(first["path"]))
+    assert any("from the cache" in line for line in logs)
+    # a larger batch than the cache holds, or --reprofile: measured again
+    larger = local_profile(instances, settings, "ncf", 25, tmp_path / "p3.parquet", config, logs.append)
+    assert not larger["cached"] and larger["max_bucket"] == 30
+    fresh = local_profile(instances, settings, "ncf", 25, tmp_path / "p4.parquet", replace(config, refresh=True))
+    assert not fresh["cached"]
+
+
+def test_a_torn_cache_file_is_measured_again(onnx_pool, tmp_path):
+    instances, settings = onnx_pool
+    config = LocalProfileConfig(samples=2, warmup=0, cache_dir=tmp_path)
+    first = local_profile(instances, settings, "ncf", 10, tmp_path / "a.parquet", config, lambda _: None)
+    (tmp_path / f"ncf-{first['key']}.parquet").write_bytes(b"PAR1 torn")
+    logs = []
+    again = local_profile(instances, settings, "ncf", 10, tmp_path / "b.parquet", config, logs.append)
+    assert not again["cached"] and any("unreadable" in line for line in logs)
+
+
+def test_live_options_profile_only_pools_they_start_in_onnx_mode(tmp_path):
+    assert LiveOptions(mode="onnx").profiles_local
+    assert not LiveOptions(mode="emulated").profiles_local
+    assert not LiveOptions(mode="onnx", profile_local="off").profiles_local
+    assert not LiveOptions(mode="onnx", profiles=tmp_path / "p.parquet").profiles_local
+    assert not LiveOptions(mode="onnx", pool_file=tmp_path / "pool.json").profiles_local
+    with pytest.raises(InputError) as err:
+        LiveOptions(profile_local="never")
+    assert err.value.field == "profile_local"
+
+
+@pytest.mark.slow
+def test_an_onnx_run_profiles_its_servers_and_schedules_with_what_it_measured(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAIROS_PROFILE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("KAIROS_MODEL_DIR", str(tmp_path / "models"))
+    options = LiveOptions(
+        model="ncf",
+        mode="onnx",
+        pool_config="cpu-1t=1,cpu-2t=1",
+        dispatchers=("kairos",),
+        qos_ms=50.0,
+        rate_qps=40.0,
+        phase_seconds=3.0,
+        phase_queries=100,
+        min_queries=50,
+        report_dir=tmp_path / "reports",
+        lead_s=1.0,
+    )
+    run = LiveRun(options, log=lambda _: None)
+    run.start()
+    path = run.run_dir.path
+    assert (path / "profile.parquet").exists()
+    assert set(run.profile.instance_types) == {"cpu-1t", "cpu-2t"}  # the simulator and checks use what was measured
+    run.run(AsyncioLoadGenerator())
+    meta = json.loads((path / "run.json").read_text())
+    assert meta["profile"]["contention"] == "together" and not meta["profile"]["cached"]
+    summary = pd.read_parquet(path / "summary.parquet")
+    assert len(summary) == 1 and summary["sim_p99_ms"].notna().all()
+    # the fidelity check compared live service times with the measured profile, not the shipped AWS one
+    assert summary["service_excess"].notna().all()
