@@ -85,6 +85,7 @@ def run_model(args) -> int:
         model_dir=_path(args.model_dir),
         provider=args.provider,
         threads=args.threads,
+        spin=args.spin,
         concurrency=args.concurrency,
         max_batch=args.max_batch,
         seed=args.seed,
@@ -123,6 +124,11 @@ def add_model_parser(sub) -> None:
         help=f"execution provider (default {d.provider})",
     )
     p.add_argument("--threads", type=int, default=d.threads, help=f"ORT intra-op threads (default {d.threads})")
+    p.add_argument(
+        "--spin",
+        action="store_true",
+        help="let the intra-op threads spin-wait between runs (default off: it takes CPU from whatever shares the host)",
+    )
     p.add_argument(
         "--concurrency", type=int, default=d.concurrency, help=f"inferences running at once (default {d.concurrency})"
     )

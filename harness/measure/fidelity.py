@@ -33,7 +33,10 @@ class FidelityLimits:
     # cannot be told apart; above it, while the pool is busy enough for service times to move the tail, the
     # phase's figure is the host's.
     service_excess: float = 0.05
-    busy_utilization: float = 0.5  # offered load over the pool's capacity by the profile
+    # Judged where it matters: when the simulator, given this host's service times, moves the phase's p99 by more than
+    # this share. (A lightly loaded pool's tail can still hang on service time: a QoS near the largest batch's.)
+    tail_moved: float = 0.05
+    busy_utilization: float = 0.5  # offered load over capacity by the profile: the gate where no simulated p99 is known
     min_bucket_queries: int = 10  # a (type, bucket) with fewer served queries is not judged
 
 
@@ -73,6 +76,10 @@ def weighted_excess(table: pd.DataFrame) -> float:
     return float((n * table["observed_ms"]).sum() / (n * table["profile_ms"]).sum() - 1.0)
 
 
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def fidelity_checks(m: dict, limits: FidelityLimits = FidelityLimits()) -> tuple[bool, list[str]]:
     """``(ok, reasons)`` from a phase's measurements (missing or NaN measurements are not judged)."""
     reasons = []
@@ -92,7 +99,12 @@ def fidelity_checks(m: dict, limits: FidelityLimits = FidelityLimits()) -> tuple
     planned, sent = m.get("planned_send_qps"), m.get("sent_qps")
     if planned and sent is not None and math.isfinite(sent) and sent < (1 - limits.send_rate_shortfall) * planned:
         reasons.append(f"sent {sent:.1f} qps where the plan sends {planned:.1f}")
-    if over("service_excess", limits.service_excess) and over("utilization", limits.busy_utilization):
+    base, adjusted = m.get("sim_p99_ms"), m.get("sim_p99_host_adjusted_ms")
+    if _finite(base) and _finite(adjusted) and base > 0:
+        matters = adjusted > (1.0 + limits.tail_moved) * base
+    else:
+        matters = over("utilization", limits.busy_utilization)
+    if over("service_excess", limits.service_excess) and matters:
         adjusted = m.get("sim_p99_host_adjusted_ms")
         moved = f"; the simulator with this host's service times gives p99 {adjusted:.1f} ms" if adjusted else ""
         reasons.append(

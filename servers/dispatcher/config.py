@@ -21,7 +21,11 @@ class DispatcherConfig:
     policy: str = "kairos"
     qos_ms: float | None = None
     profiles: Path | None = None
-    latency_alpha: float = 0.05
+    # Online updates of the latency model from observed service times. Off by default, as in the simulator: what the
+    # dispatcher observes includes its own round trip to the instance, which the early slot (prefetch) overlaps with
+    # service, so a model that learns it opens the early slot late and the instance idles. Measured with MLPerf
+    # LoadGen on the paper pool, rm2 batch 100 (benchmarks/loadgen_compare.py): 230 qps at 0.05, 248.8 qps at 0.
+    latency_alpha: float = 0.0
     max_queue: int = 10_000
     # Request bodies the dispatcher may hold at once (queued or in service); beyond it a new query is shed with 503.
     # Under overload the queue's bodies are what the process's memory grows with (rm2: ~136 KB a query on average);

@@ -66,4 +66,10 @@ def test_fidelity_checks_name_each_failure_and_skip_what_is_missing():
     )
     assert reasons[0] == "host CPU 97% (limit 90%)" and "sent 80.0 qps where the plan sends 100.0" in reasons
     assert fidelity_checks({"service_excess": 0.09, "utilization": 0.3})[0]  # a lightly loaded pool: the tail holds
+    # ...unless the simulator, given this host's service times, says the tail moves: then it is judged at any load
+    slow_tail = {"service_excess": 0.2, "utilization": 0.3, "sim_p99_ms": 26.0, "sim_p99_host_adjusted_ms": 31.0}
+    ok, reasons = fidelity_checks(slow_tail)
+    assert not ok and reasons[0].startswith("service 20.0% slower than profiled at 30% utilization")
+    assert fidelity_checks({**slow_tail, "sim_p99_host_adjusted_ms": 27.0})[0]  # 3.8% on the p99: below 5%
+    assert fidelity_checks({**slow_tail, "utilization": 0.9, "sim_p99_host_adjusted_ms": 26.5})[0]
     assert fidelity_checks({"service_excess": 0.09, "utilization": 0.9}, FidelityLimits(service_excess=0.10))[0]
