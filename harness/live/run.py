@@ -134,10 +134,10 @@ class LiveRun:
         latency = LatencyModel(self.profile, self.pool_config.instance_types, [self.model])
         return 0.5 * capacity_qps(latency, self.pool_config.instance_types, self.model, self.base.batch_size)
 
-    def simulated_allowable(self, spec: str) -> tuple[float, tuple[float, float]]:
-        """The simulator's allowable throughput over the same phase construction."""
+    def simulated_allowable(self, spec: str, profile: Profile | None = None) -> tuple[float, tuple[float, float]]:
+        """The simulator's allowable throughput over the same phase construction (the run's profile unless given)."""
         found = find_allowable(
-            lambda r: self.simulate_point(spec, self.phase_trace(r)),
+            lambda r: self.simulate_point(spec, self.phase_trace(r), profile),
             self.half_capacity_qps(),
             SearchConfig(rel_tol=self.options.tolerance),
         )
@@ -277,6 +277,13 @@ class LiveRun:
             replace_file(self.run_dir.path / "faults.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
         return {"faults": "; ".join(hits), "fault_count": len(hits)}
 
+    def host_excess(self, spec: str) -> float:
+        """Median over ``spec``'s phases of how much slower the dispatcher saw service than the profile says (NaN if
+        no phase measured it)."""
+        values = [r.get("service_excess", math.nan) for r in self.run_dir.summary_rows if r["dispatcher"] == spec]
+        values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+        return float(np.median(values)) if values else math.nan
+
     def interval(self, spec: str) -> AllowableInterval:
         """The 95% interval on ``spec``'s allowable rate from the p99 (and its interval) of every phase it ran."""
         by_rate: dict[float, list[tuple[float, float, float]]] = {}
@@ -323,6 +330,11 @@ class LiveRun:
                     for k in range(1, o.replications + 1):  # independent windows and seeds at both bracket ends
                         self.run_phase(spec, rate, replicate=k)
                 iv = self.interval(spec)
+                # Where this host served slower than the profile, the simulator's answer with its service times
+                # says how much of a live/simulated gap the host explains.
+                excess, host_sim = self.host_excess(spec), math.nan
+                if math.isfinite(excess) and excess > self.fidelity_limits.service_excess:
+                    host_sim, _ = self.simulated_allowable(spec, self.profile.scaled(1.0 + excess))
                 self.run_dir.set_allowable(
                     spec,
                     found.allowable_qps,
@@ -333,6 +345,8 @@ class LiveRun:
                     allowable_high_qps=iv.high_qps,
                     allowable_interval_censored=iv.low_censored or iv.high_censored,
                     allowable_method=iv.method,
+                    service_excess_median=excess,
+                    sim_allowable_host_adjusted_qps=host_sim,
                 )
                 results.append((spec, found.allowable_qps, sim_qps, iv))
                 self.log(
@@ -342,6 +356,11 @@ class LiveRun:
                     f"{' (a bound at the edge of the rates tried)' if iv.low_censored or iv.high_censored else ''}"
                     f"{UNKNOWN_INTERVAL if math.isnan(iv.low_qps) or math.isnan(iv.high_qps) else ''}), "
                     f"{sim_qps:.1f} simulated"
+                    + (
+                        f", {host_sim:.1f} simulated with this host's service times ({100 * excess:+.0f}%)"
+                        if math.isfinite(host_sim)
+                        else ""
+                    )
                 )
             else:
                 self.run_phase(spec, o.rate_qps)

@@ -1,11 +1,14 @@
 """A live sweep without Locust: the allowable rate, its bracket, its 95% interval and the self-checks per phase."""
 
 import math
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
 from harness.core.errors import InputError
+from harness.core.paper import PAPER_CONFIG
+from harness.core.pool_config import PoolConfig
 from harness.live.options import LiveOptions
 from harness.live.replay import AsyncioLoadGenerator
 from harness.live.run import LiveRun
@@ -65,3 +68,22 @@ def test_negative_replications_are_refused():
     with pytest.raises(InputError) as err:
         LiveOptions(replications=-1)
     assert err.value.field == "replications"
+
+
+def test_host_excess_and_the_simulators_answer_with_this_hosts_service_times():
+    run = LiveRun(LiveOptions(seed=3), log=lambda _: None)
+    run.pool_config = PoolConfig.parse(PAPER_CONFIG)
+    run.run_dir = SimpleNamespace(
+        summary_rows=[
+            {"dispatcher": "kairos", "service_excess": 0.10},
+            {"dispatcher": "kairos", "service_excess": math.nan},  # a phase that measured none: left out
+            {"dispatcher": "kairos", "service_excess": 0.30},
+            {"dispatcher": "kairos", "service_excess": 0.20},
+            {"dispatcher": "fcfs", "service_excess": 5.0},
+        ]
+    )
+    assert run.host_excess("kairos") == pytest.approx(0.20)
+    assert math.isnan(run.host_excess("least_outstanding"))
+    plain, _ = run.simulated_allowable("kairos")
+    slower, _ = run.simulated_allowable("kairos", run.profile.scaled(1.2))
+    assert 0 < slower < plain  # service 20% slower: the pool's allowable rate falls
