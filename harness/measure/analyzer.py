@@ -16,6 +16,7 @@ from scipy import stats
 
 from harness.core.errors import InputError
 from harness.core.records import OK, latency_ms
+from harness.measure.cost import usd_per_million
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 CRITERIA = ("mlperf", "p99")
@@ -187,6 +188,7 @@ def summary_row(
         "offered_qps": offered_qps,
         "cost_per_h": cost_per_h,
         "qps_per_dollar": summary.achieved_qps / cost_per_h if cost_per_h else math.nan,
+        "usd_per_million_in_qos": usd_per_million(cost_per_h, summary.goodput_qps),
         "allowable_qps": math.nan,
         **extra,
     }

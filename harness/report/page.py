@@ -146,6 +146,7 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
         "violations",
         "cost $/h",
         "qps per $/h",
+        "$ per million queries in QoS",
         "steps (valid)",
     ]
     if has_sim:
@@ -176,6 +177,8 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
             fmt(100 * step["violation_rate"], 2, " %") if step is not None else "–",
             fmt(cost, 3),
             fmt(per_dollar, 2),
+            # At the allowable load (where the shown step is), what each million queries served within QoS costs.
+            fmt(float(step.get("usd_per_million_in_qos", math.nan)), 2) if step is not None else "–",
             f"{len(steps)} ({int(steps['valid'].sum())})",
         ]
         if has_sim:
@@ -228,6 +231,7 @@ def steps_table(summary: pd.DataFrame) -> str:
         ("loadgen_cpu_percent", "loadgen CPU %", 0),
         ("cost_per_h", "$/h", 3),
         ("qps_per_dollar", "qps per $/h", 2),
+        ("usd_per_million_in_qos", "$ per M queries in QoS", 2),
     ]
     cols = [c for c in cols if c[0] in summary or c[0] == "p99_ci"]
     rows, classes = [], []

@@ -382,6 +382,11 @@ def test_report_of_kairos_simulate_out(tmp_path):
     )
     html = build_report(run_dir).read_text(encoding="utf-8")
     assert [c["id"] for c in chart_data(html)] == list(CHART_IDS)
+    # what serving cost: dollars per million queries answered within QoS, per dispatcher and step
+    summary = pd.read_parquet(run_dir / "summary.parquet")
+    expected = summary["cost_per_h"] / (summary["goodput_qps"] * 3600) * 1e6
+    assert np.allclose(summary["usd_per_million_in_qos"], expected) and (expected > 0).all()
+    assert html.count("$ per million queries in QoS") == 1 and "$ per M queries in QoS" in html
 
 
 def test_allocation_section_when_present(run_dir):
