@@ -150,7 +150,6 @@ def measure(
     model: str,
     batches: tuple[int, ...],
     config: LocalProfileConfig,
-    log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
     """Profile rows (shared schema) for every instance type, measured as ``config.contention`` says."""
     seeds = np.random.SeedSequence(config.seed).generate_state(len(instances))
@@ -219,7 +218,7 @@ def local_profile(
             f"profiling {len(instances)} local {model} servers ({', '.join(types)}; {config.contention}, "
             f"{len(batches)} buckets to {batches[-1]}, {config.samples} samples each) ..."
         )
-        frame = measure(instances, model, batches, config, log)[list(PROFILE_COLUMNS)]
+        frame = measure(instances, model, batches, config)[list(PROFILE_COLUMNS)]
         folder.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(f".{cached.name}.tmp{os.getpid()}")
         frame.to_parquet(tmp, index=False)
