@@ -152,3 +152,12 @@ def thin(trace: Trace, rate_qps: float, *, seed: int = 0, queries: int | None = 
     # Thinning cannot add queries. Refusing a rate above the trace's would stop every sweep that climbs past it, so
     # such a rate superposes copies instead (one copy thinned is exactly what thinning is, so the two meet there).
     return superpose(trace, rate_qps, seed=seed, queries=queries)
+
+
+def replicate_start(trace_len: int, queries: int, seed: int, replicate: int) -> int:
+    """Where replicate ``replicate`` starts in a trace of ``trace_len`` queries when it needs ``queries``: 0 for
+    replicate 0 or a trace no longer than that, else a start drawn from ``(seed, replicate)``, so the live harness's
+    and the simulator's replicates take the same windows."""
+    if not replicate or trace_len <= queries:
+        return 0
+    return int(np.random.default_rng((seed, replicate)).integers(0, trace_len - queries + 1))

@@ -27,6 +27,7 @@ from harness.measure.replication import replicated_allowable
 from harness.sim.simulator import SimConfig, check_trace, simulate
 from traces.generate import generate_trace
 from traces.io import read_trace
+from traces.resample import replicate_start
 from traces.scalers import DEFAULT_SCALE, SCALERS, applied_scale, check_scale, scale_trace
 from traces.schema import Trace
 
@@ -240,7 +241,7 @@ def replicate_trace(job: SimulateJob, replicate: int) -> tuple[Trace, int | None
     full = job.source_trace
     if len(full) <= job.queries:
         return job.base_trace, 0
-    start = int(np.random.default_rng((job.seed, replicate)).integers(0, len(full) - job.queries + 1))
+    start = replicate_start(len(full), job.queries, job.seed, replicate)
     return full.tail_from(start).head(job.queries), start
 
 

@@ -37,6 +37,7 @@ from harness.measure.fidelity import FidelityLimits, fidelity_checks, service_vs
 from harness.measure.interval import AllowableInterval, allowable_interval, combine
 from harness.sim.simulator import SimConfig, check_trace, simulate
 from traces.io import read_trace, sample_path
+from traces.resample import replicate_start
 from traces.scale import speedup
 from traces.scalers import scale_trace
 from traces.schema import Trace
@@ -118,8 +119,8 @@ class LiveRun:
         o = self.options
         queries = phase_queries(rate_qps, o.phase_seconds, o.rules, o.phase_queries)
         base = self.base
-        if replicate and len(base) > queries:
-            start = int(np.random.default_rng((o.seed, replicate)).integers(0, len(base) - queries + 1))
+        start = replicate_start(len(base), queries, o.seed, replicate)
+        if start:
             base = base.tail_from(start)
         return scale_trace(base, rate_qps, o.scale, seed=o.seed + replicate, queries=queries)
 
