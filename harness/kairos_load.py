@@ -34,6 +34,7 @@ from pathlib import Path
 import gevent
 import gevent.event
 import gevent.pool
+import numpy as np
 from flask import jsonify, request
 from flask_login import current_user
 from locust import User, constant, events, task
@@ -48,6 +49,7 @@ from harness.live.options import PROFILE_LOCAL, LiveOptions
 from harness.live.phase import ClientLog, ClientRecord, PhaseOutput, PhasePlan, from_columns, to_columns
 from harness.live.replay import payloads_for
 from harness.live.run import LiveRun
+from harness.measure.analyzer import percentile_ms
 from servers.pool import MODES
 from traces.scalers import SCALERS
 
@@ -86,13 +88,16 @@ FLAGS = {
     "replications": "--replications",
     "profile_local": "--profile-local",
     "reprofile": "--reprofile",
+    "dispatcher_url": "--dispatcher-url",
+    "dispatcher_token_file": "--dispatcher-token-file",
 }
 # The web UI binds this unless --web-host (or LOCUST_WEB_HOST, or web-host in locust.conf) says otherwise; so does the
 # master's port for workers (--master-bind-host): a run across machines names the interface it means.
 WEB_HOST = "127.0.0.1"
-# Options that name files: set only on the command line, in locust.conf or as LOCUST_* variables, never in the web UI
-# (anyone who can reach the UI could otherwise make the harness read or write any file this user may).
-PATH_OPTIONS = ("trace", "pool", "report_dir", "profiles")
+# Options that name files (or where the run sends its admin calls): set only on the command line, in locust.conf or as
+# LOCUST_* variables, never in the web UI (anyone who can reach the UI could otherwise make the harness read or write
+# any file this user may, or send a dispatcher's admin token elsewhere).
+PATH_OPTIONS = ("trace", "pool", "report_dir", "profiles", "dispatcher_url", "dispatcher_token_file")
 # The options the web UI shows and may set; their form values arrive as text and are parsed by option_value.
 WEB_UI_OPTIONS = (
     "model",
@@ -302,6 +307,20 @@ def add_options(parser) -> None:
         help="measure the local servers again even when the profile cache holds this pool",
     )
     parser.add_argument(
+        "--dispatcher-url",
+        default="",
+        include_in_web_ui=False,
+        help="a running dispatcher to load (e.g. on another host: `kairos serve dispatcher --host ADDR --admin-token "
+        "T`) instead of starting one; --pool names the pool it fronts (default: start a dispatcher on loopback)",
+    )
+    parser.add_argument(
+        "--dispatcher-token-file",
+        default="",
+        include_in_web_ui=False,
+        help="file holding the --dispatcher-url dispatcher's admin token (its admin endpoints answer only on "
+        "loopback without one)",
+    )
+    parser.add_argument(
         "--chaos",
         default="",
         include_in_web_ui=True,
@@ -386,6 +405,8 @@ def live_options(opts, pinned: Mapping[str, object] | None = None) -> LiveOption
         chaos=parse_chaos(v["chaos"], "chaos") if (v["chaos"] or "").strip() else (),
         profile_local=v["profile_local"],
         reprofile=v["reprofile"],
+        dispatcher_url=paths["dispatcher_url"] or None,
+        dispatcher_token_file=Path(paths["dispatcher_token_file"]) if paths["dispatcher_token_file"] else None,
     )
 
 
@@ -498,6 +519,8 @@ class LocustLoadGenerator:
             )
         self._log = None  # the caller closes it with every record
         cpus = [out["cpu_percent"] for out in self._outputs if out.get("cpu_percent") is not None]
+        if isinstance(self.environment.runner, MasterRunner):
+            log.info("phase %d: load generators: %s", plan.index, "; ".join(per_worker(self._outputs)))
         return PhaseOutput(self._received(), max(cpus) if cpus else math.nan)
 
     def on_records(self, environment, msg, **kwargs) -> None:
@@ -529,6 +552,21 @@ class LocustLoadGenerator:
         if not records and self.local is not None and not isinstance(self.environment.runner, MasterRunner):
             records = list(self.local.records)  # a local run reports only when its shard is done
         return records
+
+
+def per_worker(outputs: list[dict]) -> list[str]:
+    """Each load generator's queries, send lag p99 (actual send after intended) and CPU, from what it sent back: a
+    late shard would otherwise hide in the phase's pooled figure."""
+    lines = []
+    for out in sorted(outputs, key=lambda o: str(o.get("worker"))):
+        cols = out["records"]
+        lag_ms = 1000.0 * (np.asarray(cols["sent_s"], float) - np.asarray(cols["intended_s"], float))
+        cpu = out.get("cpu_percent")
+        lines.append(
+            f"{out.get('worker')} {len(lag_ms)} queries, send lag p99 {percentile_ms(lag_ms, 99):.1f} ms"
+            + (f", CPU {cpu:.0f}%" if cpu is not None and math.isfinite(cpu) else "")
+        )
+    return lines
 
 
 class KairosSession:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from harness.core.errors import InputError
 from harness.core.paper import PAPER_CONFIG
@@ -49,8 +50,22 @@ class LiveOptions:
     # --mode onnx: measure the started servers before the sweep (harness.live.local_profile): together, alone, off
     profile_local: str = "together"
     reprofile: bool = False  # measure again even when the profile cache has this pool
+    # A dispatcher this run does not start (on another host, with an admin token): its base URL. pool_file then names
+    # the pool it fronts, and the admin calls (policy, drain, records) carry the token read from
+    # dispatcher_token_file: a file, so the secret is in neither run.json nor the process list.
+    dispatcher_url: str | None = None
+    dispatcher_token_file: Path | None = None
 
     def __post_init__(self):
+        if self.dispatcher_url is not None:
+            parts = urlsplit(self.dispatcher_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise InputError(f"{self.dispatcher_url!r}: expected http://HOST:PORT", field="dispatcher_url")
+            if self.pool_file is None:
+                raise InputError(
+                    "names a dispatcher this run does not start: give the pool file of the instances it fronts too",
+                    field="dispatcher_url",
+                )
         if self.replications < 0:
             raise InputError(f"{self.replications}: must be >= 0", field="replications")
         if self.profile_local not in PROFILE_LOCAL:

@@ -325,7 +325,7 @@ def test_options_are_typed_and_paths_stay_off_the_web_ui():
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["web_host"] == "127.0.0.1"
-    paths = {"trace", "pool", "report_dir", "profiles"}
+    paths = {"trace", "pool", "report_dir", "profiles", "dispatcher_url", "dispatcher_token_file"}
     assert paths < set(out["ours"]) and not paths & set(out["in_ui"])
     assert set(out["in_ui"]) == set(out["ours"]) - paths
     assert out["types"] == {
