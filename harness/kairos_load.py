@@ -67,6 +67,7 @@ FLAGS = {
     "pool": "--pool",
     "pool_config": "--pool-config",
     "mode": "--mode",
+    "instances_per_process": "--instances-per-process",
     "policy": "--dispatchers",
     "dispatchers": "--dispatchers",
     "qos_ms": "--qos-ms",
@@ -103,6 +104,7 @@ WEB_UI_OPTIONS = (
     "model",
     "pool_config",
     "mode",
+    "instances_per_process",
     "dispatchers",
     "qos_ms",
     "rate",
@@ -122,6 +124,7 @@ WEB_UI_OPTIONS = (
     "reprofile",
 )
 NUMBERS = {
+    "instances_per_process": int,
     "qos_ms": float,
     "rate": float,
     "speedup": float,
@@ -181,6 +184,15 @@ def add_options(parser) -> None:
         choices=list(CHOICES["mode"]),
         include_in_web_ui=True,
         help="local pool of emulated instances (default) or ONNX Runtime servers",
+    )
+    # No argparse type: option_value types it, as it does the web UI's text, so a bad value gets the harness's one-line
+    # error naming the option rather than Locust's usage dump.
+    parser.add_argument(
+        "--instances-per-process",
+        default=D.instances_per_process,
+        include_in_web_ui=True,
+        help="--mode emulated: emulated instances hosted by each process of the local pool, each on its own port "
+        f"with its own timing (default {D.instances_per_process}: one process each; e.g. 50 for a pool of hundreds)",
     )
     parser.add_argument(
         "--dispatchers",
@@ -386,6 +398,7 @@ def live_options(opts, pinned: Mapping[str, object] | None = None) -> LiveOption
         pool_file=Path(paths["pool"]) if paths["pool"] else None,
         pool_config=v["pool_config"],
         mode=v["mode"],
+        instances_per_process=v["instances_per_process"],
         dispatchers=tuple(d.strip() for d in v["dispatchers"].split(",") if d.strip()),
         qos_ms=v["qos_ms"],
         rate_qps=v["rate"],

@@ -14,13 +14,20 @@ Metadata and input validation come from the model's spec in ``servers.models`` (
 the same ``servers.v2.validate_request`` as the model server: the same names, datatypes, shapes and id ranges, so an
 emulated pool answers 400 to exactly the requests a real one would refuse. A profiled model without a spec accepts any
 inputs that share a batch dimension and answers one ``output`` ``[B, 1]``.
+
+Many instances can share one process (``EmulatedHostConfig``, kind ``emulated_host``): each keeps its own app, port,
+sampler, queue and fault/admin endpoints, all on one event loop, so hundreds fit on a small machine. The process is
+the unit of failure: a kill, or an injected ``exit``, ends all of its instances at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +35,13 @@ import numpy as np
 from aiohttp import web
 
 from harness.core.errors import InputError
+from harness.core.gc_freeze import frozen_gc
 from harness.core.profiles import Profile
 from servers import models, v2, v2_http
 from servers.faults import Fault, FaultState, install
-from servers.serving import ServerKind
+
+# serving's binder and stdin watch, shared rather than copied: a host must bind and stop exactly as one server does.
+from servers.serving import Listen, ServerKind, _bind, _watch_stdin, loop_factory, print_ready
 
 PLATFORM_EMULATED = "kairos_emulated"
 
@@ -160,12 +170,93 @@ def create_app(config: EmulatedConfig, profile: Profile | None = None) -> web.Ap
     return app
 
 
+def describe(config: EmulatedConfig) -> dict:
+    """The READY-line facts of one emulated instance."""
+    return {"model": config.model, "instance_type": config.instance_type, "seed": config.seed}
+
+
 KIND = ServerKind(
     "emulated",
     EmulatedConfig,
     create_app,
-    describe=lambda c: {"model": c.model, "instance_type": c.instance_type, "seed": c.seed},
+    describe=describe,
     # asyncio, not uvloop: libuv timers tick in whole milliseconds and may fire up to 1 ms early, too coarse to
     # emulate service times of a few ms; asyncio's sleeps are never early and late by well under 1 ms.
     default_loop="asyncio",
 )
+
+
+@dataclass(frozen=True)
+class EmulatedHostConfig:
+    """Several emulated instances in one process: one config each, and one port each (empty: any free ones)."""
+
+    instances: tuple[EmulatedConfig, ...]
+    ports: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if not self.instances:
+            raise InputError("must hold at least one instance", field="instances")
+        if self.ports and len(self.ports) != len(self.instances):
+            raise InputError(
+                f"{len(self.ports)} port(s) for {len(self.instances)} instance(s): give one each, or none",
+                field="ports",
+            )
+
+
+async def serve_host_async(apps: list[web.Application], config: EmulatedHostConfig, listen: Listen) -> None:
+    """Start every app on its own port of ``listen.host``, print one READY line listing them, serve until stopped."""
+    host = listen.host
+    shown = f"[{host}]" if ":" in host else host
+    ports = config.ports or (0,) * len(apps)
+    runners: list[web.AppRunner] = []
+    try:
+        served = []
+        for app, inst, port in zip(apps, config.instances, ports):
+            runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            await runner.setup()  # each app's own startup and cleanup_ctx: its semaphore, its faults armed
+            runners.append(runner)
+            sock = _bind(host, port)
+            await web.SockSite(runner, sock).start()
+            actual = sock.getsockname()[1]
+            served.append({**describe(inst), "url": f"http://{shown}:{actual}", "port": actual})
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if listen.watch_stdin:
+            _watch_stdin(loop, stop)
+        pid = os.getpid()
+        print_ready({"kind": HOST_KIND.name, "url": served[0]["url"], "host": host, "pid": pid, "instances": served})
+        with frozen_gc():
+            await stop.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+def serve_host(config: EmulatedHostConfig, listen: Listen) -> int:
+    """Serve every instance of ``config`` in this process, on one event loop (blocking); returns the exit code."""
+    factory = loop_factory(listen.loop)
+    profiles: dict[Path | None, Profile] = {}  # read each profile file once, not once per instance
+    apps = []
+    for inst in config.instances:  # bad input (an unknown type) fails before anything binds
+        if inst.profiles not in profiles:
+            profiles[inst.profiles] = Profile.load(inst.profiles)
+        apps.append(create_app(inst, profiles[inst.profiles]))
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve_host_async(apps, config, listen))
+    return 0
+
+
+@dataclass(frozen=True)
+class HostKind:
+    """A kind of server process that serves several apps itself: ``servers.launch`` calls its ``serve``."""
+
+    name: str
+    config: type
+    serve: Callable[..., int]
+    default_loop: str = "asyncio"
+
+
+# asyncio for the same reason as one instance's KIND: its sleeps are never early.
+HOST_KIND = HostKind("emulated_host", EmulatedHostConfig, serve_host, default_loop="asyncio")

@@ -2,7 +2,8 @@
 
 A parent (a pool, a live run) starts a server as ``python -m servers.launch '{"kind": ..., "config": {...},
 "listen": {...}}'``: the frozen config travels as JSON, so no command-line flag exists below the CLI. The child
-rebuilds the config, serves it through ``servers.serving`` and prints the READY line the parent waits for.
+rebuilds the config, serves it through ``servers.serving`` and prints the READY line the parent waits for. A kind
+that serves several apps from one process (``emulated_host``: many emulated instances) carries its own ``serve``.
 """
 
 from __future__ import annotations
@@ -20,18 +21,24 @@ from servers.serving import Listen, ServerKind, serve
 
 # Imported on demand: an emulated instance must not pay for scipy (the dispatcher) or ONNX (the model server) at
 # start-up, when a pool starts a dozen of them at once on a small machine.
-KIND_MODULES = {"model": "servers.model_server", "emulated": "servers.emulated", "dispatcher": "servers.dispatcher"}
+# ``module`` names its ``KIND``; ``module:NAME`` another attribute (a module may define more than one kind).
+KIND_MODULES = {
+    "model": "servers.model_server",
+    "emulated": "servers.emulated",
+    "emulated_host": "servers.emulated:HOST_KIND",
+    "dispatcher": "servers.dispatcher",
+}
 
 
 def server_kind(name: str) -> ServerKind:
-    """The ServerKind registered under ``name`` (each module's ``KIND``)."""
+    """The kind registered under ``name``: a ServerKind, or a kind with its own ``serve`` (config, listen)."""
     try:
-        module = KIND_MODULES[name]
+        module, _, attr = KIND_MODULES[name].partition(":")
     except KeyError:
         raise InputError(
             f"{name!r}: unknown server kind (choose from {', '.join(KIND_MODULES)})", field="kind"
         ) from None
-    return importlib.import_module(module).KIND
+    return getattr(importlib.import_module(module), attr or "KIND")
 
 
 def to_plain(value):
@@ -74,13 +81,15 @@ def child_argv(kind: str, config, listen: Listen, python: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve the one server described by the JSON document in ``argv[0]``."""
+    """Serve the server (or host of servers) described by the JSON document in ``argv[0]``."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         doc = json.loads(argv[0])
         kind = server_kind(doc["kind"])
         config = from_plain(kind.config, doc["config"])
-        return serve(kind, config, from_plain(Listen, doc["listen"]))
+        listen = from_plain(Listen, doc["listen"])
+        own = getattr(kind, "serve", None)  # a kind that binds several apps itself
+        return own(config, listen) if own is not None else serve(kind, config, listen)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)  # the parent shows this line when the child dies before READY
         return 2

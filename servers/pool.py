@@ -1,9 +1,12 @@
-"""A pool of instances: one OS process per instance on loopback, a pool file describing them, clean shutdown.
+"""A pool of instances: OS processes on loopback, a pool file describing them, clean shutdown.
 
 ``start_pool(PoolSpec(...))`` starts one server child per instance (``servers.process``: emulated instances or ONNX
-Runtime servers), waits for every READY line and for ``/v2/health/ready``, then exposes ``Pool.instances`` and writes
-the pool file (``servers.pool_file``). A member that exits leaves the others serving; ``restart`` brings it back on
-its own address. Stopping stops every child (and a child whose parent dies exits by itself).
+Runtime servers), or with ``instances_per_process`` K > 1 one child per K emulated instances (each on its own port,
+``servers.emulated.HOST_KIND``), waits for every READY line and for ``/v2/health/ready``, then exposes
+``Pool.instances`` and writes the pool file (``servers.pool_file``: every instance with its own URL, whichever process
+hosts it). A process that exits takes its instances down and leaves the others serving; ``restart`` brings it back
+with all of its instances on their own addresses. Stopping stops every child (and a child whose parent dies exits by
+itself).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from harness.core.errors import InputError
 from harness.core.pool_config import PoolConfig, instance_ids
 from harness.core.prices import load_prices
 from harness.core.profiles import Profile
-from servers.emulated import EmulatedConfig
+from servers.emulated import HOST_KIND, EmulatedConfig, EmulatedHostConfig
 from servers.host_types import check_available, host_type
 from servers.model_server import ModelServerConfig
 from servers.models import build_model
@@ -33,6 +36,18 @@ from servers.process import ServerProcess, stop_processes, wait_healthy
 # A pool mode -> the kind of server each instance runs.
 MODE_KINDS = {"emulated": "emulated", "onnx": "model"}
 MODES = tuple(MODE_KINDS)
+
+
+def check_instances_per_process(value, mode: str) -> int:
+    """``value`` if it is a valid number of instances per process for a pool of ``mode``, else an InputError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{value!r}: must be an integer >= 1", field="instances_per_process")
+    if value > 1 and mode != "emulated":
+        # An ONNX server computes on the CPU: K of them in one process would run one at a time, not side by side.
+        raise InputError(
+            f"{value}: only emulated instances share a process (mode {mode!r})", field="instances_per_process"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -53,12 +68,18 @@ class PoolSpec:
     stop_timeout_s: float = 5.0
     python: str | None = None
     accept_faults: bool = False  # instances take POST /admin/fault (chaos runs)
+    # Emulated instances hosted by each process. One by default, as before: each instance then has its own event
+    # loop, so no instance's work delays another's wake-ups, and a kill takes down exactly one instance as a machine's
+    # crash would. More trade that isolation for memory and start-up time (a Python process is ~50 MB), which is what
+    # lets hundreds of instances fit on a small machine; a kill then takes down all K of a process.
+    instances_per_process: int = 1
 
     def __post_init__(self):
         if isinstance(self.config, str):
             object.__setattr__(self, "config", PoolConfig.parse(self.config))
         if self.mode not in MODES:
             raise InputError(f"{self.mode!r}: expected one of {', '.join(MODES)}", field="mode")
+        check_instances_per_process(self.instances_per_process, self.mode)
 
     def instance_config(self, instance_type: str, seed: int) -> EmulatedConfig | ModelServerConfig:
         """The server config of one instance of ``instance_type`` in this pool."""
@@ -86,15 +107,43 @@ class PoolSpec:
         """One seed per instance, derived from the base seed (SeedSequence.spawn)."""
         return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(self.seed).spawn(self.config.size)]
 
+    def groups(self) -> list[range]:
+        """Which instances (indices in id order) each process hosts: consecutive runs of ``instances_per_process``."""
+        k, n = self.instances_per_process, self.config.size
+        return [range(first, min(first + k, n)) for first in range(0, n, k)]
+
+    def spawn(self, configs: list, names: list[str], ports: list[int] | None = None) -> ServerProcess:
+        """Start the process of one group: ``configs`` (one per instance) on ``ports`` (None: any free ones)."""
+        if self.instances_per_process == 1:
+            return ServerProcess(
+                MODE_KINDS[self.mode],
+                configs[0],
+                host=self.host,
+                port=ports[0] if ports else 0,
+                name=names[0],
+                python=self.python,
+            )
+        host = EmulatedHostConfig(tuple(configs), tuple(ports or ()))
+        name = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
+        return ServerProcess(HOST_KIND.name, host, host=self.host, name=name, python=self.python)
+
 
 class Pool:
     """Started instances (context manager); ``instances``, ``write(path)``, ``stop()``."""
 
-    def __init__(self, spec: PoolSpec, instances: list[Instance], processes: list[ServerProcess]):
+    def __init__(
+        self,
+        spec: PoolSpec,
+        instances: list[Instance],
+        processes: list[ServerProcess],
+        process_of: list[int] | None = None,
+    ):
         self.spec = spec
         self.model = spec.model
         self.instances: tuple[Instance, ...] = tuple(instances)
         self.processes = processes
+        # Instance index -> index of the process hosting it (None: one process per instance, in order).
+        self.process_of: tuple[int, ...] = tuple(process_of if process_of is not None else range(len(instances)))
         self._stopped = False
         atexit.register(self.stop)
 
@@ -129,34 +178,49 @@ class Pool:
 
     def dead(self) -> list[str]:
         """Ids of instances whose process has exited."""
-        return [i.id for i, p in zip(self.instances, self.processes) if not p.alive()]
+        return [i.id for i, k in zip(self.instances, self.process_of) if not self.processes[k].alive()]
 
     def exit_code(self, instance_id: str) -> int | None:
         """How an instance's process ended (negative: killed by that signal); None while it runs."""
-        return self.processes[self._index(instance_id)].proc.poll()
+        return self._process(instance_id).proc.poll()
+
+    def process_mates(self, instance_id: str) -> list[str]:
+        """Ids of the instances sharing ``instance_id``'s process, itself included (what a kill of it takes down)."""
+        k = self.process_of[self._index(instance_id)]
+        return [i.id for i, g in zip(self.instances, self.process_of) if g == k]
 
     def kill(self, instance_id: str, sig: int = signal.SIGKILL) -> None:
-        """Send an instance's process ``sig`` (SIGKILL: a crash; chaos tests use it)."""
-        os.kill(self.processes[self._index(instance_id)].pid, sig)
+        """Send an instance's process ``sig`` (SIGKILL: a crash; chaos tests use it); it takes down every instance
+        of that process (``process_mates``)."""
+        os.kill(self._process(instance_id).pid, sig)
 
     def restart(self, instance_id: str) -> Instance:
-        """Start an exited instance again with its own config on its own address, so its URL (and any dispatcher
-        in front of the pool, which probes it back into service) stays valid; returns its new entry."""
-        k = self._index(instance_id)
-        old, inst = self.processes[k], self.instances[k]
+        """Start an exited instance's process again, with every instance it hosts on its own config and address, so
+        their URLs (and any dispatcher in front of the pool, which probes them back into service) stay valid;
+        returns the instance's new entry."""
+        g = self.process_of[self._index(instance_id)]
+        members = [k for k, x in enumerate(self.process_of) if x == g]
+        old = self.processes[g]
         stop_processes([old], self.spec.stop_timeout_s)  # reap it, and anything left in its group
-        port = int(inst.url.rsplit(":", 1)[1])
-        proc = ServerProcess(
-            old.kind, old.config, host=self.spec.host, port=port, name=inst.id, python=self.spec.python
-        )
+        ports = [int(self.instances[k].url.rsplit(":", 1)[1]) for k in members]
+        hosted = old.config.instances if isinstance(old.config, EmulatedHostConfig) else (old.config,)
+        proc = self.spec.spawn(list(hosted), [self.instances[k].id for k in members], ports)
         try:
-            wait_healthy(proc.wait_ready(self.spec.startup_timeout_s)["url"], self.spec.startup_timeout_s)
+            proc.wait_ready(self.spec.startup_timeout_s)
+            for url in proc.urls:
+                wait_healthy(url, self.spec.startup_timeout_s)
         except BaseException:
             stop_processes([proc], self.spec.stop_timeout_s)
             raise
-        self.processes[k] = proc
-        self.instances = (*self.instances[:k], replace(inst, pid=proc.pid), *self.instances[k + 1 :])
-        return self.instances[k]
+        self.processes[g] = proc
+        back = list(self.instances)
+        for k in members:
+            back[k] = replace(back[k], pid=proc.pid)
+        self.instances = tuple(back)
+        return self.instances[self._index(instance_id)]
+
+    def _process(self, instance_id: str) -> ServerProcess:
+        return self.processes[self.process_of[self._index(instance_id)]]
 
     def _index(self, instance_id: str) -> int:
         for k, inst in enumerate(self.instances):
@@ -166,7 +230,7 @@ class Pool:
 
     @property
     def pids(self) -> list[int]:
-        """Child pids."""
+        """Child pids, one per process (fewer than the instances when processes host several)."""
         return [p.pid for p in self.processes]
 
     def stop(self) -> None:
@@ -182,7 +246,8 @@ class Pool:
 
 
 def start_pool(spec: PoolSpec) -> Pool:
-    """Start one process per instance, wait until all are ready, and return the Pool (stop it, or use ``with``)."""
+    """Start the pool's processes, wait until every instance is ready, and return the Pool (stop it, or use
+    ``with``)."""
     types = spec.config.instance_types
     prices = load_prices(spec.prices)
     missing = sorted({t for t in types if t not in prices})
@@ -199,26 +264,22 @@ def start_pool(spec: PoolSpec) -> Pool:
         check_available(types, onnxruntime.get_available_providers())
         build_model(spec.model, spec.model_dir)  # once, before the children load it
     ids = instance_ids(types)
+    configs = [spec.instance_config(itype, seed) for itype, seed in zip(types, spec.seeds())]
+    groups = spec.groups()
     procs: list[ServerProcess] = []
     try:
-        for iid, itype, seed in zip(ids, types, spec.seeds()):
-            procs.append(
-                ServerProcess(
-                    MODE_KINDS[spec.mode],
-                    spec.instance_config(itype, seed),
-                    host=spec.host,
-                    name=iid,
-                    python=spec.python,
-                )
-            )
+        for group in groups:
+            procs.append(spec.spawn([configs[k] for k in group], [ids[k] for k in group]))
         deadline = time.monotonic() + spec.startup_timeout_s
-        instances = []
-        for iid, itype, p in zip(ids, types, procs):
-            info = p.wait_ready(max(1.0, deadline - time.monotonic()))
-            wait_healthy(info["url"], max(1.0, deadline - time.monotonic()))
-            price = prices.get(itype)
-            instances.append(Instance(iid, info["url"], itype, None if price is None else float(price), p.pid))
+        instances, process_of = [], []
+        for g, (group, p) in enumerate(zip(groups, procs)):
+            p.wait_ready(max(1.0, deadline - time.monotonic()))
+            for k, url in zip(group, p.urls, strict=True):
+                wait_healthy(url, max(1.0, deadline - time.monotonic()))
+                price = prices.get(types[k])
+                instances.append(Instance(ids[k], url, types[k], None if price is None else float(price), p.pid))
+                process_of.append(g)
     except BaseException:
         stop_processes(procs, spec.stop_timeout_s)
         raise
-    return Pool(spec, instances, procs)
+    return Pool(spec, instances, procs, process_of)

@@ -82,6 +82,14 @@ class ServerProcess:
             raise RuntimeError(f"{self.name} is not ready")
         return self.info["url"]
 
+    @property
+    def urls(self) -> list[str]:
+        """Base URLs of every server the child runs: its one, or each of a host's instances, in config order."""
+        if self.info is None:
+            raise RuntimeError(f"{self.name} is not ready")
+        hosted = self.info.get("instances")
+        return [i["url"] for i in hosted] if hosted else [self.info["url"]]
+
     def _read_stdout(self) -> None:
         for raw in self.proc.stdout:
             line = raw.decode(errors="replace").rstrip("\n")

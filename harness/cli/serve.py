@@ -192,6 +192,7 @@ def run_pool(args) -> int:
         threads=args.threads,
         host=args.host,
         accept_faults=args.accept_faults,
+        instances_per_process=args.instances_per_process,
     )
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -213,7 +214,8 @@ def run_pool(args) -> int:
             print(f"pool of {len(pool.instances)} written to {path}; Ctrl-C to stop", file=sys.stderr, flush=True)
             reported: set[str] = set()
             while not stop.wait(0.5):
-                for iid in set(pool.dead()) - reported:
+                newly = [iid for iid in pool.dead() if iid not in reported]
+                for iid in newly:
                     reported.add(iid)
                     print(
                         f"kairos serve pool: instance {iid} exited (code {pool.exit_code(iid)}); the others keep "
@@ -221,16 +223,22 @@ def run_pool(args) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-                    if not args.restart:
-                        continue
+                if not args.restart:
+                    continue
+                for iid in newly:
+                    if iid not in pool.dead():
+                        continue  # back already: its process, restarted for another of its instances, hosts it
                     try:
-                        inst = pool.restart(iid)
+                        pool.restart(iid)
                     except InputError as exc:  # it stays down; the others serve on
                         print(f"kairos serve pool: {iid} did not come back: {exc}", file=sys.stderr, flush=True)
                         continue
-                    reported.discard(iid)
-                    pool.write(args.pool_file)  # its new pid
-                    print(f"kairos serve pool: {iid} is back at {inst.url}", file=sys.stderr, flush=True)
+                    pool.write(args.pool_file)  # the new pid
+                down = set(pool.dead())
+                for inst in pool.instances:
+                    if inst.id in reported and inst.id not in down:
+                        reported.discard(inst.id)  # watched again
+                        print(f"kairos serve pool: {inst.id} is back at {inst.url}", file=sys.stderr, flush=True)
         return 0
     finally:
         for sig, handler in previous.items():
@@ -238,13 +246,14 @@ def run_pool(args) -> int:
 
 
 def add_pool_parser(sub) -> None:
-    """``kairos serve pool``: one process per instance of a configuration."""
+    """``kairos serve pool``: one process per instance (or per K emulated instances) of a configuration."""
     d = PoolSpec
     p = sub.add_parser(
         "pool",
         help="start one server process per instance and write a pool file",
         description="Start one emulated instance (or ONNX Runtime server) per instance of --config on "
-        "loopback, write the pool file, and run until Ctrl-C/SIGTERM, then stop them all.",
+        "loopback, one process each or --instances-per-process K to a process, write the pool file, and run until "
+        "Ctrl-C/SIGTERM, then stop them all.",
     )
     p.add_argument("--config", dest="pool_config", required=True, help="instance mix, e.g. g4dn.xlarge=2,r5n.large=9")
     p.add_argument("--model", default=d.model, help=f"model (default {d.model})")
@@ -273,6 +282,15 @@ def add_pool_parser(sub) -> None:
         help=f"ORT intra-op threads per server for --mode onnx (default {d.threads})",
     )
     p.add_argument("--host", default=d.host, help=f"address the instances bind (default {d.host})")
+    p.add_argument(
+        "--instances-per-process",
+        type=int,
+        default=d.instances_per_process,
+        metavar="K",
+        help=f"--mode emulated: host K instances in each process, each on its own port with its own sampler, queue "
+        f"and admin endpoints, on one event loop (hundreds fit on a small machine; a kill takes down all K); "
+        f"default {d.instances_per_process}: one process per instance",
+    )
     p.add_argument(
         "--accept-faults",
         action="store_true",

@@ -11,6 +11,7 @@ from harness.core.paper import PAPER_CONFIG
 from harness.live.chaos import ChaosEvent
 from harness.live.local_profile import CONTENTION
 from harness.measure.analyzer import ValidityRules
+from servers.pool import PoolSpec, check_instances_per_process
 
 DEFAULT_DISPATCHERS = ("kairos", "fcfs", "least_outstanding")
 PROFILE_LOCAL = (*CONTENTION, "off")
@@ -25,6 +26,8 @@ class LiveOptions:
     pool_file: Path | None = None
     pool_config: str = PAPER_CONFIG
     mode: str = "emulated"
+    # Emulated instances per process of the pool the run starts (servers.pool.PoolSpec says why one by default).
+    instances_per_process: int = PoolSpec.instances_per_process
     dispatchers: tuple[str, ...] = DEFAULT_DISPATCHERS
     qos_ms: float | None = None
     rate_qps: float | None = None
@@ -66,6 +69,7 @@ class LiveOptions:
                     "names a dispatcher this run does not start: give the pool file of the instances it fronts too",
                     field="dispatcher_url",
                 )
+        check_instances_per_process(self.instances_per_process, self.mode)
         if self.replications < 0:
             raise InputError(f"{self.replications}: must be >= 0", field="replications")
         if self.profile_local not in PROFILE_LOCAL:

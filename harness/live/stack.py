@@ -93,6 +93,7 @@ class LiveStack:
                     profiles=options.profiles,
                     seed=options.seed,
                     accept_faults=bool(options.chaos),
+                    instances_per_process=options.instances_per_process,
                 )
             )
             self.pool_file = self._pool.as_pool_file()
