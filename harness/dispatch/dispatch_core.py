@@ -31,6 +31,7 @@ class DispatchCore:
         on_assign: Callable[[Query, InstanceState], None],
         on_start: Callable[[Query, InstanceState], None],
         on_drop: Callable[[Query], None],
+        on_drained: Callable[[float, InstanceState], None] | None = None,
     ):
         self.latency = latency
         self.instances = instances
@@ -40,6 +41,10 @@ class DispatchCore:
         self.total_slots = sum(inst.capacity for inst in instances)
         self.running = 0
         self.on_assign, self.on_start, self.on_drop = on_assign, on_start, on_drop
+        # Retired instances still finishing their work (indices); their slots count until they are empty, so the
+        # all-busy shortcut in decide() never skips a live idle instance while a retiring one is still busy.
+        self.draining: set[int] = set()
+        self.on_drained = on_drained
         self.set_policy(policy)
 
     def set_policy(self, policy: Policy) -> None:
@@ -86,11 +91,13 @@ class DispatchCore:
         if service_ms is not None:
             self.policy.on_complete(now_s, query, inst, (now_s - query.arrival_s) * 1000.0)
             self.latency.observe(inst.type_index, query.model, query.batch_size, service_ms)
-        if inst.queue and inst.alive and inst.running < inst.capacity:
+        if inst.queue and inst.running < inst.capacity and (inst.alive or inst.index in self.draining):
             nq, pred_s = inst.queue.pop(0)
             inst.start_queued(now_s, pred_s)
             self.running += 1
             self.on_start(nq, inst)
+        elif not inst.alive and inst.outstanding == 0 and inst.index in self.draining:
+            self._drained(now_s, inst)
         self.decide(now_s)
 
     def withdraw(self, now_s: float, query: Query) -> bool:
@@ -100,7 +107,12 @@ class DispatchCore:
             self.pending.remove(query)
             return True
         except ValueError:
-            return any(inst.withdraw(query) for inst in self.instances if inst.queue)
+            for inst in self.instances:
+                if inst.queue and inst.withdraw(query):
+                    if inst.outstanding == 0 and inst.index in self.draining:
+                        self._drained(now_s, inst)
+                    return True
+            return False
 
     def requeue(self, now_s: float, queries: list[Query]) -> None:
         """Put queries back at the head of the central queue (oldest first), e.g. after their instance failed."""
@@ -111,10 +123,12 @@ class DispatchCore:
     def mark_dead(self, now_s: float, inst: InstanceState) -> list[Query]:
         """Take ``inst`` out of service; returns the queries waiting in its local FIFO (the caller requeues)."""
         inst.alive = False
+        self.draining.discard(inst.index)
         waiting = [q for q, _ in inst.queue]
         inst.outstanding -= len(waiting)
         inst.queue.clear()
         inst.backlog_s = 0.0
+        inst.changed()  # an index of idle instances (TypeIndex) must drop it now, not when it next looks
         self.total_slots -= inst.capacity
         return waiting
 
@@ -122,5 +136,36 @@ class DispatchCore:
         """Put ``inst`` back in service."""
         if not inst.alive:
             inst.alive = True
-            self.total_slots += inst.capacity
+            inst.changed()  # an index of idle instances (TypeIndex) must see it come back
+            if inst.index in self.draining:
+                self.draining.discard(inst.index)  # its retirement is called off: its slots never left the count
+            else:
+                self.total_slots += inst.capacity
             self.decide(now_s)
+
+    def retire(self, now_s: float, inst: InstanceState) -> bool:
+        """Stop giving ``inst`` queries, let it finish what it holds; True if empty now, else ``on_drained`` follows."""
+        if not inst.alive:
+            return inst.index not in self.draining
+        inst.alive = False
+        inst.changed()  # an index of idle instances (TypeIndex) must see it leave
+        if inst.outstanding == 0:
+            self.total_slots -= inst.capacity
+            return True
+        self.draining.add(inst.index)
+        return False
+
+    def _drained(self, now_s: float, inst: InstanceState) -> None:
+        """A retired instance finished its last query: it leaves the pool for good."""
+        self.draining.discard(inst.index)
+        self.total_slots -= inst.capacity
+        if self.on_drained is not None:
+            self.on_drained(now_s, inst)
+
+    def add_instance(self, now_s: float, inst: InstanceState) -> None:
+        """Append ``inst`` to the pool (``inst.index`` must be its position) and bind the policy again to see it."""
+        self.instances.append(inst)
+        if inst.alive:
+            self.total_slots += inst.capacity
+        self.set_policy(self.policy)
+        self.decide(now_s)

@@ -24,6 +24,7 @@ class InstanceState:
         "backlog_s",
         "queue",
         "alive",
+        "watcher",
     )
 
     def __init__(self, index: int, instance_id: str, instance_type: str, type_index: int, capacity: int = 1):
@@ -38,6 +39,8 @@ class InstanceState:
         self.backlog_s = 0.0  # predicted work waiting in the local FIFO, not yet started
         self.queue: list = []  # local FIFO (push policies); pull policies never fill it
         self.alive = True
+        # An index over the pool (harness.dispatch.type_index) that wants every change of this state; None: nobody.
+        self.watcher = None
 
     @property
     def idle(self) -> bool:
@@ -56,9 +59,13 @@ class InstanceState:
             self.running += 1
             base = self.expected_free_s if self.expected_free_s > now_s else now_s
             self.expected_free_s = base + predicted_s
+            if self.watcher is not None:
+                self.watcher.update(self)
             return True
         self.backlog_s += predicted_s
         self.expected_free_s = (self.expected_free_s if self.expected_free_s > now_s else now_s) + predicted_s
+        if self.watcher is not None:
+            self.watcher.update(self)
         return False
 
     def finish(self, now_s: float) -> None:
@@ -68,6 +75,8 @@ class InstanceState:
         if self.outstanding == 0:
             self.expected_free_s = now_s
             self.backlog_s = 0.0
+        if self.watcher is not None:
+            self.watcher.update(self)
 
     def withdraw(self, query) -> bool:
         """Take ``query`` out of the local FIFO before it starts (its client gave up); False if it is not there."""
@@ -77,6 +86,8 @@ class InstanceState:
                 self.outstanding -= 1
                 self.backlog_s = max(0.0, self.backlog_s - predicted_s)
                 self.expected_free_s -= predicted_s
+                if self.watcher is not None:
+                    self.watcher.update(self)
                 return True
         return False
 
@@ -88,6 +99,13 @@ class InstanceState:
             self.backlog_s = 0.0
         # Re-anchor the estimate on the real start time: what runs now plus what still waits.
         self.expected_free_s = now_s + predicted_s + self.backlog_s
+        if self.watcher is not None:
+            self.watcher.update(self)
+
+    def changed(self) -> None:
+        """Tell the watcher about a change made by writing fields directly (``alive``, ``capacity``, the queue)."""
+        if self.watcher is not None:
+            self.watcher.update(self)
 
 
 def build_instances(

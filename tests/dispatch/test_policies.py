@@ -29,6 +29,8 @@ def occupy(inst, now_s, busy_for_s):
 def test_registry_has_every_policy_the_issue_names():
     assert set(POLICIES) == {
         "kairos",
+        "kairos_type",
+        "laxity",
         "fcfs",
         "deeprecsys",
         "clockwork",
@@ -142,6 +144,20 @@ def test_clockwork_drops_queries_no_instance_can_meet(fixed_profile):
     d = policy.decide(0.0, pending, insts)
     assert [q.request_id for q in d.drop] == ["old"]  # 250 ms waited + 100 ms on the fastest > 294 ms
     assert [(q.request_id, j) for q, j in d.assign] == [("new", 0)]  # fastest idle instance
+
+
+def test_clockwork_ablations_serve_late_and_take_the_first_idle(fixed_profile):
+    pending = [Query(0, "old", "m", 1000, -0.25), Query(1, "new", "m", 100, 0.0)]
+    policy = make_policy("clockwork:drop=false")
+    insts = bind(policy, fixed_profile, ["fast", "slow"], qos_ms=300.0)
+    d = policy.decide(0.0, deque(pending), insts)
+    assert d.drop == [] and [(q.request_id, j) for q, j in d.assign] == [("old", 0), ("new", 1)]
+    policy = make_policy("clockwork:placement=first")
+    insts = bind(policy, fixed_profile, ["slow", "fast"], qos_ms=300.0)
+    d = policy.decide(0.0, deque(pending[1:]), insts)
+    assert [(q.request_id, j) for q, j in d.assign] == [("new", 0)]  # the first idle, though 'fast' is idle too
+    with pytest.raises(InputError, match="placement"):
+        make_policy("clockwork:placement=best")
 
 
 def test_deeprecsys_splits_by_threshold(fixed_profile):

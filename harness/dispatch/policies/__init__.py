@@ -10,11 +10,24 @@ from harness.dispatch.policies.clockwork import Clockwork
 from harness.dispatch.policies.deeprecsys import DeepRecSys
 from harness.dispatch.policies.fcfs import FCFS
 from harness.dispatch.policies.kairos import Kairos
+from harness.dispatch.policies.kairos_type import KairosType
+from harness.dispatch.policies.laxity import Laxity
 from harness.dispatch.policies.push import LeastExpectedWork, LeastOutstanding, PowerOfTwo, RoundRobin
 
 POLICIES: dict[str, type] = {
     cls.name: cls
-    for cls in (Kairos, FCFS, DeepRecSys, Clockwork, RoundRobin, LeastOutstanding, PowerOfTwo, LeastExpectedWork)
+    for cls in (
+        Kairos,
+        KairosType,
+        Laxity,
+        FCFS,
+        DeepRecSys,
+        Clockwork,
+        RoundRobin,
+        LeastOutstanding,
+        PowerOfTwo,
+        LeastExpectedWork,
+    )
 }
 
 

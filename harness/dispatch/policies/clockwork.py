@@ -6,13 +6,16 @@ deadline by the latency model's prediction. Queries that no instance type can st
 starting now on the fastest type) are dropped and count as QoS violations, as Clockwork rejects requests it
 cannot serve on time.
 
-Tunables: ``buffer_ms`` (default 2% of QoS), ``lookahead`` (how deep into the queue one decision looks, 64).
+Tunables: ``buffer_ms`` (default 2% of QoS), ``lookahead`` (how deep into the queue one decision looks, 64), and
+two ablations for docs/policies.md: ``drop`` (true; false serves hopeless queries late instead of dropping them)
+and ``placement`` ("fastest" idle instance; "first" takes idle instances in configuration order, as FCFS does).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from harness.core.errors import InputError
 from harness.dispatch.policies.base import NOTHING, BasePolicy, Decision
 
 
@@ -22,9 +25,15 @@ class Clockwork(BasePolicy):
     name = "clockwork"
     push = False
 
-    def __init__(self, buffer_ms: float | None = None, lookahead: int = 64):
+    def __init__(
+        self, buffer_ms: float | None = None, lookahead: int = 64, drop: bool = True, placement: str = "fastest"
+    ):
+        if placement not in ("fastest", "first"):
+            raise InputError(f"clockwork: placement {placement!r} must be 'fastest' or 'first'")
         self.buffer_ms = buffer_ms
         self.lookahead = int(lookahead)
+        self.drop = bool(drop)
+        self.placement = placement
 
     def bind(self, ctx, instances):
         """Fix the deadline slack and the per-model fastest-type latency."""
@@ -50,7 +59,8 @@ class Clockwork(BasePolicy):
             q = pending[k]
             deadline_s = q.arrival_s + self._slack_s
             table = lat.table_ms(q.model)
-            if now_s + self._fastest_ms(q.model)[q.batch_size] / 1000.0 > deadline_s:
+            hopeless = now_s + self._fastest_ms(q.model)[q.batch_size] / 1000.0 > deadline_s
+            if hopeless and self.drop:
                 drop.append(q)
                 continue
             if not idle:
@@ -60,7 +70,9 @@ class Clockwork(BasePolicy):
                 t_ms = table[inst.type_index, q.batch_size]
                 if t_ms < best_ms:
                     best, best_ms = inst, t_ms
-            if now_s + best_ms / 1000.0 <= deadline_s:
+                if self.placement == "first":
+                    break
+            if hopeless or now_s + best_ms / 1000.0 <= deadline_s:
                 assign.append((q, best.index))
                 idle.remove(best)
         if not assign and not drop:

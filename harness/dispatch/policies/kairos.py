@@ -73,17 +73,21 @@ class Kairos(BasePolicy):
 
     def cost_matrix(self, now_s, rows, instances) -> np.ndarray:
         """The (len(rows) x len(instances)) cost matrix described in the module docstring."""
-        lat = self.ctx.latency
         types = (
             self._types
             if len(instances) == len(self._types)
             else np.array([inst.type_index for inst in instances], dtype=np.intp)
         )
-        batches = np.fromiter((q.batch_size for q in rows), dtype=np.intp, count=len(rows))
-        waited_ms = (now_s - np.fromiter((q.arrival_s for q in rows), dtype=float, count=len(rows))) * 1000.0
         t_left_ms = (
             np.fromiter((inst.time_left_s(now_s) for inst in instances), dtype=float, count=len(instances)) * 1000.0
         )
+        return self.pair_costs(now_s, rows, types, t_left_ms)
+
+    def pair_costs(self, now_s, rows, types: np.ndarray, t_left_ms: np.ndarray) -> np.ndarray:
+        """The cost matrix of ``rows`` against instances given by type index and predicted ms until free."""
+        lat = self.ctx.latency
+        batches = np.fromiter((q.batch_size for q in rows), dtype=np.intp, count=len(rows))
+        waited_ms = (now_s - np.fromiter((q.arrival_s for q in rows), dtype=float, count=len(rows))) * 1000.0
         model = rows[0].model
         tail = self.feasibility == "tail"
         if all(q.model == model for q in rows):
