@@ -7,7 +7,9 @@ For each model this runs ``kairos allocate`` (same code path, same defaults) at 
 budget over g4dn.xlarge, c5n.2xlarge, r5n.large and t3.xlarge, prints the oracle's wall time against the
 15-minute limit, checks that no simulated allowable throughput exceeds its configuration's fluid bound, and
 prints one Markdown row per model: the Kairos pick, the top-1 by bound, the best homogeneous configuration
-(budget-scaled), the oracle's best, and the ratios the paper reports.
+(budget-scaled), the oracle's best, and the ratios the paper reports. With kairos, melange and oracle it also
+prints the picks that simulate nothing against the oracle's best, with what finding each cost, and checks that
+the better of the two is within ``--within`` (3%) of the oracle.
 """
 
 from __future__ import annotations
@@ -37,8 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="rm2", help="comma list of models (default rm2)")
     p.add_argument(
         "--methods",
-        default="kairos,homogeneous,fluid,oracle",
-        help="allocate --method (default kairos,homogeneous,fluid,oracle; 'all' adds ribbon and anneal)",
+        default="kairos,homogeneous,fluid,melange,oracle",
+        help="allocate --method (default kairos,homogeneous,fluid,melange,oracle; 'all' adds ribbon and anneal)",
+    )
+    p.add_argument(
+        "--within",
+        type=float,
+        default=0.03,
+        help="the better of the kairos and melange picks must reach this close to the oracle's best (default 0.03)",
     )
     p.add_argument("--budget", type=float, default=PAPER_BUDGET_PER_H, help="USD per hour (default 2.5)")
     p.add_argument("--types", default=PAPER_TYPES, help=f"instance types (default {PAPER_TYPES})")
@@ -109,6 +117,24 @@ def main(argv: list[str] | None = None) -> int:
             f"{f'{k.allowable_qps / o.allowable_qps:.1%}' if k and o and o.allowable_qps else '-'} | "
             f"{cell(f and f.allowable_qps)} | {o.extra['oracle_seconds'] if o else '-'} |"
         )
+    if rows and all(m in rows[0][2] for m in ("kairos", "melange", "oracle")):
+        print()
+        print(
+            "| model | oracle best | qps | $/Mq | Kairos pick | qps | of oracle | s | Mélange pick | qps | of oracle | "
+            f"s | better | within {args.within:.0%} |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for model, _, by, _ in rows:
+            k, m, o = by["kairos"], by["melange"], by["oracle"]
+            rk, rm = k.allowable_qps / o.allowable_qps, m.allowable_qps / o.allowable_qps
+            ok = max(rk, rm) >= 1 - args.within
+            failed |= not ok
+            print(
+                f"| {model} | {_config(o.config)} | {o.allowable_qps:.1f} | {o.usd_per_million:.3f} | "
+                f"{_config(k.config)} | {k.allowable_qps:.1f} | {rk:.1%} | {k.seconds:.1f} | "
+                f"{_config(m.config)} | {m.allowable_qps:.1f} | {rm:.1%} | {m.seconds:.1f} | {max(rk, rm):.1%} | "
+                f"{'yes' if ok else 'NO'} |"
+            )
     if any(m in rows[0][2] for m in ("ribbon", "anneal")) if rows else False:
         print()
         print("| model | method | configuration | qps | evaluated | evaluated to best |")

@@ -18,9 +18,10 @@ from harness.allocate.bound import pick_candidates, pick_medoid
 from harness.allocate.evaluate import Evaluator, stderr_progress
 from harness.allocate.homogeneous import best_homogeneous, budget_scaled
 from harness.allocate.job import AllocateJob
+from harness.allocate.melange import MelangeSettings, melange_allocate
 from harness.allocate.oracle import run_oracle
 from harness.allocate.ribbon import ribbon_search
-from harness.allocate.space import AllocationProblem
+from harness.allocate.space import AllocationProblem, BatchMix
 from harness.core.errors import InputError
 from harness.core.profiles import Profile
 
@@ -232,7 +233,41 @@ class FluidPick(BaseMethod):
         return Pick(top1, math.nan, 0, None, (top1,))
 
 
+class Melange(BaseMethod):
+    """Mélange's integer program over per-instance rates within QoS from simulated queues, without simulating any
+    configuration (``harness/allocate/melange.py``)."""
+
+    name = "melange"
+    run_order = 6
+
+    def pick(self, ctx):
+        """Solve the program on the trace's batch mix, seeded like the searches."""
+        settings = MelangeSettings(seed=ctx.job.search.seed)
+        res = melange_allocate(ctx.profile, ctx.problem, BatchMix.from_batch_sizes(ctx.job.trace.batch_size), settings)
+        counts = res.solution.counts
+        ctx.say(
+            f"melange: {ctx.problem.label(counts)}, model {res.solution.scale_qps:.1f} qps, {res.rounds} round(s): "
+            f"queues {res.queue_seconds:.1f} s, programs {res.ilp_seconds:.1f} s"
+        )
+        return Pick(
+            counts,
+            math.nan,
+            0,
+            None,
+            (counts,),
+            {
+                "model_qps": res.solution.scale_qps,
+                "rounds": res.rounds,
+                "buckets": len(res.rates.probs),
+                "queue": settings.queue,
+                "tail": settings.tail,
+                "queue_seconds": round(res.queue_seconds, 3),
+                "ilp_seconds": round(res.ilp_seconds, 3),
+            },
+        )
+
+
 # In the order the CLI lists them.
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (KairosPick, Homogeneous, FluidPick, Ribbon, Anneal, Oracle)
+    cls.name: cls for cls in (KairosPick, Homogeneous, FluidPick, Melange, Ribbon, Anneal, Oracle)
 }

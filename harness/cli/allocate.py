@@ -14,16 +14,19 @@ import numpy as np
 from harness.allocate.anneal import AnnealSettings
 from harness.allocate.bound import PickRule, parse_threshold
 from harness.allocate.evaluate import FINAL_SETTINGS, EvalSettings
+from harness.allocate.plan import PlanResult, PlanSettings, plan_for_trace
 from harness.allocate.ribbon import RibbonSettings
 from harness.allocate.run import METHODS, AllocateJob, AllocationResult, parse_methods, run_allocation
 from harness.allocate.space import make_problem
 from harness.core.errors import InputError
 from harness.core.paper import resolve_qos_ms
+from harness.core.plan import DEFAULT_STARTUP_S, write_plan
 from harness.core.prices import load_prices
 from harness.core.profiles import Profile
 from harness.report.allocation import allocation_html
 from traces.generate import generate_trace
 from traces.io import read_trace
+from traces.schema import Trace
 
 SEARCH = EvalSettings()
 
@@ -35,8 +38,9 @@ def register(subparsers) -> None:
         help="choose an instance mix under a budget (Kairos bound) and compare with baselines",
         description="Rank every instance mix under the budget by the Kairos throughput upper bound and a fluid LP "
         "bound, pick one without running any (kairos), and optionally compare with the best homogeneous "
-        "mix, Ribbon-style Bayesian optimisation, simulated annealing and the exhaustive oracle. Every "
-        "pick is measured in the simulator (allowable throughput under --policy).",
+        "mix, a Mélange-style integer program (melange), Ribbon-style Bayesian optimisation, simulated "
+        "annealing and the exhaustive oracle. Every pick is measured in the simulator (allowable throughput "
+        "under --policy) and priced in dollars per million queries served within QoS.",
     )
     p.add_argument("--model", help="model to allocate for (default: the trace's)")
     p.add_argument("--qos-ms", type=float, help="p99 latency target in ms (default: the paper's for the model)")
@@ -122,6 +126,40 @@ def register(subparsers) -> None:
     p.add_argument("--launch", action="store_true", help="exec `kairos serve pool` with the chosen configuration")
     p.add_argument("--pool-file", default="pool.json", help="pool file for --launch (default pool.json)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    plan = p.add_argument_group("plans that follow the load (docs/allocator.md, Plans)")
+    plan.add_argument(
+        "--plan",
+        dest="window_s",
+        type=float,
+        metavar="WINDOW_S",
+        help="instead of one configuration, plan one per WINDOW_S seconds of the trace (the whole --trace, or one "
+        "generated with --rate and --duration-s) and write it to --plan-file",
+    )
+    plan.add_argument(
+        "--startup-s",
+        type=float,
+        default=DEFAULT_STARTUP_S,
+        help=f"seconds from an instance's request until it serves (billed; default {DEFAULT_STARTUP_S:g})",
+    )
+    plan.add_argument(
+        "--plan-margin",
+        dest="margin",
+        type=float,
+        default=PlanSettings.margin,
+        help=f"a window's target rate is its peak sub-window rate times this (default {PlanSettings.margin:g})",
+    )
+    plan.add_argument(
+        "--plan-subwindow-s",
+        dest="subwindow_s",
+        type=float,
+        default=PlanSettings.subwindow_s,
+        help=f"sub-window over which a window's peak rate is measured (default {PlanSettings.subwindow_s:g})",
+    )
+    plan.add_argument(
+        "--plan-file", default="plan.csv", help="where --plan writes the plan, .csv or .parquet (default plan.csv)"
+    )
+    plan.add_argument("--rate", type=float, help="--plan without --trace: mean rate of the generated trace (qps)")
+    plan.add_argument("--duration-s", type=float, help="--plan without --trace: length of the generated trace")
     p.set_defaults(func=run)
 
 
@@ -231,20 +269,20 @@ def print_report(result: AllocationResult, rows: int) -> None:
     print()
     print(
         f"{'rank':>4} {'configuration':<{w}} {'$/h':>6} {'kairos ub':>9} {'fluid ub':>9} {'queue est':>9} "
-        f"{'allowable':>9} {'final':>9}  picked by"
+        f"{'allowable':>9} {'final':>9} {'$/Mq':>7}  picked by"
     )
     for _, r in shown.iterrows():
         rank = str(int(r["kairos_rank"])) if r["kairos_rank"] > 0 else "-"
         print(
             f"{rank:>4} {r['config']:<{w}} {r['cost_per_h']:6.3f} {r['kairos_bound_qps']:9.1f} "
             f"{r['fluid_bound_qps']:9.1f} {_f(r['queue_estimate_qps']):>9} {_f(r['allowable_qps']):>9} "
-            f"{_f(r['final_allowable_qps']):>9}  {r['picked_by']}"
+            f"{_f(r['final_allowable_qps']):>9} {_f(r['usd_per_million'], '.3f'):>7}  {r['picked_by']}"
         )
     print()
     oracle = next((m for m in result.methods if m.method == "oracle"), None)
     print(
-        f"{'method':<12} {'configuration':<{w}} {'$/h':>6} {'allowable':>9} {'of fluid':>8} "
-        f"{'of oracle':>9} {'evaluated':>9}"
+        f"{'method':<12} {'configuration':<{w}} {'$/h':>6} {'allowable':>9} {'$/Mq':>7} {'of fluid':>8} "
+        f"{'of oracle':>9} {'evaluated':>9} {'seconds':>8}"
     )
     for m in result.methods:
         of_fluid = m.allowable_qps / m.fluid_bound_qps if m.fluid_bound_qps > 0 else math.nan
@@ -260,9 +298,15 @@ def print_report(result: AllocationResult, rows: int) -> None:
                 f"{m.extra['candidates']} of the top {m.extra['top_k']} within {m.extra['within']:.0%} of the "
                 f"best {'queueing-aware estimate' if m.extra['pick_by'] == 'queue' else 'bound'})"
             )
+        if m.method == "melange":
+            extra = (
+                f"  model {_f(m.extra.get('model_qps'))} qps ({m.extra['queue']} queues, {m.extra['tail']} tail, "
+                f"{m.extra['buckets']} buckets, {m.extra['rounds']} round(s))"
+            )
         print(
-            f"{m.method:<12} {label:<{w}} {m.cost_per_h:6.3f} {_f(m.allowable_qps):>9} {_f(of_fluid, '.0%'):>8} "
-            f"{_f(of_oracle, '.0%'):>9} {m.evaluated:>9}{extra}"
+            f"{m.method:<12} {label:<{w}} {m.cost_per_h:6.3f} {_f(m.allowable_qps):>9} "
+            f"{_f(m.usd_per_million, '.3f'):>7} {_f(of_fluid, '.0%'):>8} {_f(of_oracle, '.0%'):>9} "
+            f"{m.evaluated:>9} {m.seconds:8.1f}{extra}"
         )
 
 
@@ -295,6 +339,8 @@ def launch(result: AllocationResult, pool_file: str, args: argparse.Namespace) -
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``kairos allocate``."""
+    if args.window_s is not None:
+        return run_plan(args)
     job = build_job(args)
     log = None if args.quiet else (lambda line: print(f"kairos allocate: {line}", file=sys.stderr, flush=True))
     if log:
@@ -317,3 +363,101 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         return launch(result, args.pool_file, args)
     return 0
+
+
+# -- plans (--plan) --------------------------------------------------------------------------------------------
+
+
+def plan_trace(args: argparse.Namespace) -> Trace:
+    """The whole trace a plan follows: --trace, or one generated with --rate and --duration-s."""
+    if args.trace:
+        if args.rate is not None or args.duration_s is not None:
+            raise InputError("--rate and --duration-s generate a trace: give them without --trace")
+        trace = read_trace(args.trace)
+        return trace.with_model(args.model) if args.model else trace
+    if not args.model:
+        raise InputError("--model is required without --trace")
+    if args.rate is None or args.duration_s is None:
+        raise InputError("--plan needs a trace that spans time: --trace FILE, or --rate QPS and --duration-s S")
+    for name, value in (("--rate", args.rate), ("--duration-s", args.duration_s)):
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"{name} {value!r}: must be > 0")
+    n = max(2, round(args.rate * args.duration_s))
+    rng = np.random.default_rng(args.seed)
+    return generate_trace(n, args.rate, arrivals=args.arrivals, batch_mix=args.batch_mix, model=args.model, rng=rng)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    """``kairos allocate --plan WINDOW_S``: one configuration per window, written to --plan-file."""
+    settings = PlanSettings(
+        args.window_s,
+        startup_s=args.startup_s,
+        subwindow_s=args.subwindow_s,
+        margin=args.margin,
+        queries=args.queries,
+        policy=args.policy,
+        seed=args.seed,
+    )
+    if not (math.isfinite(args.budget) and args.budget > 0):
+        raise InputError(f"--budget {args.budget!r}: must be a positive number of USD per hour")
+    if not str(args.plan_file).lower().endswith((".csv", ".parquet")):
+        raise InputError(f"--plan-file {args.plan_file}: use a .csv or .parquet name")
+    profile = Profile.load(args.profiles)
+    prices = load_prices(args.prices)
+    trace = plan_trace(args)
+    model = trace.only_model()
+    qos = resolve_qos_ms(model, args.qos_ms)
+    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
+    problem = make_problem(profile, prices, model, float(qos), args.budget, types, _parse_caps(args.max_count))
+    for t in problem.types:
+        largest = profile.table(t, model).max_batch
+        if int(trace.batch_size.max()) > largest:
+            raise InputError(
+                f"{trace.source} has batches up to {int(trace.batch_size.max())} but {t} is profiled for "
+                f"{model} only up to {largest}; drop it with --types"
+            )
+    log = None if args.quiet else (lambda line: print(f"kairos allocate: {line}", file=sys.stderr, flush=True))
+    if log:
+        log(
+            f"{model}, p99 <= {qos:g} ms, ${args.budget:g}/h; plan over {trace.source} ({len(trace)} queries, "
+            f"{trace.duration_s:.0f} s) in windows of {args.window_s:g} s"
+        )
+    result = plan_for_trace(problem, profile, trace, settings, log)
+    path = write_plan(result.plan, args.plan_file)
+    if args.json:
+        for c in result.choices:
+            row = {k: getattr(c, k) for k in c.__dataclass_fields__ if k != "counts"}
+            print(json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}))
+    else:
+        print_plan(result, problem.qos_ms, settings)
+    print(
+        f"kairos allocate: plan written to {path}; replay it with kairos simulate --plan {path} "
+        f"{'--trace ' + args.trace if args.trace else '(and the same --rate, --duration-s, --seed)'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def print_plan(result: PlanResult, qos_ms: float, settings: PlanSettings) -> None:
+    """The per-window table of a plan and its dollars at the windows' prices."""
+    w = max([13] + [len(c.config) for c in result.choices])
+    print(
+        f"windows of {settings.window_s:g} s; target = peak {settings.subwindow_s:g}-s rate x {settings.margin:g}; "
+        f"each confirmed in the simulator at its target ({settings.rules.criterion} <= {qos_ms:g} ms, {settings.policy})"
+    )
+    print(
+        f"{'start_s':>8} {'end_s':>8} {'queries':>8} {'peak qps':>8} {'target':>8} {'configuration':<{w}} "
+        f"{'$/h':>6} {'fluid ub':>8} {'p99 ms':>7} {'simulated':>9}"
+    )
+    for c in result.choices:
+        print(
+            f"{c.start_s:8.0f} {c.end_s:8.0f} {c.queries:8d} {c.peak_qps:8.1f} {c.target_qps:8.1f} {c.config:<{w}} "
+            f"{c.usd_per_h:6.3f} {c.fluid_bound_qps:8.1f} {_f(c.p99_ms):>7}{'' if c.confirmed else '*'} "
+            f"{c.simulated:9d}"
+        )
+    if not all(c.confirmed for c in result.choices):
+        print("* no configuration under the budget was confirmed at the target: the one with the highest bound")
+    print(
+        f"plan: {len(result.choices)} windows, ${result.planned_usd:.3f} at the windows' prices (start-up and drain "
+        f"time are billed on replay); {result.simulated} simulations, {result.seconds:.0f} s"
+    )

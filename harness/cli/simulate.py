@@ -13,8 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.allocate.plan import STATIC_CRITERIA, PlanComparison, PlanSettings, compare_with_static
+from harness.allocate.space import make_problem
 from harness.core.errors import InputError
-from harness.core.paper import PAPER_CONFIG, resolve_qos_ms
+from harness.core.paper import PAPER_BUDGET_PER_H, PAPER_CONFIG, resolve_qos_ms
+from harness.core.plan import DEFAULT_STARTUP_S, read_plan
 from harness.core.pool_config import PoolConfig
 from harness.core.prices import load_prices
 from harness.core.profiles import Profile
@@ -24,6 +27,7 @@ from harness.live.run_dir import RunDir
 from harness.measure.allowable import SearchConfig, capacity_qps, find_allowable, phase_queries
 from harness.measure.analyzer import ValidityRules, stamp_allowable, summarize, summary_row
 from harness.measure.replication import replicated_allowable
+from harness.sim.plan_replay import PlanReplayConfig, check_plan_trace
 from harness.sim.simulator import SimConfig, check_trace, simulate
 from traces.generate import generate_trace
 from traces.io import read_trace
@@ -72,12 +76,10 @@ def register(subparsers) -> None:
     p.add_argument("--profiles", help="latency profile parquet/CSV (default: the shipped AWS profiles)")
     p.add_argument("--model", help="model to simulate (default: the trace's, or rm2)")
     p.add_argument(
-        "--config", dest="pool_config", default=PAPER_CONFIG, help=f"instance mix TYPE=N[,...] (default {PAPER_CONFIG})"
+        "--config", dest="pool_config", default=None, help=f"instance mix TYPE=N[,...] (default {PAPER_CONFIG})"
     )
     p.add_argument("--qos-ms", type=float, help="p99 latency target in ms (default: the paper's for the model)")
-    p.add_argument(
-        "--policy", default=DEFAULT_POLICIES, help=f"comma-separated policies, NAME[:k=v] (default {DEFAULT_POLICIES})"
-    )
+    p.add_argument("--policy", default=None, help=f"comma-separated policies, NAME[:k=v] (default {DEFAULT_POLICIES})")
     p.add_argument("--trace", help="trace file (parquet/CSV); rate-scaled for --rate/--allowable")
     p.add_argument(
         "--scale",
@@ -153,13 +155,47 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per policy per line on stdout")
     p.add_argument("--out", help="directory for queries.parquet and summary.parquet")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    plan = p.add_argument_group("replaying a plan (kairos allocate --plan; docs/allocator.md, Plans)")
+    plan.add_argument(
+        "--plan",
+        dest="plan_file",
+        metavar="FILE",
+        help="replay the whole trace (--trace, or one generated with --rate and --duration-s) against the pool this "
+        "plan changes per window, under one --policy (default kairos); report each window and the dollars against "
+        "the static --config, or without it the cheapest static configuration that meets QoS (--static-criterion)",
+    )
+    plan.add_argument(
+        "--startup-s",
+        type=float,
+        default=DEFAULT_STARTUP_S,
+        help=f"--plan: seconds from an instance's request until it serves (billed; default {DEFAULT_STARTUP_S:g})",
+    )
+    plan.add_argument(
+        "--budget",
+        type=float,
+        default=PAPER_BUDGET_PER_H,
+        metavar="USD_PER_H",
+        help=f"--plan: hourly budget of the static configurations searched (default {PAPER_BUDGET_PER_H:g})",
+    )
+    plan.add_argument(
+        "--types",
+        help="--plan: instance types of the static configurations searched (default: every profiled and priced type)",
+    )
+    plan.add_argument(
+        "--static-criterion",
+        choices=STATIC_CRITERIA,
+        default=STATIC_CRITERIA[0],
+        help="--plan without --config: the static configuration must meet QoS in every window of the plan, as the "
+        "plan must (windows, default), or over the whole trace taken as one (trace)",
+    )
+    plan.add_argument("--duration-s", type=float, help="--plan without --trace: length of the generated trace")
     p.set_defaults(func=run)
 
 
 def build_job(args: argparse.Namespace) -> SimulateJob:
     """Translate CLI options into a SimulateJob (all input checks happen here)."""
     profile = Profile.load(args.profiles)
-    pool = PoolConfig.parse(args.pool_config)
+    pool = PoolConfig.parse(args.pool_config or PAPER_CONFIG)  # None: not given (--plan then finds its static pool)
     if args.queries < 1:
         raise InputError(f"--queries {args.queries}: must be >= 1")
     if args.replications < 1:
@@ -179,7 +215,7 @@ def build_job(args: argparse.Namespace) -> SimulateJob:
     model = trace.only_model()
     qos_ms = resolve_qos_ms(model, args.qos_ms)
     check_trace(trace, profile, pool)
-    policies = tuple(p.strip() for p in args.policy.split(",") if p.strip())
+    policies = tuple(p.strip() for p in (args.policy or DEFAULT_POLICIES).split(",") if p.strip())
     for spec in policies:
         make_policy(spec)  # fail fast on a bad name or tunable
     if args.rate is not None and not args.rate > 0:
@@ -222,6 +258,21 @@ def _progress_line(policy: str, rate: float, s) -> str:
     return (
         f"  {policy:<22} {rate:9.2f} qps  p99 {s.p99_ms:9.1f} ms  violations {100 * s.violation_rate:6.2f}%  {verdict}"
     )
+
+
+def _ticker(log, policy: str, rate_qps: float, every_s: float = 5.0):
+    """A simulation progress callback that logs at most every ``every_s`` seconds: a run on a pool of thousands of
+    instances, or with exact kairos there, takes minutes, and silence would look like a hang."""
+    t0 = time.perf_counter()
+    last = [t0]
+
+    def tick(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - last[0] >= every_s:
+            last[0] = now
+            log(f"  {policy:<22} {rate_qps:9.2f} qps  {done}/{total} queries simulated ({now - t0:.0f} s)")
+
+    return tick
 
 
 def replicate_trace(job: SimulateJob, replicate: int) -> tuple[Trace, int | None]:
@@ -269,7 +320,8 @@ def _run_policy(
             )
             trace = scale_trace(base, rate_qps, job.scale, seed=seed, queries=queries)
             scale = applied_scale(base, rate_qps, job.scale)
-        records = simulate(trace, make_policy(spec), job.profile, config)
+        ticker = _ticker(log, spec, rate_qps or trace.mean_rate_qps) if log else None
+        records = simulate(trace, make_policy(spec), job.profile, config, progress=ticker)
         summary = summarize(records, job.qos_ms, job.rules)
         if summary.valid and (not best_ok or rate_qps > best_ok[0]):
             best_ok[:] = [rate_qps]
@@ -427,6 +479,8 @@ def _fmt(x: float, spec: str = ".1f") -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``kairos simulate``."""
+    if args.plan_file:
+        return run_plan(args)
     job = build_job(args)
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     if log:
@@ -439,6 +493,13 @@ def run(args: argparse.Namespace) -> int:
             + (f", {job.scale} scaling" if job.rate_qps or job.allowable else "")
             + (f", {job.replications} replications" if job.replications > 1 else "")
         )
+        n = len(job.pool.instance_types)
+        if n > 200 and any(spec.split(":")[0] == "kairos" for spec in job.policies):
+            log(
+                f"note: exact kairos matches up to {2 * n} queries to {n} instances at every decision: an overloaded "
+                "point can take hours; kairos_type solves Kairos' matching over instance types, at a cost that does not "
+                "grow with the pool"
+            )
     results, summary_rows, records = run_job(job, log)
     if args.out:
         report = write_out(Path(args.out), job, summary_rows, records)
@@ -488,3 +549,143 @@ def _print_replicated(job: SimulateJob, results: list[dict]) -> None:
         f"allowable qps: mean of {job.replications} searches (seeds {seeds}, each on its own trace window where the "
         f"trace allows); 95% interval: {results[0]['allowable_method'] if results else ''}"
     )
+
+
+# -- plans (--plan) --------------------------------------------------------------------------------------------
+
+
+def _plan_trace(args: argparse.Namespace) -> Trace:
+    """The whole trace a plan is replayed on: --trace, or one generated with --rate and --duration-s."""
+    if args.trace:
+        if args.duration_s is not None or args.rate is not None:
+            raise InputError("--plan replays --trace as is: --rate and --duration-s only generate a trace")
+        trace = read_trace(args.trace)
+        return trace.with_model(args.model) if args.model else trace
+    if args.rate is None or args.duration_s is None:
+        raise InputError("--plan needs a trace that spans time: --trace FILE, or --rate QPS and --duration-s S")
+    for name, value in (("--rate", args.rate), ("--duration-s", args.duration_s)):
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"{name} {value!r}: must be > 0")
+    n = max(2, round(args.rate * args.duration_s))  # as kairos allocate --plan generates it, so the two agree
+    model = args.model or "rm2"
+    rng = np.random.default_rng(args.seed)
+    return generate_trace(n, args.rate, arrivals=args.arrivals, batch_mix=args.batch_mix, model=model, rng=rng)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    """``kairos simulate --plan FILE``: the plan's replay per window, and its dollars against the static pool."""
+    plan = read_plan(args.plan_file)
+    profile = Profile.load(args.profiles)
+    prices = load_prices(args.prices)
+    trace = _plan_trace(args)
+    model = trace.only_model()
+    qos_ms = resolve_qos_ms(model, args.qos_ms)
+    policies = [p.strip() for p in (args.policy or "kairos").split(",") if p.strip()]
+    if len(policies) != 1:
+        raise InputError(f"--policy {args.policy}: --plan replays one policy at a time")
+    make_policy(policies[0])
+    check_plan_trace(plan, trace)
+    for w in plan.windows:
+        check_trace(trace, profile, w.pool)
+    if args.pool_config:
+        static = PoolConfig.parse(args.pool_config)
+        check_trace(trace, profile, static)
+    else:
+        types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
+        static = make_problem(profile, prices, model, qos_ms, args.budget, types)
+    replay = PlanReplayConfig(plan, qos_ms, args.startup_s, args.concurrency, args.seed)
+    log = None if args.quiet else (lambda line: print(f"kairos simulate: {line}", file=sys.stderr, flush=True))
+    for k, w in enumerate(plan.windows):
+        cost = w.pool.cost_per_h(prices)
+        if log and abs(cost - w.usd_per_h) > 1e-6:
+            log(
+                f"note: {plan.source} row {k + 1}: usd_per_h {w.usd_per_h:g} but {w.pool} costs {cost:g} at these prices"
+            )
+    if log:
+        log(
+            f"{model} (QoS p99 <= {qos_ms:g} ms), {policies[0]}: {len(trace)} queries of {trace.source} against "
+            f"{plan.source} ({len(plan.windows)} windows, start-up {args.startup_s:g} s)"
+        )
+    settings = PlanSettings(plan.windows[0].duration_s, startup_s=args.startup_s, policy=policies[0], seed=args.seed)
+    result = compare_with_static(
+        trace, profile, prices, plan, replay, policies[0], static, settings, args.static_criterion, log
+    )
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        result.plan_run.windows.to_parquet(out / "plan_windows.parquet", index=False)
+        result.plan_run.leases.to_parquet(out / "plan_leases.parquet", index=False)
+        result.plan_run.records.to_parquet(out / "plan_queries.parquet", index=False)
+        if result.static_windows is not None:
+            result.static_windows.to_parquet(out / "static_windows.parquet", index=False)
+    if args.json:
+        print(json.dumps(_plan_json(result), default=float))
+    else:
+        _print_plan(result)
+    return 0
+
+
+def _finite(x):
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def _plan_json(result: PlanComparison) -> dict:
+    """One JSON object: the plan's windows and totals, and the static configuration's."""
+    run, static = result.plan_run, result.static_run
+    return {
+        "windows": [{k: _finite(v) for k, v in row.items()} for row in run.windows.to_dict("records")],
+        "qos_met_every_window": run.qos_met_every_window,
+        "p99_ms": _finite(run.p99_ms),
+        "usd": run.usd,
+        "leases": len(run.leases),
+        "static_config": result.static.config,
+        "static_usd_per_h": _finite(result.static.usd_per_h),
+        "static_simulated": result.static.simulated,
+        "static_usd": static.usd if static is not None else None,
+        "static_p99_ms": _finite(static.p99_ms) if static is not None else None,
+        "static_criterion": result.static_criterion,
+        "static_windows": None
+        if result.static_windows is None
+        else [{k: _finite(v) for k, v in row.items()} for row in result.static_windows.to_dict("records")],
+        "static_qos_met_every_window": None
+        if result.static_windows is None
+        else bool(result.static_windows["qos_met"].all()),
+        "saving": _finite(result.saving),
+    }
+
+
+def _print_plan(result: PlanComparison) -> None:
+    """The per-window table of a plan's replay beside the static configuration's, and the totals."""
+    run, static = result.plan_run, result.static_windows
+    w = max([13] + [len(c) for c in run.windows["config"]])
+    print(
+        f"{'window':>6} {'start_s':>8} {'end_s':>8} {'plan configuration':<{w}} {'$/h':>6} {'queries':>8} "
+        f"{'p99 ms':>8} {'QoS':<6} {'static p99':>10} QoS"
+    )
+    for k, r in enumerate(run.windows.itertuples()):
+        s = static.iloc[k] if static is not None else None
+        print(
+            f"{r.window:6d} {r.start_s:8.0f} {r.end_s:8.0f} {r.config:<{w}} {r.usd_per_h:6.3f} {r.queries:8d} "
+            f"{_fmt(r.p99_ms):>8} {'met' if r.qos_met else 'MISSED':<6} "
+            + ("" if s is None else f"{_fmt(s['p99_ms']):>10} {'met' if s['qos_met'] else 'MISSED'}")
+        )
+    met = int(run.windows["qos_met"].sum())
+    print(
+        f"plan:   QoS met in {met} of {len(run.windows)} windows; p99 over the trace {_fmt(run.p99_ms)} ms; "
+        f"${run.usd:.3f} billed ({len(run.leases)} instances, each from its request to its release)"
+    )
+    if static is None:
+        what = "in every window" if result.static_criterion == "windows" else "over the whole trace"
+        print(f"static: no configuration in the space meets QoS {what}")
+        return
+    if result.static.simulated:
+        what = "in every window" if result.static_criterion == "windows" else "over the whole trace taken as one"
+        how = f"the cheapest static configuration meeting QoS {what} ({result.static.simulated} simulated)"
+    else:
+        how = "given by --config"
+    print(
+        f"static: {result.static.config} (${result.static.usd_per_h:.3f}/h), {how}; p99 over the trace "
+        f"{_fmt(result.static_run.p99_ms)} ms, QoS met in {int(static['qos_met'].sum())} of {len(static)} windows; "
+        f"${result.static_run.usd:.3f} billed"
+    )
+    print(f"the plan costs {100 * result.saving:.1f}% less than the static configuration")

@@ -86,8 +86,9 @@ class Simulation:
                 self._samples[(ti, model)] = [tab.samples_ms[min(i, len(tab.buckets) - 1)] for i in idx]
         self._progress = progress
 
-    def run(self) -> pd.DataFrame:
-        """Simulate every query to completion (or drop) and return the records."""
+    def run(self, pool_events: Callable[[EventLoop, DispatchCore], None] | None = None) -> pd.DataFrame:
+        """Simulate every query to completion (or drop); ``pool_events(loop, core)`` may first schedule pool changes."""
+        # pool_events is how a plan's replay (harness/sim/plan_replay.py) makes instances join and leave.
         trace, n = self.trace, len(self.trace)
         arrivals = trace.arrival_s.tolist()
         batches = trace.batch_size.tolist()
@@ -144,6 +145,8 @@ class Simulation:
 
         if n:
             loop.schedule(arrivals[0], NORMAL, arrive, 0)
+        if pool_events is not None:
+            pool_events(loop, core)
         loop.run()
         if progress:
             progress(n, n)

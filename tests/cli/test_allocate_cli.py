@@ -94,18 +94,22 @@ def all_methods(toy_files, tmp_path_factory):
 def test_every_method_answers_with_the_required_fields(all_methods):
     code, lines, _ = all_methods
     assert code == 0
-    assert [r["method"] for r in lines] == ["kairos", "homogeneous", "fluid", "ribbon", "anneal", "oracle"]
+    assert [r["method"] for r in lines] == ["kairos", "homogeneous", "fluid", "melange", "ribbon", "anneal", "oracle"]
     for r in lines:
-        assert set(r) >= {"method", "config", "cost_per_h", "allowable_qps", "evaluated"}
+        assert set(r) >= {"method", "config", "cost_per_h", "allowable_qps", "usd_per_million", "evaluated", "seconds"}
         assert r["cost_per_h"] <= 2.0 + 1e-9
         assert r["allowable_qps"] > 0
         assert r["allowable_qps"] <= r["fluid_bound_qps"] * 1.0001
+        assert r["usd_per_million"] == pytest.approx(r["cost_per_h"] / (r["allowable_qps"] * 3600) * 1e6, rel=1e-6)
     by = {r["method"]: r for r in lines}
-    assert by["kairos"]["evaluated"] == 0 and by["fluid"]["evaluated"] == 0
+    assert by["kairos"]["evaluated"] == 0 and by["fluid"]["evaluated"] == 0 and by["melange"]["evaluated"] == 0
+    assert by["melange"]["model_qps"] > 0 and by["melange"]["config"].get("gpu", 0) >= 1
     assert by["homogeneous"]["evaluated"] == 3  # one per type
     assert by["ribbon"]["evaluated"] <= 6 and by["anneal"]["evaluated"] <= 6
     assert by["oracle"]["evaluated"] == 21  # gpu >= 1 under $2
-    assert by["oracle"]["allowable_qps"] >= max(by[m]["allowable_qps"] for m in ("kairos", "fluid", "ribbon", "anneal"))
+    assert by["oracle"]["allowable_qps"] >= max(
+        by[m]["allowable_qps"] for m in ("kairos", "fluid", "melange", "ribbon", "anneal")
+    )
     assert by["homogeneous"]["budget_scaled_qps"] == pytest.approx(
         by["homogeneous"]["allowable_qps"] * 2.0 / by["homogeneous"]["cost_per_h"]
     )
@@ -121,12 +125,16 @@ def test_out_writes_the_ranked_table_and_html(all_methods):
         "fluid_bound_qps",
         "allowable_qps",
         "final_allowable_qps",
+        "usd_per_million",
         "picked_by",
     } <= set(table.columns)
     ranked = table[table["in_space"]]
     assert len(ranked) == 21 and ranked["kairos_bound_qps"].is_monotonic_decreasing
     assert ranked["allowable_qps"].notna().all()  # the oracle evaluated every configuration
     assert (ranked["fluid_bound_qps"] >= ranked["allowable_qps"] - 1e-9).all()
+    # Priced at the best figure measured: the final fidelity where there is one, else the search's.
+    best = ranked["final_allowable_qps"].fillna(ranked["allowable_qps"])
+    assert np.allclose(ranked["usd_per_million"], ranked["cost_per_h"] / (best * 3600) * 1e6)
     assert "kairos" in table.loc[table["kairos_rank"] >= 1, "picked_by"].str.cat(sep=",")
     html = (out / "allocation.html").read_text()
     assert html.startswith('<section class="kairos-allocation">') and html.rstrip().endswith("</section>")
@@ -156,7 +164,11 @@ def test_console_report(toy_files, capsys):
     assert main(_args(toy_files, "--method", "kairos,fluid", "--top-k", "3", "--pick-within", "0.5")) == 0
     out = capsys.readouterr().out
     assert "auxiliary type" in out and "medoid of 3 of the top 3 within 50% of the best queueing-aware" in out
-    assert "queue est" in out and out.count("\n") > 10
+    assert "queue est" in out and "$/Mq" in out and out.count("\n") > 10
+    assert main(_args(toy_files, "--method", "kairos,melange")) == 0
+    out = capsys.readouterr().out
+    melange = next(line for line in out.splitlines() if line.startswith("melange "))
+    assert "gpu=" in melange and "model " in melange and "pooled queues" in melange
     assert main(_args(toy_files, "--method", "kairos", "--pick-by", "bound", "--top-k", "1")) == 0
     assert "medoid of 1 of the top 1 within 1% of the best bound" in capsys.readouterr().out
 
