@@ -85,7 +85,7 @@ def main() -> None:
     )
     print(f"# {load_note()}")
     print(
-        f"{'N':>5} {'pool':<31} {'policy':<12} {'qps':>6} {'queries':>7} {'sim q/s':>8} {'(cpu)':>8} "
+        f"{'N':>5} {'pool':<31} {'policy':<24} {'qps':>6} {'queries':>7} {'sim q/s':>8} {'(cpu)':>8} "
         f"{'decisions':>9} {'us/decision':>11} {'(cpu)':>6}"
     )
     for n in (int(s) for s in args.sizes.split(",")):
@@ -113,7 +113,7 @@ def main() -> None:
                     f"{'ok' if wall_ok else 'below'} (wall), {'ok' if cpu_ok else 'below'} (cpu)"
                 )
             print(
-                f"{n:>5} {POOLS[n]:<31} {spec:<12} {rate:6.0f} {queries:>7} {queries / wall_s:8,.0f} "
+                f"{n:>5} {POOLS[n]:<31} {spec:<24} {rate:6.0f} {queries:>7} {queries / wall_s:8,.0f} "
                 f"{queries / cpu_s:8,.0f} {calls:>9} {us:11.1f} {us_cpu:6.1f}{mark}",
                 flush=True,
             )

@@ -41,6 +41,7 @@ class PrefetchInstance(InstanceState):
         """One extra slot while the running query nears its predicted end."""
         self.early = True
         self.capacity += 1
+        self.changed()  # a type-level policy's index must see the slot open
 
     def close_early(self, now_s: float) -> None:
         """Close the early slot; a query sent through it starts now, so re-anchor the estimate on now (prediction
@@ -49,6 +50,7 @@ class PrefetchInstance(InstanceState):
         self.capacity -= 1
         if self.running:
             self.expected_free_s = now_s + self.early_pred_s + self.backlog_s
+        self.changed()
 
 
 class PrefetchCore(DispatchCore):
