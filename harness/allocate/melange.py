@@ -22,7 +22,7 @@ Which queue (``MelangeSettings.queue``):
   (docs/allocator.md), the ``alone`` queue is wrong twice over: a lone r5n.large with 17 ms services on a 25 ms
   target must stay under 10% utilization for p99 (one wait of a service misses), where 13 of them sharing a
   queue run at 92%; and a long query waiting behind a pool of short ones waits for the first of k to finish, not
-  behind its own kind. Its picks reach 70-85% of the oracle where the pooled queue's reach 100%.
+  behind its own kind. Its picks reach 57-83% of the oracle's best where the pooled queue's reach 100%.
 
 Step 2, the integer program, Mélange's formulation: each instance's load, the sum of the bucket-rate shares it
 carries over their per-instance rates, is at most 1. Because the rate depends on the pool size, a type's count is
