@@ -368,14 +368,16 @@ def run(args: argparse.Namespace) -> int:
 # -- plans (--plan) --------------------------------------------------------------------------------------------
 
 
-def plan_trace(args: argparse.Namespace) -> Trace:
-    """The whole trace a plan follows: --trace, or one generated with --rate and --duration-s."""
+def plan_trace(args: argparse.Namespace, default_model: str | None = None) -> Trace:
+    """The whole trace a plan follows (``kairos allocate --plan``) or is replayed on (``kairos simulate --plan``):
+    --trace, or one generated with --rate and --duration-s (the same way in both, so the two agree)."""
     if args.trace:
         if args.rate is not None or args.duration_s is not None:
             raise InputError("--rate and --duration-s generate a trace: give them without --trace")
         trace = read_trace(args.trace)
         return trace.with_model(args.model) if args.model else trace
-    if not args.model:
+    model = args.model or default_model
+    if not model:
         raise InputError("--model is required without --trace")
     if args.rate is None or args.duration_s is None:
         raise InputError("--plan needs a trace that spans time: --trace FILE, or --rate QPS and --duration-s S")
@@ -384,7 +386,7 @@ def plan_trace(args: argparse.Namespace) -> Trace:
             raise InputError(f"{name} {value!r}: must be > 0")
     n = max(2, round(args.rate * args.duration_s))
     rng = np.random.default_rng(args.seed)
-    return generate_trace(n, args.rate, arrivals=args.arrivals, batch_mix=args.batch_mix, model=args.model, rng=rng)
+    return generate_trace(n, args.rate, arrivals=args.arrivals, batch_mix=args.batch_mix, model=model, rng=rng)
 
 
 def run_plan(args: argparse.Namespace) -> int:

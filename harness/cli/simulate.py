@@ -15,6 +15,7 @@ import pandas as pd
 
 from harness.allocate.plan import STATIC_CRITERIA, PlanComparison, PlanSettings, compare_with_static
 from harness.allocate.space import make_problem
+from harness.cli.allocate import plan_trace
 from harness.core.errors import InputError
 from harness.core.paper import PAPER_BUDGET_PER_H, PAPER_CONFIG, resolve_qos_ms
 from harness.core.plan import DEFAULT_STARTUP_S, read_plan
@@ -554,30 +555,12 @@ def _print_replicated(job: SimulateJob, results: list[dict]) -> None:
 # -- plans (--plan) --------------------------------------------------------------------------------------------
 
 
-def _plan_trace(args: argparse.Namespace) -> Trace:
-    """The whole trace a plan is replayed on: --trace, or one generated with --rate and --duration-s."""
-    if args.trace:
-        if args.duration_s is not None or args.rate is not None:
-            raise InputError("--plan replays --trace as is: --rate and --duration-s only generate a trace")
-        trace = read_trace(args.trace)
-        return trace.with_model(args.model) if args.model else trace
-    if args.rate is None or args.duration_s is None:
-        raise InputError("--plan needs a trace that spans time: --trace FILE, or --rate QPS and --duration-s S")
-    for name, value in (("--rate", args.rate), ("--duration-s", args.duration_s)):
-        if not (math.isfinite(value) and value > 0):
-            raise InputError(f"{name} {value!r}: must be > 0")
-    n = max(2, round(args.rate * args.duration_s))  # as kairos allocate --plan generates it, so the two agree
-    model = args.model or "rm2"
-    rng = np.random.default_rng(args.seed)
-    return generate_trace(n, args.rate, arrivals=args.arrivals, batch_mix=args.batch_mix, model=model, rng=rng)
-
-
 def run_plan(args: argparse.Namespace) -> int:
     """``kairos simulate --plan FILE``: the plan's replay per window, and its dollars against the static pool."""
     plan = read_plan(args.plan_file)
     profile = Profile.load(args.profiles)
     prices = load_prices(args.prices)
-    trace = _plan_trace(args)
+    trace = plan_trace(args, default_model="rm2")
     model = trace.only_model()
     qos_ms = resolve_qos_ms(model, args.qos_ms)
     policies = [p.strip() for p in (args.policy or "kairos").split(",") if p.strip()]

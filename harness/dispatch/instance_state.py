@@ -57,16 +57,14 @@ class InstanceState:
         self.outstanding += 1
         if self.running < self.capacity and not self.queue:
             self.running += 1
-            base = self.expected_free_s if self.expected_free_s > now_s else now_s
-            self.expected_free_s = base + predicted_s
-            if self.watcher is not None:
-                self.watcher.update(self)
-            return True
-        self.backlog_s += predicted_s
+            started = True
+        else:
+            self.backlog_s += predicted_s
+            started = False
         self.expected_free_s = (self.expected_free_s if self.expected_free_s > now_s else now_s) + predicted_s
         if self.watcher is not None:
             self.watcher.update(self)
-        return False
+        return started
 
     def finish(self, now_s: float) -> None:
         """Account for a finished (or failed) running query."""

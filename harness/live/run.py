@@ -372,11 +372,17 @@ class LiveRun:
             self.log(
                 "allowable throughput (qps):  "
                 + ",  ".join(
-                    f"{s} {live:.1f} live [{iv.low_qps:.1f}..{iv.high_qps:.1f}] / {sim:.1f} sim"
+                    f"{s} {live:.1f} live [{iv.low_qps:.1f}..{iv.high_qps:.1f}] / {sim:.1f} sim{self.flagged(s)}"
                     for s, live, sim, iv in results
                 )
             )
         return self.close(partial=False)
+
+    def flagged(self, spec: str) -> str:
+        """`` (HOST-LIMITED: k of n phases)`` when some of ``spec``'s phases failed their self-checks, else ''."""
+        rows = [r for r in self.run_dir.summary_rows if r.get("dispatcher") == spec]
+        failed = sum(r.get("fidelity_ok") is not None and not r["fidelity_ok"] for r in rows)  # NaN: not checked
+        return f" (HOST-LIMITED: {failed} of {len(rows)} phases)" if failed else ""
 
     def close(self, partial: bool) -> Path | None:
         """Record what an interrupted phase completed, stop the stack, finish the run folder (idempotent)."""

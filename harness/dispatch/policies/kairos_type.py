@@ -34,10 +34,9 @@ It is not exact:
   throughput against exact Kairos' 1111.96; the sample reaches 1111.96 (``kairos simulate``'s search);
 - with a QoS above ``penalty_near`` (500 ms): a pair within QoS can then cost more than a near miss, so a later
   instance can be cheaper and the earliest-free slots need not hold the optimum;
-- at concurrency above 1: an instance with a free slot may still be running queries, and the idle slots of a type
-  are any R of its idle instances, not the R that are free first;
-- in the live dispatcher, an early slot (``servers/dispatcher/prefetch.py``) opens by raising ``capacity`` without
-  telling the index, so this policy uses it only after the instance's next change.
+- at concurrency above 1 (and on the live dispatcher's early slots, ``servers/dispatcher/prefetch.py``): an
+  instance with a free slot may still be running queries, and the idle slots of a type are any R of its idle
+  instances, not the R that are free first.
 
 Tunables: those of ``kairos``, and ``max_rows`` (64): the most queries one matching holds. Near saturation the
 window is deep and each matching has max_rows queries and up to types x max_rows slots: at N = 1,000 a decision then
