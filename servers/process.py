@@ -25,9 +25,11 @@ from servers.launch import child_argv, server_kind
 from servers.serving import READY_PREFIX, Listen
 
 
-def _child_env() -> dict[str, str]:
+def _child_env(code_root: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)  # importable even without an installed package
+    # Importable even without an installed package; another checkout's root runs that checkout's code (before/after
+    # benchmarks run two revisions side by side).
+    root = str(code_root or Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("OMP_NUM_THREADS", "1")
     env["PYTHONUNBUFFERED"] = "1"
@@ -47,6 +49,7 @@ class ServerProcess:
         loop: str | None = None,
         name: str = "server",
         python: str | None = None,
+        code_root: Path | None = None,
     ):
         self.name = name
         self.kind, self.config = kind, config
@@ -57,7 +60,9 @@ class ServerProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=_child_env(),
+            env=_child_env(code_root),
+            # `python -m` puts the working directory first on sys.path: another checkout must also be the cwd.
+            cwd=code_root,
             start_new_session=True,
         )
         self.info: dict | None = None
@@ -181,10 +186,11 @@ def spawn_server(
     name: str = "server",
     timeout: float = 60.0,
     python: str | None = None,
+    code_root: Path | None = None,
 ) -> ServerProcess:
     """Start a ``kind`` server for ``config`` on a free port of ``host`` and wait for its READY line (``loop``:
-    the event loop, default the kind's own)."""
-    proc = ServerProcess(kind, config, host=host, loop=loop, name=name, python=python)
+    the event loop, default the kind's own; ``code_root``: run another checkout's code)."""
+    proc = ServerProcess(kind, config, host=host, loop=loop, name=name, python=python, code_root=code_root)
     try:
         proc.wait_ready(timeout)
     except BaseException:

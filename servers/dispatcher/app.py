@@ -1,4 +1,5 @@
-"""The dispatcher's aiohttp app: routes, and what lives as long as the app: the client session and the records timer."""
+"""The dispatcher's aiohttp app: routes, and what lives as long as the app: the forwarder, the client session (health
+checks, metadata) and the records timer."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from harness.core.profiles import Profile
 from servers import models, v2_http
 from servers.dispatcher import admin, metrics, proxy
 from servers.dispatcher.config import DispatcherConfig
+from servers.dispatcher.forward import Forwarder
 from servers.dispatcher.state import DISPATCHER, Dispatcher
 from servers.serving import ServerKind
 
@@ -47,6 +49,7 @@ def create_app(config: DispatcherConfig, profile: Profile | None = None) -> web.
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=config.backend_timeout_s),
         )
+        dispatcher.forwarder = Forwarder(dispatcher.infer_urls, config.backend_timeout_s)
         flusher = asyncio.create_task(flush_records(dispatcher)) if dispatcher.sink.path else None
         lag = asyncio.create_task(dispatcher.loop_lag.run())
         yield
@@ -55,6 +58,7 @@ def create_app(config: DispatcherConfig, profile: Profile | None = None) -> web.
             flusher.cancel()
         for task in list(dispatcher._health_tasks.values()):
             task.cancel()
+        dispatcher.forwarder.close()
         await dispatcher.session.close()
         dispatcher.sink.close()
 

@@ -28,10 +28,12 @@ from aiohttp import web
 from harness.core.records import DROPPED, FAILED, OK, SHED, TIMED_OUT, elapsed_ms
 from harness.dispatch.policies import Query
 from servers import v2, v2_http
+from servers.dispatcher.forward import ForwardError
 from servers.dispatcher.state import DISPATCHER, Dispatcher, Dropped, InstanceDown, QueueTimeout
 
 FORWARD_HEADERS = ("Content-Type", v2.HEADER_LENGTH, "X-Request-ID")
-PASSBACK_HEADERS = ("Content-Type", v2.HEADER_LENGTH)
+# (name as passed back, name as the forwarder reports it)
+PASSBACK_HEADERS = tuple((h, h.lower()) for h in ("Content-Type", v2.HEADER_LENGTH))
 
 
 async def infer(request: web.Request) -> web.Response:
@@ -114,20 +116,19 @@ async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, body: bytes, head
         row["queue_ms"] = elapsed_ms(q.arrival_s, t_start)
         try:
             try:
-                async with d.session.post(d.infer_urls[inst.index], data=body, headers=headers) as resp:
-                    data = await resp.read()
-                    if resp.status >= 500:
-                        raise InstanceDown(f"{inst.instance_id} answered {resp.status}")
-                    passback = {h: resp.headers[h] for h in PASSBACK_HEADERS if h in resp.headers}
-                    status = resp.status
-            except aiohttp.ClientConnectorError as exc:  # nothing listens: the instance is gone
-                raise InstanceDown(f"{inst.instance_id}: {type(exc).__name__}: {exc}", refused=True) from None
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                reply = await d.forwarder.post(inst.index, body, headers)
+            except ForwardError as exc:  # refused: nothing listens, the instance is gone
+                raise InstanceDown(f"{inst.instance_id}: {exc}", refused=exc.refused) from None
+            except (TimeoutError, OSError) as exc:
                 raise InstanceDown(f"{inst.instance_id}: {type(exc).__name__}: {exc}") from None
             except asyncio.CancelledError:
                 d.core.complete(d.now(), q, inst, None)  # free the instance slot; infer() records the query
                 d.arm_prefetch(inst)
                 raise
+            if reply.status >= 500:
+                raise InstanceDown(f"{inst.instance_id} answered {reply.status}")
+            data, status = reply.body, reply.status
+            passback = {h: reply.headers[k] for h, k in PASSBACK_HEADERS if k in reply.headers}
         except InstanceDown as exc:
             d.core.complete(d.now(), q, inst, None)
             d.instance_failed(inst, exc.refused)

@@ -24,6 +24,7 @@ from harness.dispatch.instance_state import build_instances
 from harness.dispatch.latency_model import LatencyModel
 from harness.dispatch.policies import Query, make_policy
 from servers.dispatcher.config import DispatcherConfig
+from servers.dispatcher.forward import Forwarder
 from servers.dispatcher.prefetch import PrefetchCore, PrefetchInstance
 from servers.dispatcher.stats import RequestStats
 from servers.loop_lag import LoopLag
@@ -78,7 +79,8 @@ class Dispatcher:
         # Written by the app's timer from a worker thread, never inline: a part costs ~15 ms of CPU (pandas, parquet),
         # which on the event loop would delay every query in flight and show in the measured tail.
         self.sink = RecordSink(config.records_path, DISPATCHER_SCHEMA, flush_on_append=False)
-        self.session: aiohttp.ClientSession | None = None
+        self.session: aiohttp.ClientSession | None = None  # health checks and metadata
+        self.forwarder: Forwarder | None = None  # infer requests (servers.dispatcher.forward)
         self._t0 = time.perf_counter()
         self._epoch0 = time.time()
         self.seq = itertools.count()

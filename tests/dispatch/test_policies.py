@@ -120,6 +120,27 @@ def test_kairos_accepts_a_profile_of_zero_service_times():
     assert len(policy.decide(0.0, queue(10, 10), insts).assign) == 2
 
 
+def test_kairos_lone_query_shortcut_picks_what_the_matching_picks(shipped_profile):
+    # best_for_one (Python floats) must give the lone query the instance linear_sum_assignment gives it, ties and
+    # penalty bands included, for a query that waited any time, on instances in any state.
+    from scipy.optimize import linear_sum_assignment
+
+    types = ["g4dn.xlarge"] * 3 + ["r5n.large"] * 5 + ["c5n.2xlarge"] * 2
+    lat = LatencyModel(shipped_profile, types, ["rm2"])
+    rng = np.random.default_rng(3)
+    for feasibility in ("tail", "mean"):
+        policy = make_policy(f"kairos:feasibility={feasibility}")
+        insts = build_instances(types, lat.type_index)
+        policy.bind(PolicyContext(tuple(lat.instance_types), lat, 350.0, np.random.default_rng(0)), insts)
+        for _ in range(400):
+            now = 5.0
+            for inst in insts:
+                inst.expected_free_s = now + float(rng.choice([0.0, -0.01, rng.uniform(0, 0.4), 0.2]))
+            q = Query(0, "0", "rm2", int(rng.choice(np.arange(10, 1001, 10))), now - float(rng.uniform(0, 0.4)))
+            _, c = linear_sum_assignment(policy.cost_matrix(now, [q], insts))
+            assert policy.best_for_one(now, q, insts) == c[0]
+
+
 def test_kairos_keeps_large_query_for_busy_fast_instance(fixed_profile):
     policy = make_policy("kairos")
     insts = bind(policy, fixed_profile, ["fast", "slow"], qos_ms=300.0)
