@@ -45,7 +45,7 @@ from werkzeug.datastructures import ImmutableMultiDict
 from harness.core.errors import InputError
 from harness.core.gc_freeze import frozen_gc
 from harness.live.chaos import parse_chaos
-from harness.live.options import PROFILE_LOCAL, LiveOptions
+from harness.live.options import HARNESS_SATURATION, PROFILE_LOCAL, LiveOptions
 from harness.live.phase import ClientLog, ClientRecord, PhaseOutput, PhasePlan, from_columns, to_columns
 from harness.live.replay import payloads_for
 from harness.live.run import LiveRun
@@ -87,6 +87,7 @@ FLAGS = {
     "criterion": "--criterion",
     "chaos": "--chaos",
     "replications": "--replications",
+    "harness_saturation": "--harness-saturation",
     "profile_local": "--profile-local",
     "reprofile": "--reprofile",
     "dispatcher_url": "--dispatcher-url",
@@ -119,6 +120,7 @@ WEB_UI_OPTIONS = (
     "min_queries",
     "criterion",
     "replications",
+    "harness_saturation",
     "chaos",
     "profile_local",
     "reprofile",
@@ -141,6 +143,7 @@ SWITCHES = {"true": True, "on": True, "1": True, "yes": True, "false": False, "o
 CHOICES = {
     "mode": tuple(MODES),
     "criterion": ("p99", "mlperf"),
+    "harness_saturation": HARNESS_SATURATION,
     "scale": tuple(SCALERS),
     "profile_local": tuple(PROFILE_LOCAL),
 }
@@ -303,6 +306,15 @@ def add_options(parser) -> None:
         f"the allowable rate's interval then uses them (default {D.replications}; 0: the sweep's phases alone)",
     )
     parser.add_argument(
+        "--harness-saturation",
+        default=D.harness_saturation,
+        choices=list(CHOICES["harness_saturation"]),
+        include_in_web_ui=True,
+        help="a phase where the load generator fell behind (send lag p99 > 5 ms, CPU > 85%%) or the dispatcher's "
+        "loop lagged: flag it and report the rate where the harness saturated (default), or also count it as "
+        "failing (invalid), so the allowable rate stays below it",
+    )
+    parser.add_argument(
         "--profile-local",
         default=D.profile_local,
         choices=list(CHOICES["profile_local"]),
@@ -415,6 +427,7 @@ def live_options(opts, pinned: Mapping[str, object] | None = None) -> LiveOption
         criterion=v["criterion"],
         min_queries=v["min_queries"],
         replications=v["replications"],
+        harness_saturation=v["harness_saturation"],
         chaos=parse_chaos(v["chaos"], "chaos") if (v["chaos"] or "").strip() else (),
         profile_local=v["profile_local"],
         reprofile=v["reprofile"],

@@ -15,6 +15,7 @@ from servers.pool import PoolSpec, check_instances_per_process
 
 DEFAULT_DISPATCHERS = ("kairos", "fcfs", "least_outstanding")
 PROFILE_LOCAL = (*CONTENTION, "off")
+HARNESS_SATURATION = ("flag", "invalid")  # what a phase that saturated the harness counts as
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,11 @@ class LiveOptions:
     # window's sectioned band misses the window-to-window spread (three default runs: 108.6, 108.6, 105.0 qps, each
     # outside another's interval without it).
     replications: int = 1
+    # A phase whose load generator or dispatcher failed its checks (harness.measure.fidelity.harness_checks): "flag"
+    # marks it (fidelity_ok false, the harness's saturation rate in the summary); "invalid" also fails it, so the
+    # allowable rate stays below where the harness saturated. Flag by default: on a shared 2-core host the generator's
+    # send-lag p99 passes 5 ms at 6-16% CPU in a third of the default run's phases (jitter, not saturation).
+    harness_saturation: str = "flag"
     chaos: tuple[ChaosEvent, ...] = ()  # faults to inject during each dispatcher's phases
     # --mode onnx: measure the started servers before the sweep (harness.live.local_profile): together, alone, off
     profile_local: str = "together"
@@ -70,6 +76,11 @@ class LiveOptions:
                     field="dispatcher_url",
                 )
         check_instances_per_process(self.instances_per_process, self.mode)
+        if self.harness_saturation not in HARNESS_SATURATION:
+            raise InputError(
+                f"{self.harness_saturation!r}: expected one of {', '.join(HARNESS_SATURATION)}",
+                field="harness_saturation",
+            )
         if self.replications < 0:
             raise InputError(f"{self.replications}: must be >= 0", field="replications")
         if self.profile_local not in PROFILE_LOCAL:

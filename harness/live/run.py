@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,13 @@ from harness.live.stack import LiveStack
 from harness.measure.allowable import SearchConfig, capacity_qps, find_allowable, phase_queries
 from harness.measure.analyzer import PointSummary, summarize
 from harness.measure.fault_cost import fault_cost
-from harness.measure.fidelity import FidelityLimits, fidelity_checks, service_vs_profile, weighted_excess
+from harness.measure.fidelity import (
+    FidelityLimits,
+    fidelity_checks,
+    harness_checks,
+    service_vs_profile,
+    weighted_excess,
+)
 from harness.measure.interval import AllowableInterval, allowable_interval, combine
 from harness.sim.simulator import SimConfig, check_trace, simulate
 from traces.io import read_trace, sample_path
@@ -190,6 +196,11 @@ class LiveRun:
             sim_violation_rate=sim.violation_rate,
         )
         row.update(self.fidelity(plan, trace, merged, row, cpu, lag))
+        if o.harness_saturation == "invalid" and not row["harness_ok"] and summary.valid:
+            # The rate was not offered as planned, or the dispatcher could not keep up: no pass can be certified.
+            why = "harness saturated: " + row["harness_reasons"]
+            summary = replace(summary, valid=False, invalid_reason=why)
+            row.update(valid=False, invalid_reason=why)
         row["replicate"] = replicate
         books = account(plan, output.records, dispatcher_cols, merged)
         row.update(books.as_row())
@@ -256,7 +267,14 @@ class LiveRun:
         else:
             m["sim_p99_host_adjusted_ms"] = row.get("sim_p99_ms", math.nan)
         ok, reasons = fidelity_checks({**row, **m}, self.fidelity_limits)
-        return {**m, "fidelity_ok": ok, "fidelity_reasons": "; ".join(reasons)}
+        harness_ok, harness_reasons = harness_checks({**row, **m}, self.fidelity_limits)
+        return {
+            **m,
+            "fidelity_ok": ok,
+            "fidelity_reasons": "; ".join(reasons),
+            "harness_ok": harness_ok,
+            "harness_reasons": "; ".join(harness_reasons),
+        }
 
     def mark_faults(self, plan: PhasePlan, merged: pd.DataFrame) -> dict:
         """Log each chaos event in force during this phase with what it cost; the phase row's fault columns."""
@@ -348,6 +366,7 @@ class LiveRun:
                     allowable_method=iv.method,
                     service_excess_median=excess,
                     sim_allowable_host_adjusted_qps=host_sim,
+                    harness_saturated_qps=self.harness_saturated_qps(spec),
                 )
                 results.append((spec, found.allowable_qps, sim_qps, iv))
                 self.log(
@@ -379,10 +398,22 @@ class LiveRun:
         return self.close(partial=False)
 
     def flagged(self, spec: str) -> str:
-        """`` (HOST-LIMITED: k of n phases)`` when some of ``spec``'s phases failed their self-checks, else ''."""
+        """`` (HOST-LIMITED: k of n phases; harness saturated at R qps)`` when some of ``spec``'s phases failed their
+        self-checks, else ''."""
         rows = [r for r in self.run_dir.summary_rows if r.get("dispatcher") == spec]
         failed = sum(r.get("fidelity_ok") is not None and not r["fidelity_ok"] for r in rows)  # NaN: not checked
-        return f" (HOST-LIMITED: {failed} of {len(rows)} phases)" if failed else ""
+        saturated = self.harness_saturated_qps(spec)
+        at = f"; harness saturated at {saturated:.1f} qps" if math.isfinite(saturated) else ""
+        return f" (HOST-LIMITED: {failed} of {len(rows)} phases{at})" if failed else ""
+
+    def harness_saturated_qps(self, spec: str) -> float:
+        """The lowest offered rate at which ``spec``'s phase failed the harness's own checks (NaN: none did)."""
+        rates = [
+            r["offered_qps"]
+            for r in self.run_dir.summary_rows
+            if r.get("dispatcher") == spec and r.get("harness_ok") is False
+        ]
+        return min(rates, default=math.nan)
 
     def close(self, partial: bool) -> Path | None:
         """Record what an interrupted phase completed, stop the stack, finish the run folder (idempotent)."""

@@ -154,6 +154,10 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
     has_iv = "allowable_low_qps" in summary
     if has_iv:
         header.insert(2, "95% interval qps")
+    # Beside the pool's figure, the rate at which the harness itself (load generator, dispatcher) fell behind.
+    has_sat = "harness_saturated_qps" in summary
+    if has_sat:
+        header.insert(2, "harness saturated at qps")
     rows = []
     for d, steps in summary.groupby("dispatcher", sort=False):
         step = shown_step(steps)
@@ -184,6 +188,9 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
         if has_sim:
             sim = finite_values(steps["sim_allowable_qps"])
             row.insert(2, fmt(float(sim[0])) if sim.size else "–")
+        if has_sat:
+            sat = finite_values(steps["harness_saturated_qps"])
+            row.insert(2, fmt(float(sat[0])) if sat.size else "not reached")
         if has_iv:
             low, high = finite_values(steps["allowable_low_qps"]), finite_values(steps["allowable_high_qps"])
             censored = bool(steps.get("allowable_interval_censored", pd.Series([False])).fillna(False).any())

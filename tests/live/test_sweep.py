@@ -87,3 +87,33 @@ def test_host_excess_and_the_simulators_answer_with_this_hosts_service_times():
     plain, _ = run.simulated_allowable("kairos")
     slower, _ = run.simulated_allowable("kairos", run.profile.scaled(1.2))
     assert 0 < slower < plain  # service 20% slower: the pool's allowable rate falls
+
+
+@pytest.mark.slow
+def test_phases_that_saturate_the_harness_fail_when_asked_and_the_saturation_rate_is_reported(tmp_path):
+    from harness.measure.fidelity import FidelityLimits
+
+    options = LiveOptions(
+        model="rm2",
+        pool_config="g4dn.xlarge=1,r5n.large=1",
+        dispatchers=("fcfs",),
+        sweep=True,
+        phase_queries=120,
+        min_queries=100,
+        max_phases=2,
+        replications=0,
+        harness_saturation="invalid",
+        report_dir=tmp_path,
+        lead_s=1.0,
+    )
+    run = LiveRun(options, log=lambda _: None)
+    # A send-lag limit no sender meets: every phase's generator counts as fallen behind.
+    run.fidelity_limits = FidelityLimits(send_lag_p99_ms=-1.0)
+    run.start()
+    path = run.run_dir.path
+    run.run(AsyncioLoadGenerator())
+    summary = pd.read_parquet(path / "summary.parquet")
+    assert (~summary["harness_ok"]).all() and summary["harness_reasons"].str.contains("send lag").all()
+    assert (~summary["valid"]).all() and summary["invalid_reason"].str.startswith("harness saturated").all()
+    assert summary["harness_saturated_qps"].iloc[0] == summary["offered_qps"].min()
+    assert not summary["allowable_qps"].iloc[0] > 0  # nothing the harness could not offer is certified

@@ -6,7 +6,13 @@ import pandas as pd
 import pytest
 
 from harness.core.profiles import Profile
-from harness.measure.fidelity import FidelityLimits, fidelity_checks, service_vs_profile, weighted_excess
+from harness.measure.fidelity import (
+    FidelityLimits,
+    fidelity_checks,
+    harness_checks,
+    service_vs_profile,
+    weighted_excess,
+)
 from tests.conftest import make_profile_frame
 
 
@@ -33,6 +39,19 @@ def test_service_vs_profile_per_type_and_bucket():
     assert out["excess"].iloc[0] == pytest.approx(0.1)
     assert weighted_excess(out) == pytest.approx(0.1)
     assert math.isnan(weighted_excess(out.iloc[:0]))
+
+
+def test_harness_checks_flag_a_generator_or_dispatcher_that_cannot_keep_up_and_nothing_else():
+    # Issue 12's limits: send lag p99 above 5 ms, load generator CPU above 85% of a core, the dispatcher's loop.
+    assert harness_checks({"send_lag_p99_ms": 4.9, "loadgen_cpu_percent": 84.0, "host_cpu_percent": 99.0})[0]
+    ok, reasons = harness_checks({"send_lag_p99_ms": 5.5, "loadgen_cpu_percent": 90.0, "service_excess": 0.5})
+    assert not ok and reasons == ["load generator CPU 90% of a core", "load generator send lag p99 5.5 ms"]
+    ok, reasons = harness_checks({"loop_lag_p99_ms": 12.0, "sent_qps": 90.0, "planned_send_qps": 100.0})
+    assert reasons == ["sent 90.0 qps where the plan sends 100.0", "dispatcher event-loop lag p99 12.0 ms"]
+    # Every harness reason is a fidelity reason too: a saturated harness never leaves a phase marked faithful.
+    assert set(reasons) <= set(
+        fidelity_checks({"loop_lag_p99_ms": 12.0, "sent_qps": 90.0, "planned_send_qps": 100.0})[1]
+    )
 
 
 def test_fidelity_checks_name_each_failure_and_skip_what_is_missing():
