@@ -398,13 +398,14 @@ class LiveRun:
         return self.close(partial=False)
 
     def flagged(self, spec: str) -> str:
-        """`` (HOST-LIMITED: k of n phases; harness saturated at R qps)`` when some of ``spec``'s phases failed their
-        self-checks, else ''."""
+        """`` (HOST-LIMITED: k of n phases; harness saturated at R qps)``, each part only when some of ``spec``'s
+        phases failed those checks; '' when none did."""
         rows = [r for r in self.run_dir.summary_rows if r.get("dispatcher") == spec]
         failed = sum(r.get("fidelity_ok") is not None and not r["fidelity_ok"] for r in rows)  # NaN: not checked
         saturated = self.harness_saturated_qps(spec)
-        at = f"; harness saturated at {saturated:.1f} qps" if math.isfinite(saturated) else ""
-        return f" (HOST-LIMITED: {failed} of {len(rows)} phases{at})" if failed else ""
+        notes = [f"HOST-LIMITED: {failed} of {len(rows)} phases"] if failed else []
+        notes += [f"harness saturated at {saturated:.1f} qps"] if math.isfinite(saturated) else []
+        return f" ({'; '.join(notes)})" if notes else ""
 
     def harness_saturated_qps(self, spec: str) -> float:
         """The lowest offered rate at which ``spec``'s phase failed the harness's own checks (NaN: none did)."""

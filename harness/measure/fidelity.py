@@ -26,8 +26,12 @@ class FidelityLimits:
     host_cpu_percent: float = 90.0
     process_cpu_percent: float = 90.0  # of one core: a single-threaded process (the dispatcher) was CPU-bound
     loop_lag_p99_ms: float = 10.0  # the dispatcher's loop woke this late: queries waited on the process, not the pool
-    send_lag_p99_ms: float = 5.0  # the load generator sent this late: it no longer kept its schedule
-    loadgen_cpu_percent: float = 85.0  # of one core: the load generator was CPU-bound
+    send_lag_p99_ms: float = 10.0  # the load generator sent this late: the arrival process was not the trace's
+    # The harness's own saturation (issue 12): a generator whose send lag p99 passes 5 ms no longer keeps its schedule,
+    # or one above 85% of a core. Stricter than the fidelity limit above, which asks whether the lag moved the figure:
+    # on a shared 2-core host the lag passes 5 ms at 6-16% CPU in a third of the default run's phases.
+    saturation_send_lag_p99_ms: float = 5.0
+    loadgen_cpu_percent: float = 85.0
     send_rate_shortfall: float = 0.05  # achieved send rate below offered by more than this share
     # The service time the dispatcher observed above the profile's (the hop to the instance, the emulating host's
     # CPU) lowers the pool's live capacity by that share. Below the sweep's own resolution (its 5% tolerance) it
@@ -91,8 +95,15 @@ def harness_checks(m: dict, limits: FidelityLimits = FidelityLimits()) -> tuple[
     reasons = []
     if _over(m, "loadgen_cpu_percent", limits.loadgen_cpu_percent):
         reasons.append(f"load generator CPU {m['loadgen_cpu_percent']:.0f}% of a core")
-    if _over(m, "send_lag_p99_ms", limits.send_lag_p99_ms):
+    if _over(m, "send_lag_p99_ms", limits.saturation_send_lag_p99_ms):
         reasons.append(f"load generator send lag p99 {m['send_lag_p99_ms']:.1f} ms")
+    reasons += _process_reasons(m, limits)
+    return not reasons, reasons
+
+
+def _process_reasons(m: dict, limits: FidelityLimits) -> list[str]:
+    """The checks the harness and the fidelity verdict share: the send rate, the dispatcher's CPU and loop."""
+    reasons = []
     planned, sent = m.get("planned_send_qps"), m.get("sent_qps")
     if planned and sent is not None and math.isfinite(sent) and sent < (1 - limits.send_rate_shortfall) * planned:
         reasons.append(f"sent {sent:.1f} qps where the plan sends {planned:.1f}")
@@ -100,7 +111,7 @@ def harness_checks(m: dict, limits: FidelityLimits = FidelityLimits()) -> tuple[
         reasons.append(f"dispatcher CPU {m['dispatcher_cpu_percent']:.0f}% of a core")
     if _over(m, "loop_lag_p99_ms", limits.loop_lag_p99_ms):
         reasons.append(f"dispatcher event-loop lag p99 {m['loop_lag_p99_ms']:.1f} ms")
-    return not reasons, reasons
+    return reasons
 
 
 def fidelity_checks(m: dict, limits: FidelityLimits = FidelityLimits()) -> tuple[bool, list[str]]:
@@ -113,7 +124,11 @@ def fidelity_checks(m: dict, limits: FidelityLimits = FidelityLimits()) -> tuple
 
     if over("host_cpu_percent", limits.host_cpu_percent):
         reasons.append(f"host CPU {m['host_cpu_percent']:.0f}% (limit {limits.host_cpu_percent:.0f}%)")
-    reasons += harness_checks(m, limits)[1]
+    if over("loadgen_cpu_percent", limits.loadgen_cpu_percent):
+        reasons.append(f"load generator CPU {m['loadgen_cpu_percent']:.0f}% of a core")
+    if over("send_lag_p99_ms", limits.send_lag_p99_ms):
+        reasons.append(f"load generator send lag p99 {m['send_lag_p99_ms']:.1f} ms")
+    reasons += _process_reasons(m, limits)
     base, adjusted = m.get("sim_p99_ms"), m.get("sim_p99_host_adjusted_ms")
     if _finite(base) and _finite(adjusted) and base > 0:
         matters = adjusted > (1.0 + limits.tail_moved) * base

@@ -107,13 +107,13 @@ def test_phases_that_saturate_the_harness_fail_when_asked_and_the_saturation_rat
         lead_s=1.0,
     )
     run = LiveRun(options, log=lambda _: None)
-    # A send-lag limit no sender meets: every phase's generator counts as fallen behind.
-    run.fidelity_limits = FidelityLimits(send_lag_p99_ms=-1.0)
+    # Limits no load generator meets: every phase's generator counts as fallen behind.
+    run.fidelity_limits = FidelityLimits(saturation_send_lag_p99_ms=-1.0, loadgen_cpu_percent=-1.0)
     run.start()
     path = run.run_dir.path
     run.run(AsyncioLoadGenerator())
     summary = pd.read_parquet(path / "summary.parquet")
-    assert (~summary["harness_ok"]).all() and summary["harness_reasons"].str.contains("send lag").all()
+    assert (~summary["harness_ok"]).all() and summary["harness_reasons"].str.contains("load generator").all()
     assert (~summary["valid"]).all() and summary["invalid_reason"].str.startswith("harness saturated").all()
     assert summary["harness_saturated_qps"].iloc[0] == summary["offered_qps"].min()
     assert not summary["allowable_qps"].iloc[0] > 0  # nothing the harness could not offer is certified

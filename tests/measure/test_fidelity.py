@@ -48,10 +48,9 @@ def test_harness_checks_flag_a_generator_or_dispatcher_that_cannot_keep_up_and_n
     assert not ok and reasons == ["load generator CPU 90% of a core", "load generator send lag p99 5.5 ms"]
     ok, reasons = harness_checks({"loop_lag_p99_ms": 12.0, "sent_qps": 90.0, "planned_send_qps": 100.0})
     assert reasons == ["sent 90.0 qps where the plan sends 100.0", "dispatcher event-loop lag p99 12.0 ms"]
-    # Every harness reason is a fidelity reason too: a saturated harness never leaves a phase marked faithful.
-    assert set(reasons) <= set(
-        fidelity_checks({"loop_lag_p99_ms": 12.0, "sent_qps": 90.0, "planned_send_qps": 100.0})[1]
-    )
+    # A lag that breaks the 5 ms schedule need not move the figure: the fidelity verdict keeps its own 10 ms limit.
+    assert fidelity_checks({"send_lag_p99_ms": 7.0})[0] and not harness_checks({"send_lag_p99_ms": 7.0})[0]
+    assert not fidelity_checks({"loadgen_cpu_percent": 90.0})[0]
 
 
 def test_fidelity_checks_name_each_failure_and_skip_what_is_missing():

@@ -7,7 +7,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from servers.dispatcher.forward import ForwardError, Forwarder
+from servers.dispatcher.forward import Forwarder, ForwardError
 
 
 async def raw_server(handle):
