@@ -40,6 +40,8 @@ def allocation_html(frame: pd.DataFrame, max_rows: int = 25) -> str:
         ("queue_estimate_qps", "queueing-aware estimate qps", 1),
         ("allowable_qps", "allowable qps (search)", 1),
         ("final_allowable_qps", "allowable qps (final)", 1),
+        # What a million queries served within QoS cost on it, at the best allowable rate found (final or search).
+        ("usd_per_million", "$ per million queries", 3),
         ("picked_by", "picked by", None),
     ]
     columns = [c for c in columns if c[0] in frame.columns]

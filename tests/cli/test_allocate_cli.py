@@ -151,10 +151,12 @@ def test_allocation_html_escapes_and_marks_picks():
             "fluid_bound_qps": [11.0, 9.5],
             "allowable_qps": [float("nan"), 8.0],
             "final_allowable_qps": [float("nan")] * 2,
+            "usd_per_million": [float("nan"), 69.444],
             "picked_by": ["", "kairos"],
         }
     )
     html = allocation_html(frame)
+    assert "$ per million queries" in html and ">69.444<" in html  # 2 $/h over 8 qps
     assert "a&lt;b=1" in html and "a<b" not in html
     assert html.count('style="background:#fff4cc"') == 1
     assert "&ndash;" in html
