@@ -1,4 +1,5 @@
-"""Simulated allowable throughput of one configuration, cached, in-process or across worker processes.
+"""Simulated allowable throughput of one configuration, cached, in-process, in local worker processes or on a Dask
+cluster.
 
 Every evaluation replays the same base trace (generated at 1 qps or read from a file, then rate-scaled per
 point) with the same seed, so two configurations see the same queries and the same service-time luck (common
@@ -8,6 +9,10 @@ The search knows an upper limit (the fluid bound), so it starts below it: try ``
 pass bisect between it and the upper limit, on a failure step down by ``step_down`` until a pass (or below
 ``min_fraction x upper``: allowable 0), then bisect until the bracket is within ``rel_tol``. A pass within
 ``rel_tol`` of the upper limit probes above it, so a limit that is not a bound only costs extra points.
+
+``evaluate_many`` fans configurations out over local processes (``ProcessPoolExecutor``) by default, or over an
+existing Dask distributed cluster (``ExecutorSpec("tcp://HOST:PORT")``) through the ``concurrent.futures`` executor
+its client offers: both give futures of the same ``Evaluation``s, collected by one loop, in input order.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from harness.allocate.fluid import FluidModel, fluid_bound
@@ -208,28 +214,123 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
+DASK_EXTRA = "pip install -e '.[dask]'"
+
+
+def _dask_client_class(address: str):
+    """``distributed.Client``, imported only when a Dask executor is asked for (it is an optional extra)."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError(f"{address}: needs the Dask distributed package: {DASK_EXTRA}", field="executor") from None
+    return Client
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """Where ``evaluate_many`` runs configurations: local worker processes, or the Dask scheduler at ``address``."""
+
+    address: str | None = None  # tcp://HOST:PORT of a running Dask distributed scheduler; None: local processes
+    connect_timeout_s: float = 10.0
+
+    @classmethod
+    def parse(cls, text: str) -> ExecutorSpec:
+        """``local``, or a Dask scheduler as ``dask://HOST:PORT`` or ``tcp://HOST:PORT``."""
+        text = text.strip()
+        if text == "local":
+            return cls()
+        scheme, sep, rest = text.partition("://")
+        host, colon, port = rest.rpartition(":")
+        if not sep or scheme not in ("dask", "tcp") or not colon or not host or not port.isdigit():
+            raise InputError(f"{text!r}: expected local, dask://HOST:PORT or tcp://HOST:PORT", field="executor")
+        if not 0 < int(port) < 65536:
+            raise InputError(f"{text}: port must be in 1..65535", field="executor")
+        address = f"tcp://{host}:{int(port)}"  # Dask's own spelling of a scheduler address
+        _dask_client_class(address)  # fail fast, before any work, when the extra is not installed
+        return cls(address)
+
+    @property
+    def is_local(self) -> bool:
+        """True for local worker processes."""
+        return self.address is None
+
+    @property
+    def label(self) -> str:
+        """``local`` or the scheduler's address, for logs and JSON."""
+        return "local" if self.address is None else f"dask {self.address}"
+
+    def connect(self):
+        """A ``distributed.Client`` on the scheduler, once it has a worker; InputError naming the address if not."""
+        client_class = _dask_client_class(self.address)
+        t = self.connect_timeout_s
+        try:
+            client = client_class(self.address, timeout=t, set_as_default=False)
+        except OSError as exc:  # distributed retries until the timeout, then raises (TimeoutError is an OSError)
+            raise InputError(f"{self.address}: cannot reach a Dask scheduler there ({exc})", field="executor") from None
+        try:
+            # A scheduler without workers would queue every configuration forever: say so instead.
+            client.wait_for_workers(1, timeout=t)
+        except TimeoutError:
+            client.close()
+            raise InputError(
+                f"{self.address}: the Dask scheduler has no worker after {t:g} s", field="executor"
+            ) from None
+        return client
+
+    def check(self) -> None:
+        """Fail now, not after minutes of bounds, when the scheduler is unreachable (local: nothing to check)."""
+        if self.address is not None:
+            self.connect().close()
+
+
+LOCAL = ExecutorSpec()
+
+
+@contextmanager
+def _fan_out(ctx: EvalContext, workers: int, executor: ExecutorSpec) -> Iterator[Callable[[tuple], Future]]:
+    """A ``submit(counts)`` returning a concurrent.futures Future of the Evaluation, on local processes or Dask."""
+    if executor.is_local:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(ctx,)) as ex:
+            yield lambda counts: ex.submit(_work, counts)
+        return
+    client = executor.connect()
+    try:
+        # The counterpart of the local initializer: one copy of the context on every worker (hash=False: a random
+        # key, nothing to tokenize), which each task names. pure=False: every configuration is its own task.
+        shared = client.scatter(ctx, broadcast=True, hash=False)
+        ex = client.get_executor(pure=False)
+        yield lambda counts: ex.submit(evaluate_config, shared, counts)
+    finally:
+        client.close()  # releases the futures: tasks left by an error or Ctrl-C are cancelled on the cluster
+
+
 def evaluate_many(
     ctx: EvalContext,
     configs: Iterable,
     workers: int | None = None,
     progress: Callable[[int, int, Evaluation], None] | None = None,
+    executor: ExecutorSpec = LOCAL,
 ) -> list[Evaluation]:
-    """Evaluate several configurations (in ``workers`` processes when > 1); results in input order."""
+    """Evaluate several configurations (in ``workers`` local processes when > 1, or on ``executor``'s Dask cluster,
+    whose own workers set the parallelism); results in input order."""
     todo = [tuple(int(c) for c in row) for row in configs]
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise InputError(f"{workers}: must be >= 1", field="workers")
     out: list[Evaluation | None] = [None] * len(todo)
-    if workers == 1 or len(todo) <= 1:
+    if not todo:
+        return []
+    if executor.is_local and (workers == 1 or len(todo) == 1):
         for i, counts in enumerate(todo):
             out[i] = evaluate_config(ctx, counts)
             if progress:
                 progress(i + 1, len(todo), out[i])
         return out  # type: ignore[return-value]
-    # Biggest pools first: they take longest, and finishing with small ones balances the workers.
+    # Biggest pools first: they take longest, and finishing with small ones balances the workers (Dask, too, runs
+    # one client's tasks in the order they were submitted).
     order = sorted(range(len(todo)), key=lambda i: -sum(todo[i]))
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_init_worker, initargs=(ctx,)) as ex:
-        futures = {ex.submit(_work, todo[i]): i for i in order}
+    with _fan_out(ctx, min(workers, len(todo)), executor) as submit:
+        futures = {submit(todo[i]): i for i in order}
         for done, fut in enumerate(as_completed(futures), 1):
             i = futures[fut]
             out[i] = fut.result()
@@ -241,8 +342,9 @@ def evaluate_many(
 class Evaluator:
     """Cached allowable throughput per count vector; ``view()`` gives a method its own count of what it asked."""
 
-    def __init__(self, ctx: EvalContext):
+    def __init__(self, ctx: EvalContext, executor: ExecutorSpec = LOCAL):
         self.ctx = ctx
+        self.executor = executor
         self.cache: dict[tuple[int, ...], Evaluation] = {}
 
     def __call__(self, counts) -> float:
@@ -263,10 +365,10 @@ class Evaluator:
             self.cache[ev.counts] = ev
 
     def evaluate_many(self, configs, workers: int | None = None, progress=None) -> list[Evaluation]:
-        """Evaluate the uncached ones in parallel, then answer all from the cache."""
+        """Evaluate the uncached ones in parallel (on ``self.executor``), then answer all from the cache."""
         keys = [tuple(int(c) for c in row) for row in configs]
         missing = list(dict.fromkeys(k for k in keys if k not in self.cache))
-        self.prefill(evaluate_many(self.ctx, missing, workers, progress))
+        self.prefill(evaluate_many(self.ctx, missing, workers, progress, self.executor))
         return [self.cache[k] for k in keys]
 
     def view(self) -> CountingView:

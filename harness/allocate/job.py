@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from harness.allocate.anneal import AnnealSettings
 from harness.allocate.bound import PickRule
-from harness.allocate.evaluate import FINAL_SETTINGS, EvalSettings
+from harness.allocate.evaluate import FINAL_SETTINGS, LOCAL, EvalSettings, ExecutorSpec
 from harness.allocate.ribbon import RibbonSettings
 from harness.allocate.space import AllocationProblem
 from harness.core.profiles import Profile
@@ -30,3 +30,4 @@ class AllocateJob:
     workers: int | None = None
     measure: bool = True
     threshold: str = "mean"
+    executor: ExecutorSpec = LOCAL  # where the oracle's and the final measurement's simulations run

@@ -105,10 +105,8 @@ class Oracle(BaseMethod):
 
     def pick(self, ctx):
         """The best configuration by search qps; its runners-up are candidates too."""
-        ctx.say(
-            f"oracle: {len(ctx.configs)} configurations, {ctx.workers} worker(s), "
-            f"{ctx.job.search.queries} queries/point"
-        )
+        where = f"{ctx.workers} worker(s)" if ctx.job.executor.is_local else f"on {ctx.job.executor.label}"
+        ctx.say(f"oracle: {len(ctx.configs)} configurations, {where}, {ctx.job.search.queries} queries/point")
         res = run_oracle(ctx.search, ctx.configs, ctx.workers, stderr_progress("oracle") if ctx.log else None)
         top = res.top(max(1, ctx.job.oracle_refine))
         return Pick(
@@ -117,7 +115,7 @@ class Oracle(BaseMethod):
             len(ctx.configs),
             None,
             tuple(_row(ctx.configs, i) for i in top),
-            {"oracle_seconds": round(res.seconds, 1), "workers": res.workers},
+            {"oracle_seconds": round(res.seconds, 1), "workers": res.workers, "executor": res.executor},
         )
 
     def finish(self, ctx, pick, measured):

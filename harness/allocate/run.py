@@ -148,8 +148,8 @@ def run_allocation(job: AllocateJob, log: Callable[[str], None] | None = None) -
     index = {tuple(int(c) for c in row): i for i, row in enumerate(configs)}
     workers = default_workers() if job.workers is None else job.workers
 
-    search = Evaluator(make_context(problem, profile, job.trace, job.search))
-    final = Evaluator(make_context(problem, profile, job.trace, job.final))
+    search = Evaluator(make_context(problem, profile, job.trace, job.search), job.executor)
+    final = Evaluator(make_context(problem, profile, job.trace, job.final), job.executor)
     ctx = MethodContext(
         problem, profile, configs, costs, kb, fb, k_order, f_order, k_rank, f_rank, qe, search, workers, job, log
     )

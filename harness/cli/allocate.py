@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.allocate.anneal import AnnealSettings
 from harness.allocate.bound import PickRule, parse_threshold
-from harness.allocate.evaluate import FINAL_SETTINGS, EvalSettings
+from harness.allocate.evaluate import FINAL_SETTINGS, EvalSettings, ExecutorSpec
 from harness.allocate.plan import PlanResult, PlanSettings, plan_for_trace
 from harness.allocate.ribbon import RibbonSettings
 from harness.allocate.run import METHODS, AllocateJob, AllocationResult, parse_methods, run_allocation
@@ -119,6 +119,13 @@ def register(subparsers) -> None:
         help=f"anneal: at most N evaluations (default {AnnealSettings().max_evals})",
     )
     p.add_argument("--workers", type=int, help="worker processes for the oracle and measurements (default: CPUs)")
+    p.add_argument(
+        "--executor",
+        default="local",
+        metavar="local|dask://HOST:PORT",
+        help="where the oracle and the measurements simulate: local worker processes (default), or the workers of a "
+        "running Dask distributed scheduler (dask:// or tcp://; needs pip install -e '.[dask]')",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the trace, the simulator and the searches (default 0)")
     p.add_argument("--json", action="store_true", help="one JSON object per method per line on stdout")
     p.add_argument("--out", help="directory for allocation.parquet and allocation.html")
@@ -219,6 +226,12 @@ def build_job(args: argparse.Namespace) -> AllocateJob:
             )
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers}: must be >= 1")
+    executor = ExecutorSpec.parse(args.executor)
+    if args.workers is not None and not executor.is_local:
+        raise InputError(
+            f"--workers {args.workers}: counts local processes; on {args.executor} the cluster's workers run the "
+            "simulations (start them with as many processes as wanted)"
+        )
     search = EvalSettings(queries=args.queries, seed=args.seed, policy=args.policy, rel_tol=args.tolerance)
     final = EvalSettings(queries=args.final_queries, seed=args.seed, policy=args.policy, rel_tol=args.final_tolerance)
     if args.oracle_refine < 1:
@@ -237,6 +250,7 @@ def build_job(args: argparse.Namespace) -> AllocateJob:
         args.workers,
         not args.no_measure,
         parse_threshold(args.threshold),
+        executor,
     )
 
 
@@ -342,11 +356,13 @@ def run(args: argparse.Namespace) -> int:
     if args.window_s is not None:
         return run_plan(args)
     job = build_job(args)
+    job.executor.check()  # an unreachable scheduler fails here, not after the bounds and the first methods
     log = None if args.quiet else (lambda line: print(f"kairos allocate: {line}", file=sys.stderr, flush=True))
     if log:
         log(
             f"{job.problem.model}, p99 <= {job.problem.qos_ms:g} ms, ${job.problem.budget_per_h:g}/h; "
             f"methods {', '.join(job.methods)}"
+            + ("" if job.executor.is_local else f"; simulations on {job.executor.label}")
         )
     result = run_allocation(job, log)
     if args.out:
@@ -391,6 +407,8 @@ def plan_trace(args: argparse.Namespace, default_model: str | None = None) -> Tr
 
 def run_plan(args: argparse.Namespace) -> int:
     """``kairos allocate --plan WINDOW_S``: one configuration per window, written to --plan-file."""
+    if args.executor.strip() != "local":
+        raise InputError(f"--executor {args.executor}: --plan simulates its windows one at a time in this process")
     settings = PlanSettings(
         args.window_s,
         startup_s=args.startup_s,
