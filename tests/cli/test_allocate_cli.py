@@ -94,7 +94,16 @@ def all_methods(toy_files, tmp_path_factory):
 def test_every_method_answers_with_the_required_fields(all_methods):
     code, lines, _ = all_methods
     assert code == 0
-    assert [r["method"] for r in lines] == ["kairos", "homogeneous", "fluid", "melange", "ribbon", "anneal", "oracle"]
+    assert [r["method"] for r in lines] == [
+        "kairos",
+        "homogeneous",
+        "fluid",
+        "melange",
+        "ribbon",
+        "anneal",
+        "oracle",
+        "oracle_pruned",
+    ]
     for r in lines:
         assert set(r) >= {"method", "config", "cost_per_h", "allowable_qps", "usd_per_million", "evaluated", "seconds"}
         assert r["cost_per_h"] <= 2.0 + 1e-9
@@ -110,6 +119,10 @@ def test_every_method_answers_with_the_required_fields(all_methods):
     assert by["oracle"]["allowable_qps"] >= max(
         by[m]["allowable_qps"] for m in ("kairos", "fluid", "melange", "ribbon", "anneal")
     )
+    # Pruned by the fluid bounds, the oracle simulates fewer configurations and still ends on the same answer.
+    assert by["oracle_pruned"]["evaluated"] + by["oracle_pruned"]["pruned"] == 21
+    assert by["oracle_pruned"]["config"] == by["oracle"]["config"]
+    assert by["oracle_pruned"]["allowable_qps"] == by["oracle"]["allowable_qps"]
     assert by["homogeneous"]["budget_scaled_qps"] == pytest.approx(
         by["homogeneous"]["allowable_qps"] * 2.0 / by["homogeneous"]["cost_per_h"]
     )
