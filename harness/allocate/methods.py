@@ -135,7 +135,7 @@ class PrunedOracle(Oracle):
     """The oracle's answer without simulating the whole space: configurations in fluid-bound order, in waves as wide
     as the workers, until the best allowable rate found passes the next configuration's bound by ``PRUNE_SLACK``.
 
-    Exact wherever the fluid limit bounds the allowable rate (no policy here has come within 94% of it), with the
+    Exact wherever the fluid limit bounds the allowable rate (the best policy here reached 94% of it), with the
     slack for the search's own resolution; on catalogues of 10^5-10^6 configurations it simulates the few whose bound
     could still beat the best, and fans those out (local processes or ``--executor``) like the oracle."""
 
