@@ -404,7 +404,11 @@ class LiveRun:
         failed = sum(r.get("fidelity_ok") is not None and not r["fidelity_ok"] for r in rows)  # NaN: not checked
         saturated = self.harness_saturated_qps(spec)
         notes = [f"HOST-LIMITED: {failed} of {len(rows)} phases"] if failed else []
-        notes += [f"harness saturated at {saturated:.1f} qps"] if math.isfinite(saturated) else []
+        if math.isfinite(saturated):  # with its reason: a 6 ms send lag and a generator at 100% CPU read differently
+            why = next(
+                r["harness_reasons"] for r in rows if r.get("harness_ok") is False and r["offered_qps"] == saturated
+            )
+            notes.append(f"harness saturated at {saturated:.1f} qps: {why}")
         return f" ({'; '.join(notes)})" if notes else ""
 
     def harness_saturated_qps(self, spec: str) -> float:
