@@ -73,7 +73,16 @@ def test_budget_below_the_base_price_has_no_configuration(shipped_profile, price
 
 
 def test_methods_parse_and_reject_unknown_names():
-    assert parse_methods("all") == ("kairos", "homogeneous", "fluid", "melange", "ribbon", "anneal", "oracle")
+    assert parse_methods("all") == (
+        "kairos",
+        "homogeneous",
+        "fluid",
+        "melange",
+        "ribbon",
+        "anneal",
+        "oracle",
+        "oracle_pruned",
+    )
     assert parse_methods("oracle, kairos,oracle") == ("oracle", "kairos")
     with pytest.raises(InputError, match="unknown method 'greedy'"):
         parse_methods("kairos,greedy")
