@@ -142,9 +142,11 @@ class _Abort(Exception):
 
 
 class AbortingPolicy:
-    """Wraps a policy; counts QoS violations of measured queries at completion and aborts past ``max_violations``."""
+    """Wraps a policy; counts QoS violations of measured queries at completion and aborts past ``max_violations``.
 
-    def __init__(self, inner, qos_ms: float, first_measured: int, max_violations: int):
+    Subclasses that count violations another way (per window) override ``over_allowance``."""
+
+    def __init__(self, inner, qos_ms: float, first_measured: int = 0, max_violations: int = 0):
         self.inner = inner
         self.name = inner.name
         self.push = inner.push
@@ -162,12 +164,17 @@ class AbortingPolicy:
         return self.inner.decide(now_s, pending, instances)
 
     def on_complete(self, now_s, query, instance, latency_ms) -> None:
-        """Forward the feedback; abort once the measured violations exceed what the point may have."""
+        """Forward the feedback; abort once the violations exceed what the point may have."""
         self.inner.on_complete(now_s, query, instance, latency_ms)
-        if latency_ms > self.qos_ms and query.index >= self.first_measured:
-            self.violations += 1
-            if self.violations > self.max_violations:
-                raise _Abort
+        if latency_ms > self.qos_ms and self.over_allowance(query):
+            raise _Abort
+
+    def over_allowance(self, query) -> bool:
+        """Count ``query``'s violation; True once the measured ones exceed ``max_violations``."""
+        if query.index < self.first_measured:
+            return False
+        self.violations += 1
+        return self.violations > self.max_violations
 
 
 def evaluate_config(ctx: EvalContext, counts) -> Evaluation:

@@ -311,33 +311,19 @@ def p99_allowance(n: int, percentile: float = 99.0) -> int:
     return n - math.ceil(round(percentile / 100.0 * n, 9))
 
 
-class WindowAbort:
+class WindowAbort(AbortingPolicy):
     """Wraps a policy; aborts the run once a window holds more QoS violations than its p99 allows."""
 
     def __init__(self, inner, qos_ms: float, window_of: np.ndarray, allowed: np.ndarray):
-        self.inner = inner
-        self.name = inner.name
-        self.push = inner.push
-        self.qos_ms = qos_ms
+        super().__init__(inner, qos_ms)
         self.window_of = window_of.tolist()
         self.left = allowed.astype(int).tolist()
 
-    def bind(self, ctx, instances) -> None:
-        """Bind the wrapped policy."""
-        self.inner.bind(ctx, instances)
-
-    def decide(self, now_s, pending, instances):
-        """The wrapped policy's decision."""
-        return self.inner.decide(now_s, pending, instances)
-
-    def on_complete(self, now_s, query, instance, latency_ms) -> None:
-        """Forward the feedback; abort once the query's window has more violations than its p99 allows."""
-        self.inner.on_complete(now_s, query, instance, latency_ms)
-        if latency_ms > self.qos_ms:
-            k = self.window_of[query.index]
-            self.left[k] -= 1
-            if self.left[k] < 0:
-                raise _Abort
+    def over_allowance(self, query) -> bool:
+        """Count ``query``'s violation against its window; True once that window has more than its p99 allows."""
+        k = self.window_of[query.index]
+        self.left[k] -= 1
+        return self.left[k] < 0
 
 
 def cheapest_static(

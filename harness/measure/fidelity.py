@@ -92,13 +92,18 @@ def _over(m: dict, key: str, limit: float) -> bool:
 
 def harness_checks(m: dict, limits: FidelityLimits = FidelityLimits()) -> tuple[bool, list[str]]:
     """``(ok, reasons)``: did the harness itself (load generator, dispatcher process) saturate in this phase?"""
+    reasons = _generator_reasons(m, limits, limits.saturation_send_lag_p99_ms) + _process_reasons(m, limits)
+    return not reasons, reasons
+
+
+def _generator_reasons(m: dict, limits: FidelityLimits, send_lag_p99_ms: float) -> list[str]:
+    """The load generator's CPU and its send lag against ``send_lag_p99_ms``."""
     reasons = []
     if _over(m, "loadgen_cpu_percent", limits.loadgen_cpu_percent):
         reasons.append(f"load generator CPU {m['loadgen_cpu_percent']:.0f}% of a core")
-    if _over(m, "send_lag_p99_ms", limits.saturation_send_lag_p99_ms):
+    if _over(m, "send_lag_p99_ms", send_lag_p99_ms):
         reasons.append(f"load generator send lag p99 {m['send_lag_p99_ms']:.1f} ms")
-    reasons += _process_reasons(m, limits)
-    return not reasons, reasons
+    return reasons
 
 
 def _process_reasons(m: dict, limits: FidelityLimits) -> list[str]:
@@ -118,23 +123,15 @@ def fidelity_checks(m: dict, limits: FidelityLimits = FidelityLimits()) -> tuple
     """``(ok, reasons)`` from a phase's measurements: the harness's checks and the host's (missing or NaN
     measurements are not judged)."""
     reasons = []
-
-    def over(key: str, limit: float) -> bool:
-        return _over(m, key, limit)
-
-    if over("host_cpu_percent", limits.host_cpu_percent):
+    if _over(m, "host_cpu_percent", limits.host_cpu_percent):
         reasons.append(f"host CPU {m['host_cpu_percent']:.0f}% (limit {limits.host_cpu_percent:.0f}%)")
-    if over("loadgen_cpu_percent", limits.loadgen_cpu_percent):
-        reasons.append(f"load generator CPU {m['loadgen_cpu_percent']:.0f}% of a core")
-    if over("send_lag_p99_ms", limits.send_lag_p99_ms):
-        reasons.append(f"load generator send lag p99 {m['send_lag_p99_ms']:.1f} ms")
-    reasons += _process_reasons(m, limits)
+    reasons += _generator_reasons(m, limits, limits.send_lag_p99_ms) + _process_reasons(m, limits)
     base, adjusted = m.get("sim_p99_ms"), m.get("sim_p99_host_adjusted_ms")
     if _finite(base) and _finite(adjusted) and base > 0:
         matters = adjusted > (1.0 + limits.tail_moved) * base
     else:
-        matters = over("utilization", limits.busy_utilization)
-    if over("service_excess", limits.service_excess) and matters:
+        matters = _over(m, "utilization", limits.busy_utilization)
+    if _over(m, "service_excess", limits.service_excess) and matters:
         adjusted = m.get("sim_p99_host_adjusted_ms")
         moved = f"; the simulator with this host's service times gives p99 {adjusted:.1f} ms" if adjusted else ""
         reasons.append(

@@ -5,34 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.allocate.evaluate import EvalSettings, Evaluator
+from harness.allocate.evaluate import Evaluator
 from harness.allocate.oracle import run_oracle
-from harness.allocate.run import make_context
-from harness.allocate.space import enumerate_configs, make_problem
-from harness.core.profiles import Profile
-from tests.conftest import make_profile_frame
-from traces.generate import generate_trace
+from harness.allocate.space import enumerate_configs
+from tests.allocate.toy import toy_problem
 
 pytestmark = pytest.mark.slow  # whole stacks or long searches: left out of the quick loop
 
 
 @pytest.fixture(scope="module")
 def toy():
-    """A GPU-like base and a CPU-like type; $1.2/h allows 1 GPU with 0..4 CPUs (5 configurations)."""
-    spread = np.array([0.9, 1.0, 1.1])
-    buckets = range(10, 101, 10)
-    profile = Profile.from_frame(
-        make_profile_frame(
-            {
-                ("gpu", "toy"): {b: list((4 + 0.1 * b) * spread) for b in buckets},
-                ("cpu", "toy"): {b: list((1 + 0.5 * b) * spread) for b in buckets},
-            }
-        ),
-        drop_max=False,
-    )
-    problem = make_problem(profile, {"gpu": 1.0, "cpu": 0.05}, "toy", 40.0, 1.2, max_counts={"cpu": 4})
-    trace = generate_trace(2000, 1.0, batch_mix="uniform:1:100", model="toy", rng=np.random.default_rng(5))
-    return problem, make_context(problem, profile, trace, EvalSettings(queries=2000, rel_tol=0.1))
+    """The toy problem of tests/allocate/toy.py."""
+    return toy_problem(2000)
 
 
 def test_parallel_oracle_matches_one_process_and_finds_the_best(toy):
