@@ -151,13 +151,14 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
     ]
     if has_sim:
         header.insert(2, "simulated allowable qps")
-    has_iv = "allowable_low_qps" in summary
-    if has_iv:
-        header.insert(2, "95% interval qps")
     # Beside the pool's figure, the rate at which the harness itself (load generator, dispatcher) fell behind.
+    # (Columns go in at 2 in the same order below for the header and each row.)
     has_sat = "harness_saturated_qps" in summary
     if has_sat:
         header.insert(2, "harness saturated at qps")
+    has_iv = "allowable_low_qps" in summary
+    if has_iv:
+        header.insert(2, "95% interval qps")
     rows = []
     for d, steps in summary.groupby("dispatcher", sort=False):
         step = shown_step(steps)

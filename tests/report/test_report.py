@@ -514,3 +514,23 @@ def test_an_unknown_interval_bound_shows_as_unknown(run_dir):
     summary.to_parquet(run_dir / "summary.parquet", index=False)
     html = build_report(run_dir).read_text(encoding="utf-8")
     assert "95% interval qps" in html and "[90.0, ?]" in html
+
+
+def test_dispatcher_table_cells_sit_under_their_headers_with_every_optional_column():
+    from html import unescape
+
+    from harness.report.page import dispatcher_table
+
+    summary = synthetic_summary().assign(
+        allowable_low_qps=90.0,
+        allowable_high_qps=110.0,
+        allowable_estimate_qps=100.0,
+        harness_saturated_qps=77.7,
+    )
+    html = dispatcher_table(summary, None)
+    header = [unescape(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", html)]
+    first = [unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", html.split("</tr>")[1])]
+    cell = dict(zip(header, first))
+    assert len(first) == len(header)
+    assert cell["harness saturated at qps"] == "77.7"
+    assert cell["95% interval qps"].startswith("[90")
