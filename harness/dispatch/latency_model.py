@@ -32,6 +32,7 @@ class LatencyModel:
         self.type_index = {t: i for i, t in enumerate(self.instance_types)}
         self.models = list(dict.fromkeys(models))
         self.alpha = float(alpha)
+        self.tail_percentile = float(tail_percentile)
         self.max_batch = {m: profile.max_batch(self.instance_types, m) for m in self.models}
         self._ms: dict[str, np.ndarray] = {}
         self._tail: dict[str, np.ndarray] = {}

@@ -110,6 +110,10 @@ def test_bad_tunables_are_refused():
         make_policy("laxity:rows=0")
     with pytest.raises(InputError, match="guard"):
         make_policy("laxity:guard=-1")
+    with pytest.raises(InputError, match="split"):
+        make_policy("laxity:split=-0.1")
+    with pytest.raises(InputError, match="resolve"):
+        make_policy("laxity:resolve=0")
 
 
 def test_simulated_run_accounts_for_every_query_and_uses_only_live_capacity(reserve_profile):
@@ -124,3 +128,44 @@ def test_simulated_run_accounts_for_every_query_and_uses_only_live_capacity(rese
     # Batches above 500 meet 300 ms only on 'fast': laxity never sends them to 'slow' while 'fast' could make it.
     big = served[served.batch_size > 500]
     assert (big.instance_type == "fast").mean() > 0.9
+
+
+@pytest.fixture
+def split_profile() -> Profile:
+    """'fast' is 4x faster than 'slow' on batches of 1000 but only 1.2x on batches of 100; both meet 300 ms."""
+    frame = make_profile_frame(
+        {
+            ("fast", "m"): {100: [10.0], 1000: [50.0]},
+            ("slow", "m"): {100: [12.0], 1000: [200.0]},
+        }
+    )
+    return Profile.from_frame(frame, source="split", drop_max=False)
+
+
+def feed(policy, insts, sizes, first_index):
+    """Show the policy a queue of arrivals while every instance is busy (so it only counts them), then free all."""
+    for inst in insts:
+        inst.assign(0.0, 10.0)
+    pending = deque(Query(first_index + i, str(first_index + i), "m", b, 0.0) for i, b in enumerate(sizes))
+    assert policy.decide(0.0, pending, insts).assign == []
+    for inst in insts:
+        inst.finish(0.0)
+
+
+def test_batch_sizes_follow_the_fluid_lp_split_and_the_split_follows_the_mix(split_profile):
+    small = deque([Query(10_000, "s", "m", 100, 0.0)])
+    # Mostly batches of 1000: the LP keeps 'fast' for them, where it saves the most, and prices 100 off 'fast'.
+    policy = make_policy("laxity")
+    insts = bind(policy, split_profile, ["fast", "slow"])
+    feed(policy, insts, [1000] * 450 + [100] * 50, 0)
+    assert placed(policy.decide(0.0, small, insts)) == [(10_000, 1)]
+    # Without the LP routing the earliest finish wins: 'fast' (10 ms against 12).
+    plain = make_policy("laxity:split=inf")
+    insts = bind(plain, split_profile, ["fast", "slow"])
+    feed(plain, insts, [1000] * 450 + [100] * 50, 0)
+    assert placed(plain.decide(0.0, small, insts)) == [(10_000, 0)]
+    # When the load turns to batches of 100 only, the LP splits them over both types and 'fast' is open again.
+    insts = bind(policy := make_policy("laxity"), split_profile, ["fast", "slow"])
+    feed(policy, insts, [1000] * 450 + [100] * 50, 0)
+    feed(policy, insts, [100] * 3000, 500)
+    assert placed(policy.decide(0.0, deque([Query(20_000, "s", "m", 100, 0.0)]), insts)) == [(20_000, 0)]

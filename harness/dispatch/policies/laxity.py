@@ -17,14 +17,22 @@ At every arrival and completion, over the first ``rows x N`` queries of the cent
    instance of that type only if, afterwards, the type still has an instance free within ``guard x bound`` ms
    (this instance after a short query, or another one of the type). Without this rule the only type that can
    serve the largest batches fills with work any type could do, and the largest batches queue behind it.
-4. **Drop the hopeless.** A query that no instance can finish by its deadline even at the mean service time is
+4. **Route batch sizes by the fluid LP's split.** The policy counts the batch sizes that arrive, and every
+   ``resolve`` arrivals solves the fluid LP (``harness.core.fluid_lp``) of its pool on that mix, whose counts then
+   decay by half so the split follows the load. A non-critical query of size b may take a type only where the LP
+   prices b within ``split`` of its cheapest type (the shadow price of the type's busy time times b's service
+   time): at the limit the LP puts each size where it costs the scarcest capacity least. When no routed instance
+   can meet the deadline, any feasible one may take it, so the rule never strands a query.
+5. **Drop the hopeless.** A query that no instance can finish by its deadline even at the mean service time is
    dropped (a QoS violation either way; served late it would also take capacity from queries that can still make
    it), as Clockwork does. A query that meets its deadline only at the mean goes to the earliest finish.
 
 It is exact list scheduling only for the queries it sees; it does not predict arrivals. Tunables: ``rows``
 (2: queries considered per decision = rows x N), ``guard`` (1.0: fraction of the critical queries' slack a
 reserved type may be committed for; 0 reserves it for critical queries and queries no other type can take, a
-large value turns the reservation off).
+large value turns the reservation off), ``split`` (0.2: price tolerance of the LP routing; ``inf`` turns it off),
+``resolve`` (500: arrivals between LP solves, ~6 ms each for ~100 profile buckets; one LP per model, each over the
+whole pool).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.core.errors import InputError
+from harness.core.fluid_lp import FluidModel, fluid_prices
 from harness.dispatch.policies.base import NOTHING, BasePolicy, Decision
 
 
@@ -41,13 +50,19 @@ class Laxity(BasePolicy):
     name = "laxity"
     push = False
 
-    def __init__(self, rows: int = 2, guard: float = 1.0):
+    def __init__(self, rows: int = 2, guard: float = 1.0, split: float = 0.2, resolve: int = 500):
         if int(rows) < 1:
             raise InputError(f"laxity: rows {rows!r} must be >= 1")
         if not float(guard) >= 0.0:
             raise InputError(f"laxity: guard {guard!r} must be >= 0")
+        if not float(split) >= 0.0:
+            raise InputError(f"laxity: split {split!r} must be >= 0 (inf turns the LP routing off)")
+        if int(resolve) < 1:
+            raise InputError(f"laxity: resolve {resolve!r} must be >= 1")
         self.rows = int(rows)
         self.guard = float(guard)
+        self.split = float(split)
+        self.resolve = int(resolve)
 
     def bind(self, ctx, instances):
         """Precompute per-instance type indices; per-model tables are built on first use."""
@@ -55,6 +70,11 @@ class Laxity(BasePolicy):
         self._types = np.array([inst.type_index for inst in instances], dtype=np.intp)
         self._members = [np.nonzero(self._types == t)[0] for t in range(len(ctx.instance_types))]
         self._model: dict[str, tuple] = {}
+        self._bucket_tables: dict[str, tuple] = {}
+        self._seen = -1  # highest query index counted into the batch mix
+        self._mix: dict[str, np.ndarray] = {}  # model -> decayed arrival count per profile bucket
+        self._since: dict[str, int] = {}  # model -> arrivals since its last LP solve
+        self._route: dict[str, np.ndarray] = {}  # model -> may size b go to type t [type, b], once solved
 
     def model_tables(self, model: str) -> tuple:
         """(mean ms [type, b], tail ms [type, b], best tail ms [b], fastest mean ms [b], critical type [b] or -1,
@@ -78,10 +98,69 @@ class Laxity(BasePolicy):
             tables = self._model[model] = (mean, tail, best_tail, fastest, critical, bound)
         return tables
 
+    def _observe(self, pending) -> None:
+        """Count the queries that arrived since the last call into their model's batch mix; re-solve the LP when due.
+
+        Arrivals are the queue's newest entries (drivers number queries in arrival order and a query leaves the
+        queue only through ``decide``), so walking back from the tail to the last index seen finds them all.
+        """
+        seen = self._seen
+        for k in range(len(pending) - 1, -1, -1):
+            q = pending[k]
+            if q.index <= seen:
+                break
+            mix = self._mix.get(q.model)
+            if mix is None:
+                bucket = self._buckets(q.model)[0]
+                mix = self._mix[q.model] = np.zeros(int(bucket.max()) + 1)
+                self._since[q.model] = 0
+            mix[self._buckets(q.model)[0][q.batch_size]] += 1.0
+            self._since[q.model] += 1
+            if q.index > self._seen:
+                self._seen = q.index
+        for model, since in self._since.items():
+            if since >= self.resolve or (since and model not in self._route and self._mix[model].sum() >= 100):
+                self._solve(model)
+
+    def _buckets(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Batch sizes grouped by profile bucket (sizes with the same mean and tail on every type): the bucket of each
+        size, and each bucket's mean and tail ms per type (the LP runs over buckets, a few dozen instead of ~1,000)."""
+        got = self._bucket_tables.get(model)
+        if got is None:
+            mean, tail = self.model_tables(model)[:2]
+            cols = np.vstack([mean, tail])
+            _, first, bucket = np.unique(cols, axis=1, return_index=True, return_inverse=True)
+            bucket = bucket.ravel()
+            got = self._bucket_tables[model] = (bucket, mean[:, first], tail[:, first])
+        return got
+
+    def _solve(self, model: str) -> None:
+        """Route by the fluid LP of the pool on the recent batch mix: size b may use type t if the LP prices it there
+        within ``split`` of its cheapest type. The counts then decay by half, so the mix follows the load."""
+        mix = self._mix[model]
+        self._since[model] = 0
+        if not np.isfinite(self.split):
+            return
+        bucket, mean, tail = self._buckets(model)
+        counts = np.array([len(m) for m in self._members], dtype=float)
+        used = np.nonzero(mix > 0)[0]
+        ok = (tail[:, used] <= self.ctx.qos_ms).astype(float)
+        tail_share = 1.0 - self.ctx.latency.tail_percentile / 100.0
+        fm = FluidModel(self.ctx.instance_types, mix[used] / mix[used].sum(), mean[:, used], ok, tail_share)
+        _, _, price = fluid_prices(fm, counts)
+        full = np.full((len(counts), len(mix)), np.inf)
+        full[:, used] = price
+        best = full.min(axis=0)
+        allowed = np.isfinite(full) & (full <= best * (1.0 + self.split) + 1e-12)
+        allowed[:, ~np.isfinite(best)] = True  # a bucket no type serves within QoS: no opinion
+        self._route[model] = allowed[:, bucket]
+        mix *= 0.5
+
     def decide(self, now_s, pending, instances):
         """Place the most urgent queries on their earliest feasible finish; dispatch those that land on idle ones."""
         if not pending:
             return NOTHING
+        self._observe(pending)
         qos = self.ctx.qos_ms
         types = self._types
         n = len(instances)
@@ -120,10 +199,16 @@ class Laxity(BasePolicy):
                 j = int(fin.argmin())  # only the mean meets the deadline: the best chance there is
             else:
                 allowed = feasible
-                if critical[b] < 0 and np.isfinite(bound).any():
-                    allowed = feasible & self._reserve_ok(free, tail[types, b], bound)
-                    if not allowed.any():
-                        allowed = feasible
+                if critical[b] < 0:
+                    route = self._route.get(q.model)
+                    if route is not None:
+                        routed = feasible & route[types, b]
+                        if routed.any():
+                            allowed = routed
+                    if np.isfinite(bound).any():
+                        kept = allowed & self._reserve_ok(free, tail[types, b], bound)
+                        if kept.any():
+                            allowed = kept
                 j = int(np.where(allowed, fin, np.inf).argmin())
             if idle[j]:
                 assign.append((q, instances[j].index))
