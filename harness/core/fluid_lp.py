@@ -42,7 +42,7 @@ def fluid_bound(model: FluidModel, counts) -> float:
 
 def fluid_solve(model: FluidModel, counts) -> tuple[float, np.ndarray]:
     """The LP optimum ``lam`` (qps) and its routing ``x[type, size]`` (qps) for one count vector."""
-    lam, x, _ = fluid_prices(model, counts)
+    lam, x, _, _ = _solve(model, counts)
     return lam, x
 
 
@@ -54,7 +54,41 @@ def fluid_prices(model: FluidModel, counts) -> tuple[float, np.ndarray, np.ndarr
     types where this price is lowest; a type with spare capacity at the optimum has price 0 for every size.
     Types absent from ``counts`` and pairs that can never meet QoS get ``inf``.
     """
+    lam, x, mu, nu = _solve(model, counts)
+    return lam, x, _price(model, mu, nu)
 
+
+def fluid_cut(model: FluidModel, counts) -> tuple[float, np.ndarray]:
+    """The LP optimum ``lam`` at ``counts`` and a cut ``mu`` (qps per instance of each type) with
+    ``fluid_bound(model, n) <= mu @ n`` for every count vector ``n``, equal at ``counts``.
+
+    The LP is homogeneous in the counts and its dual's feasible set does not depend on them, so any dual solution
+    bounds every configuration: ``mu`` is the capacity part of the optimal dual at ``counts``, extended to the
+    types absent there by the smallest price that keeps the dual feasible (no size would be cheaper on them).
+    """
+    lam, _, mu, nu = _solve(model, counts)
+    price = _price(model, mu, nu)
+    # The price each size pays at the optimum: its cheapest route, or dropping it (which uses the budget only).
+    paid = np.minimum(np.min(price, axis=0), nu)
+    for t in np.nonzero(np.isnan(mu))[0]:
+        usable = (model.ok[t] > 0) & np.isfinite(model.mean_ms[t])
+        need = (paid[usable] - nu * (1.0 - model.ok[t, usable])) * 1000.0 / model.mean_ms[t, usable]
+        mu[t] = max(0.0, float(need.max())) if usable.any() else 0.0
+    return lam, mu
+
+
+def _price(model: FluidModel, mu: np.ndarray, nu: float) -> np.ndarray:
+    """Per (type, size): capacity price times busy time plus the budget's price times the miss chance."""
+    price = np.full(model.mean_ms.shape, np.inf)
+    for t in np.nonzero(~np.isnan(mu))[0]:
+        usable = (model.ok[t] > 0) & np.isfinite(model.mean_ms[t])
+        cost = mu[t] * model.mean_ms[t] / 1000.0 + nu * (1.0 - model.ok[t])
+        price[t, usable] = cost[usable]
+    return price
+
+
+def _solve(model: FluidModel, counts) -> tuple[float, np.ndarray, np.ndarray, float]:
+    """The LP: ``lam``, routing ``x``, capacity shadow prices per type (NaN where absent), the budget's price."""
     counts = np.asarray(counts, dtype=float)
     pairs = [
         (t, s)
@@ -97,11 +131,8 @@ def fluid_prices(model: FluidModel, counts) -> tuple[float, np.ndarray, np.ndarr
     for k, (t, s) in enumerate(pairs):
         x[t, s] = res.x[k]
     # HiGHS reports d(objective)/d(b_ub) <= 0 for a minimisation; the shadow prices of the maximisation are their
-    # negatives (per busy second of a type, and per unit of the violation budget).
+    # negatives (qps per instance of a type, and per unit of the violation budget).
     marg = -np.asarray(res.ineqlin.marginals, dtype=float)
-    price = np.full((len(model.types), n_s), np.inf)
-    for t in present:
-        usable = (model.ok[t] > 0) & np.isfinite(model.mean_ms[t])
-        cost = marg[cap_row[t]] * model.mean_ms[t] / 1000.0 + marg[viol] * (1.0 - model.ok[t])
-        price[t, usable] = cost[usable]
-    return float(res.x[lam]), x, price
+    mu = np.full(len(model.types), np.nan)
+    mu[present] = marg[: len(present)]
+    return float(res.x[lam]), x, mu, float(marg[viol])

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from harness.allocate.evaluate import EvalSettings, evaluate_config
-from harness.allocate.fluid import fluid_bound, fluid_model
+from harness.allocate.fluid import cut_bounds, fluid_bound, fluid_model
 from harness.allocate.run import make_context
-from harness.allocate.space import BatchMix, make_problem
+from harness.allocate.space import BatchMix, enumerate_configs, make_problem
 from harness.core.profiles import Profile
 from tests.conftest import make_profile_frame
 from traces.generate import generate_trace
@@ -77,3 +77,29 @@ def toy_profile_small() -> Profile:
         ),
         drop_max=False,
     )
+
+
+def test_cut_bounds_are_exact_at_the_top_and_never_below_the_lp_elsewhere():
+    # Four types whose speed ratios differ by batch size, so the LP's split (and its dual) changes across the space.
+    frame = make_profile_frame(
+        {
+            ("a", "m"): {100: [8.0], 500: [30.0], 1000: [55.0]},
+            ("b", "m"): {100: [12.0], 500: [70.0], 1000: [150.0]},
+            ("c", "m"): {100: [6.0], 500: [60.0], 1000: [260.0]},
+            ("d", "m"): {100: [20.0], 500: [90.0], 1000: [170.0]},
+        }
+    )
+    profile = Profile.from_frame(frame, source="four", drop_max=False)
+    prices = {"a": 0.5, "b": 0.15, "c": 0.2, "d": 0.12}
+    problem = make_problem(profile, prices, "m", 200.0, 2.0)
+    configs = enumerate_configs(problem)
+    rng = np.random.default_rng(0)
+    model = fluid_model(profile, problem, BatchMix.from_batch_sizes(rng.choice([100, 500, 1000], 500)))
+    exact = np.array([fluid_bound(model, row) for row in configs])
+    ub, solved = cut_bounds(model, configs, exact_top=20)
+    assert solved < len(configs) / 3
+    assert np.all(ub >= exact - 1e-7)
+    top = np.argsort(-exact, kind="stable")[:20]
+    assert ub[top] == pytest.approx(exact[top])
+    # The ranking's head by the cut bounds is the exact LP ranking's head.
+    assert set(np.argsort(-ub, kind="stable")[:20].tolist()) == set(top.tolist())
