@@ -44,6 +44,8 @@ class ServerKind:
     describe: Callable[[object], dict]
     # asyncio, not uvloop, where timer precision matters more than per-request cost (the emulated instance).
     default_loop: str = "auto"
+    # The listening site's class: aiohttp's SockSite, or one that puts a lean front before it (the dispatcher).
+    site: type[web.SockSite] = web.SockSite
 
 
 READY_PREFIX = "READY "
@@ -98,14 +100,16 @@ def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
         threading.Thread(target=wait_eof, name="stdin-watch", daemon=True).start()
 
 
-async def serve_async(app: web.Application, listen: Listen, info: dict) -> None:
+async def serve_async(
+    app: web.Application, listen: Listen, info: dict, site_class: type[web.SockSite] = web.SockSite
+) -> None:
     """Start ``app`` (running its startup), bind, print READY with the actual URL, serve until told to stop."""
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     host = listen.host
     try:
         sock = _bind(host, listen.port)
-        site = web.SockSite(runner, sock)
+        site = site_class(runner, sock)
         await site.start()
         actual = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
@@ -145,5 +149,5 @@ def serve(kind: ServerKind, config, listen: Listen = Listen()) -> int:
     factory = loop_factory(listen.loop)
     app = kind.create_app(config)  # bad input (an unknown type, a missing profile) fails before binding
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve_async(app, listen, {"kind": kind.name, **kind.describe(config)}))
+        runner.run(serve_async(app, listen, {"kind": kind.name, **kind.describe(config)}, kind.site))
     return 0

@@ -86,6 +86,7 @@ async def error_middleware(request: web.Request, handler):
 
 
 DECODES_BODY = web.AppKey("v2_decodes_body", bool)
+BODY_LIMIT = web.AppKey("v2_body_limit", int)  # client_max_size, for a front that reads bodies itself
 
 
 def v2_app(client_max_size: int, *middlewares) -> web.Application:
@@ -97,6 +98,7 @@ def v2_app(client_max_size: int, *middlewares) -> web.Application:
         handler_args={"auto_decompress": False},
     )
     app[DECODES_BODY] = True
+    app[BODY_LIMIT] = client_max_size
     return app
 
 

@@ -14,6 +14,7 @@ from servers import models, v2_http
 from servers.dispatcher import admin, metrics, proxy
 from servers.dispatcher.config import DispatcherConfig
 from servers.dispatcher.forward import Forwarder
+from servers.dispatcher.front import FrontSite
 from servers.dispatcher.state import DISPATCHER, Dispatcher
 from servers.serving import ServerKind
 
@@ -97,4 +98,5 @@ KIND = ServerKind(
         "instances": len(c.pool.instances),
         "records": str(c.records_path or ""),
     },
+    site=FrontSite,
 )

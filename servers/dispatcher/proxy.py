@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from harness.core.records import DROPPED, FAILED, OK, SHED, TIMED_OUT, elapsed_ms
@@ -36,6 +39,19 @@ FORWARD_HEADERS = ("Content-Type", v2.HEADER_LENGTH, "X-Request-ID")
 PASSBACK_HEADERS = tuple((h, h.lower()) for h in ("Content-Type", v2.HEADER_LENGTH))
 
 
+class Answer(NamedTuple):
+    """An infer response, whichever server writes it (aiohttp's, or the lean front of ``servers.dispatcher.front``)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+def error_answer(status: int, message: str) -> Answer:
+    """``{"error": message}`` with ``status``, as ``v2_http.json_error`` writes it."""
+    return Answer(status, orjson.dumps({"error": message}), {"Content-Type": "application/json"})
+
+
 async def infer(request: web.Request) -> web.Response:
     """``POST /v2/models/{name}/infer``: queue, dispatch by policy, forward, pass the response back."""
     d = request.app[DISPATCHER]
@@ -43,23 +59,31 @@ async def infer(request: web.Request) -> web.Response:
     if name != d.model:
         raise v2.V2Error(404, f"unknown model {name!r} (this pool serves {d.model!r})")
     body = await v2_http.read_body(request)
-    batch = v2.peek_batch(body, request.headers.get(v2.HEADER_LENGTH))
+    a = await answer_infer(d, name, body, request.headers)
+    return web.Response(body=a.body, status=a.status, headers=a.headers)
+
+
+async def answer_infer(d: Dispatcher, name: str, body: bytes, req_headers: Mapping[str, str]) -> Answer:
+    """The infer path after the body is read (``req_headers`` case-insensitive); V2Error for the request's faults."""
+    if name != d.model:
+        raise v2.V2Error(404, f"unknown model {name!r} (this pool serves {d.model!r})")
+    batch = v2.peek_batch(body, req_headers.get(v2.HEADER_LENGTH))
     if batch > d.max_batch:
         raise v2.V2Error(400, f"batch size {batch} above the pool's largest profiled batch {d.max_batch}")
-    rid = request_id(request.headers.get("X-Request-ID"))
+    rid = request_id(req_headers.get("X-Request-ID"))
     t_arrive = d.now()
     q = Query(next(d.seq), rid, d.model, batch, t_arrive)
     d.rows[q] = d.new_row(rid, batch, t_arrive)
     if len(d.core.pending) >= d.config.max_queue:
         d.finish_record(q, SHED, 503, "queue full")
-        return v2_http.json_error(503, f"queue full ({d.config.max_queue} queries waiting)")
+        return error_answer(503, f"queue full ({d.config.max_queue} queries waiting)")
     if d.held_bytes + len(body) > d.config.max_held_bytes:
         d.finish_record(q, SHED, 503, "held bodies full")
-        return v2_http.json_error(
+        return error_answer(
             503,
             f"overloaded: {d.held_bytes >> 20} MiB of request bodies already held (limit {d.config.max_held_bytes >> 20} MiB)",
         )
-    headers = {h: request.headers[h] for h in FORWARD_HEADERS if h in request.headers}
+    headers = {h: req_headers[h] for h in FORWARD_HEADERS if h in req_headers}
     headers["X-Request-ID"] = rid
     loop = asyncio.get_running_loop()
     fut = d.waiters[q] = loop.create_future()
@@ -98,18 +122,18 @@ def _encodable(text: str) -> bool:
         return False
 
 
-async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, body: bytes, headers: dict) -> web.Response:
+async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, body: bytes, headers: dict) -> Answer:
     row = d.rows[q]
     while True:
         try:
             inst = await fut
         except Dropped:
             d.finish_record(q, DROPPED, 503, "dropped by policy: deadline cannot be met")
-            return v2_http.json_error(503, "dropped: the query can no longer meet its QoS deadline")
+            return error_answer(503, "dropped: the query can no longer meet its QoS deadline")
         except QueueTimeout:
             waited = f"queued {d.queue_timeout_s * 1000:.0f} ms without an instance"
             d.finish_record(q, TIMED_OUT, 504, waited)
-            return v2_http.json_error(504, f"timed out: {waited}")
+            return error_answer(504, f"timed out: {waited}")
         row["attempts"] += 1
         t_start = d.now()
         row["start_s"] = d.epoch(t_start)
@@ -134,7 +158,7 @@ async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, body: bytes, head
             d.instance_failed(inst, exc.refused)
             if row["attempts"] > d.config.max_retries:
                 d.finish_record(q, FAILED, 502, str(exc))
-                return v2_http.json_error(502, f"backend failed: {exc}")
+                return error_answer(502, f"backend failed: {exc}")
             fut = d.waiters[q] = asyncio.get_running_loop().create_future()
             d.core.requeue(d.now(), [q])
             continue
@@ -154,7 +178,7 @@ async def _serve(d: Dispatcher, q: Query, fut: asyncio.Future, body: bytes, head
         )
         passback["X-Kairos-Instance"] = inst.instance_id
         passback["X-Kairos-Queue-Ms"] = f"{row['queue_ms']:.3f}"
-        return web.Response(body=data, status=status, headers=passback)
+        return Answer(status, data, passback)
 
 
 async def passthrough_get(request: web.Request) -> web.Response:

@@ -2,51 +2,28 @@
 
 import asyncio
 
+import aiohttp.test_utils
 import numpy as np
 import pytest
-from aiohttp.test_utils import TestServer
+from aiohttp import web
 
-from harness.core.profiles import Profile
 from servers import models, v2
 from servers.admin_auth import is_loopback
 from servers.dispatcher import DISPATCHER, DispatcherConfig, create_app
-from servers.emulated import EmulatedConfig
-from servers.emulated import create_app as create_emulated
-from servers.pool_file import Instance, PoolFile
-from tests.conftest import make_profile_frame
+from servers.dispatcher.front import FrontSite
+from servers.pool_file import PoolFile
 
 
-@pytest.fixture
-def profile():
-    """fast: 10 ms (batch <= 100) / 40 ms (<= 1000); slow: 30 ms / 400 ms."""
-    return Profile.from_frame(
-        make_profile_frame(
-            {
-                ("fast", "rm2"): {100: [10.0], 1000: [40.0]},
-                ("slow", "rm2"): {100: [30.0], 1000: [400.0]},
-            }
-        ),
-        drop_max=False,
-    )
+@pytest.fixture(autouse=True, params=["aiohttp", "front"])
+def server_side(request, monkeypatch):
+    """Every test here runs twice: infer served by aiohttp's route, and by the lean front a served process uses."""
+    if request.param == "front":
 
+        def site(runner, sock, **kw):
+            return (FrontSite if DISPATCHER in runner.app else web.SockSite)(runner, sock, **kw)
 
-@pytest.fixture
-async def backends(profile):
-    """Start emulated instances for the given types on free loopback ports; yields a starter."""
-    servers = []
-
-    async def start(*types):
-        out = []
-        for k, t in enumerate(types):
-            srv = TestServer(create_emulated(EmulatedConfig(t, "rm2"), profile), host="127.0.0.1")
-            await srv.start_server()
-            servers.append(srv)
-            out.append((Instance(f"{t}-{k}", str(srv.make_url("")).rstrip("/"), t, 0.1), srv))
-        return out
-
-    yield start
-    for srv in servers:
-        await srv.close()
+        monkeypatch.setattr(aiohttp.test_utils, "SockSite", site)
+    return request.param
 
 
 async def dispatcher(aiohttp_client, profile, started, **kw):
