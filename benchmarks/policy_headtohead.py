@@ -173,8 +173,12 @@ def main(argv: list[str] | None = None) -> int:
                 rival = max(RIVALS, key=lambda k: by[k]["allowable_qps"])
                 mean, lo, hi = paired(per_replicate(by["laxity"]), per_replicate(by[rival]))
                 beats = lo > 0 if not math.isnan(lo) else mean > 0
+                seeds = ", ".join(
+                    f"{a:.1f}/{b:.1f}" for a, b in zip(per_replicate(by["laxity"]), per_replicate(by[rival]))
+                )
                 verdicts.append(
                     f"{name}: laxity - {rival} = {mean:+.1f} qps, paired 95% interval [{lo:+.1f}, {hi:+.1f}]"
+                    f" (per seed, laxity/{rival}: {seeds})"
                     f" -> {'beats' if beats else 'does not beat'} the better of kairos and clockwork"
                     f" ({time.perf_counter() - t0:.0f} s)"
                 )

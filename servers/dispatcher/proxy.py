@@ -2,7 +2,9 @@
 
 Each infer request becomes a ``Query`` in a ``DispatchCore`` (the same object the simulator drives); when the policy
 starts it on an instance, the request body is forwarded byte for byte and the instance's response is passed back
-unchanged. Service times observed here (the forward's round trip) update the latency model online.
+unchanged. Service times observed here (the forward's round trip) update the latency model online. ``answer_infer``
+is the path after the body is read; the aiohttp route ``infer`` and the lean front (``servers.dispatcher.front``)
+both call it, so either server gives the same answers and records.
 
 Failure rule (outlier detection, after Envoy's): a 4xx is the request's fault and passes back unchanged. A 5xx, a
 timeout or a dropped connection counts against the instance, and ``eject_after_failures`` in a row (a refused
