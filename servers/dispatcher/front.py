@@ -33,6 +33,7 @@ from servers.dispatcher.state import DISPATCHER, Dispatcher
 
 MAX_HEAD = 16 << 10  # a head this long is not the hot path's: aiohttp decides (and refuses above its own limit)
 MAX_BUFFER = 1 << 20  # unanswered bytes held before reading pauses
+KEEPALIVE_S = 75.0  # an idle keep-alive connection is closed after this long (aiohttp's default)
 PREFIX, SUFFIX = b"/v2/models/", b"/infer"
 NOT_OURS = ("transfer-encoding", "content-encoding", "expect", "upgrade")
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
@@ -48,6 +49,7 @@ class FrontProtocol(asyncio.Protocol):
         self.busy = False  # a request of this connection is being answered
         self.paused = False
         self.closed = False
+        self.idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport):
         """Register the connection (so a stopping site can close it)."""
@@ -56,14 +58,23 @@ class FrontProtocol(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        self.idle_timer = asyncio.get_running_loop().call_later(KEEPALIVE_S, self.close_if_idle)
 
     def connection_lost(self, exc):
         """Forget the connection; a request still being answered finishes and is recorded."""
         self.closed = True
         self.front.connections.discard(self)
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
 
     def data_received(self, data):
         """Buffer, and answer what is complete unless a request is already being answered."""
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         self.buf += data
         if self.busy:
             if len(self.buf) > MAX_BUFFER and not self.paused:
@@ -75,7 +86,11 @@ class FrontProtocol(asyncio.Protocol):
     def _next(self) -> None:
         """Start the next buffered request, or hand the connection to aiohttp if it is not a lean one."""
         buf = self.buf
+        if self.front.closing:  # the site is stopping: no new request starts here
+            self.transport.close()
+            return
         if not buf:
+            self._arm_idle()
             return
         end = buf.find(b"\r\n\r\n")
         if end < 0:
@@ -127,6 +142,9 @@ class FrontProtocol(asyncio.Protocol):
         transport, data = self.transport, bytes(self.buf)
         self.front.connections.discard(self)
         self.buf = bytearray()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         transport.set_protocol(proto)
         proto.connection_made(transport)
         if self.paused:
@@ -134,12 +152,10 @@ class FrontProtocol(asyncio.Protocol):
         if data:
             proto.data_received(data)
 
-    def close_if_idle(self) -> bool:
-        """Close the connection unless a request is being answered; whether it was closed."""
-        if self.busy:
-            return False
-        self.transport.close()
-        return True
+    def close_if_idle(self) -> None:
+        """Close the connection unless a request is being answered (then it closes after its answer)."""
+        if not self.busy and not self.closed:
+            self.transport.close()
 
 
 def parse_head(head: bytes) -> tuple[str, CIMultiDict, int, bool] | None:
@@ -191,6 +207,7 @@ class Front:
         self.limit_bytes = limit_bytes
         self.connections: set[FrontProtocol] = set()
         self.tasks: set[asyncio.Task] = set()
+        self.closing = False
 
     def protocol(self) -> FrontProtocol:
         """The protocol factory for ``loop.create_server``."""
@@ -198,6 +215,7 @@ class Front:
 
     async def shutdown(self, timeout_s: float) -> None:
         """Close idle connections; let requests being answered finish for up to ``timeout_s``, then cancel them."""
+        self.closing = True
         for conn in list(self.connections):
             conn.close_if_idle()
         if self.tasks:

@@ -9,6 +9,7 @@ from aiohttp import ClientSession, web
 
 from servers import v2
 from servers.dispatcher import DISPATCHER, DispatcherConfig, create_app
+from servers.dispatcher import front as front_module
 from servers.dispatcher.front import FrontSite, parse_head
 from servers.pool_file import PoolFile
 from servers.v2_http import BODY_LIMIT
@@ -130,3 +131,13 @@ async def test_bad_bytes_and_oversized_bodies_get_aiohttps_answers(front):
         async with s.post(url + "/v2/models/rm2/infer", data=b"{broken", headers={"X-Request-ID": "bad"}) as r:
             assert r.status == 400 and "Server" not in r.headers and "error" in await r.json()
     assert len(app[DISPATCHER].sink) == 0  # refused before either became a query, as on the aiohttp route
+
+
+async def test_an_idle_keep_alive_connection_is_closed(front, monkeypatch):
+    monkeypatch.setattr(front_module, "KEEPALIVE_S", 0.2)
+    _, _, port = front
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(infer_bytes(5))
+    assert (await read_response(reader))[0] == 200
+    assert await asyncio.wait_for(reader.read(), 5.0) == b""  # closed by the front after 0.2 s idle
+    writer.close()
