@@ -161,7 +161,16 @@ def test_two_processes_send_each_query_exactly_once(tmp_path):
 
 def test_ctrl_c_leaves_a_partial_readable_report(tmp_path):
     cmd = locust_cmd(tmp_path, "--dispatchers", "kairos", "--rate", "20", "--phase-queries", "2000")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    # Ctrl-C reaches a foreground process; one started from a background shell job (CI under `nohup ... &`) inherits
+    # SIGINT ignored, and so would Locust here: give it the terminal's default, as a user at a prompt has.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     lines = []
     deadline = time.monotonic() + 120
     for line in proc.stdout:
