@@ -105,19 +105,18 @@ class Laxity(BasePolicy):
         queue only through ``decide``), so walking back from the tail to the last index seen finds them all.
         """
         seen = self._seen
+        self._seen = max(seen, pending[-1].index)
         for k in range(len(pending) - 1, -1, -1):
             q = pending[k]
             if q.index <= seen:
                 break
+            bucket = self._buckets(q.model)[0]
             mix = self._mix.get(q.model)
             if mix is None:
-                bucket = self._buckets(q.model)[0]
                 mix = self._mix[q.model] = np.zeros(int(bucket.max()) + 1)
                 self._since[q.model] = 0
-            mix[self._buckets(q.model)[0][q.batch_size]] += 1.0
+            mix[bucket[q.batch_size]] += 1.0
             self._since[q.model] += 1
-            if q.index > self._seen:
-                self._seen = q.index
         for model, since in self._since.items():
             if since >= self.resolve or (since and model not in self._route and self._mix[model].sum() >= 100):
                 self._solve(model)
@@ -139,8 +138,6 @@ class Laxity(BasePolicy):
         within ``split`` of its cheapest type. The counts then decay by half, so the mix follows the load."""
         mix = self._mix[model]
         self._since[model] = 0
-        if not np.isfinite(self.split):
-            return
         bucket, mean, tail = self._buckets(model)
         counts = np.array([len(m) for m in self._members], dtype=float)
         used = np.nonzero(mix > 0)[0]
@@ -160,7 +157,8 @@ class Laxity(BasePolicy):
         """Place the most urgent queries on their earliest feasible finish; dispatch those that land on idle ones."""
         if not pending:
             return NOTHING
-        self._observe(pending)
+        if self.split != np.inf:  # with the routing off there is nothing to count or solve
+            self._observe(pending)
         qos = self.ctx.qos_ms
         types = self._types
         n = len(instances)
