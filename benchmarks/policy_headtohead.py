@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [c for c in chosen if c not in table]
         if unknown:
             p.error(f"unknown case(s) {', '.join(unknown)} (choose from {', '.join(table)})")
-        print("| case | policy | allowable qps (mean of R) | 95% interval | of fluid limit |")
-        print("|---|---|---|---|---|")
+        print("| case | policy | allowable qps (mean of R) | 95% interval | of fluid limit | per seed |")
+        print("|---|---|---|---|---|---|")
         verdicts = []
         for name in chosen:
             cli = ["simulate", *table[name], "--policy", args.policies, "--allowable", "--quiet"]
@@ -166,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                 lo, hi = r.get("allowable_low_qps", math.nan), r.get("allowable_high_qps", math.nan)
                 print(
                     f"| {name} | {r['policy']} | {r['allowable_qps']:.1f} | [{lo:.1f}, {hi:.1f}] | "
-                    f"{r['allowable_qps'] / limit:.0%} of {limit:.1f} |",
+                    f"{r['allowable_qps'] / limit:.0%} of {limit:.1f} | "
+                    # per seed, so runs split over processes (same seeds, same trace) can still be paired by hand
+                    f"{' / '.join(f'{v:.1f}' for v in per_replicate(r))} |",
                     flush=True,
                 )
             present = [k for k in RIVALS if k in by]  # a run may leave out a rival measured far below elsewhere

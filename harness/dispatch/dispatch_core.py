@@ -79,6 +79,7 @@ class DispatchCore:
                 self.running += 1
                 self.on_start(q, inst)
             else:
+                q.queued_on = j
                 inst.queue.append((q, pred_s))
         for q in d.drop:
             pending.remove(q)
@@ -107,12 +108,15 @@ class DispatchCore:
             self.pending.remove(query)
             return True
         except ValueError:
-            for inst in self.instances:
-                if inst.queue and inst.withdraw(query):
-                    if inst.outstanding == 0 and inst.index in self.draining:
-                        self._drained(now_s, inst)
-                    return True
-            return False
+            # Only the instance it last queued on can hold it; if it left that FIFO since, it started (or failed
+            # and was requeued: then it was found in pending above).
+            j = query.queued_on
+            if j < 0 or not self.instances[j].withdraw(query):
+                return False
+            inst = self.instances[j]
+            if inst.outstanding == 0 and inst.index in self.draining:
+                self._drained(now_s, inst)
+            return True
 
     def requeue(self, now_s: float, queries: list[Query]) -> None:
         """Put queries back at the head of the central queue (oldest first), e.g. after their instance failed."""

@@ -73,3 +73,38 @@ def test_the_simulator_and_dispatcher_core_start_queries_through_callbacks():
     assert insts[0].expected_free_s == pytest.approx(0.010)
     core.complete(0.012, Query(0, "0", "m", 10, 0.0), insts[0], 12.0)
     assert events[-2:] == [("assign", 1), ("start", 1)] and isinstance(insts[0], InstanceState)
+
+
+def test_withdraw_takes_a_waiting_query_out_of_the_central_queue_or_its_instance_fifo_only():
+    prof = Profile.from_frame(make_profile_frame({("a", "m"): {10: [10.0]}}), drop_max=False)
+    lat = LatencyModel(prof, ["a"], ["m"])
+    insts = build_instances(["a", "a"], lat.type_index)
+    started = []
+    core = DispatchCore(
+        make_policy("round_robin"),  # a push policy: queries wait in the instances' own FIFOs
+        lat,
+        insts,
+        100.0,
+        np.random.default_rng(0),
+        on_assign=lambda q, i: None,
+        on_start=lambda q, i: started.append(q.index),
+        on_drop=lambda q: None,
+    )
+    qs = [Query(i, str(i), "m", 10, 0.0) for i in range(5)]
+    for q in qs:
+        core.arrive(0.0, q)
+    assert started == [0, 1] and sum(len(i.queue) for i in insts) == 3
+    waiting = next(q for q in qs[2:] if q.queued_on == 1)
+    before = insts[1].outstanding, insts[1].expected_free_s
+    assert core.withdraw(0.001, waiting)
+    assert insts[1].outstanding == before[0] - 1 and insts[1].expected_free_s == pytest.approx(before[1] - 0.010)
+    assert all(q is not waiting for q, _ in insts[1].queue)
+    assert not core.withdraw(0.001, waiting)  # already gone
+    assert not core.withdraw(0.001, qs[0])  # running: it cannot be taken back
+    # Once a queued query starts, its stale record of where it queued must not let it be withdrawn.
+    queued0 = next(q for q, _ in insts[0].queue)
+    core.complete(0.010, qs[0], insts[0], 10.0)
+    assert queued0.index in started and not core.withdraw(0.011, queued0)
+    # A query still in the central queue (no instance took it) is withdrawn from there.
+    core.pending.append(extra := Query(9, "9", "m", 10, 0.0))
+    assert core.withdraw(0.011, extra) and not core.pending

@@ -16,7 +16,7 @@ from harness.dispatch.latency_model import LatencyModel
 class Query:
     """A query waiting for (or given) an instance; drivers create one per request."""
 
-    __slots__ = ("index", "request_id", "model", "batch_size", "arrival_s")
+    __slots__ = ("index", "request_id", "model", "batch_size", "arrival_s", "queued_on")
 
     def __init__(self, index: int, request_id: str, model: str, batch_size: int, arrival_s: float):
         self.index = index
@@ -24,6 +24,8 @@ class Query:
         self.model = model
         self.batch_size = batch_size
         self.arrival_s = arrival_s
+        # The instance whose local FIFO it last joined (-1: none), so withdrawing it looks at one instance, not all.
+        self.queued_on = -1
 
     def __repr__(self) -> str:
         return f"Query({self.request_id!r}, {self.model}, b={self.batch_size}, t={self.arrival_s:.6f})"
