@@ -1,6 +1,7 @@
 """Several hosts on one machine: the pool, the dispatcher, a Locust master and its workers, each in a Linux network
-namespace of its own (``harness/live/netns.py``), with a netem delay on the path to the pool; one phase sharded
-across the workers from a common start time, then checked.
+namespace of its own (``harness/live/netns.py``), with a delay on the path to the pool (netem, or where the kernel
+has none, the userspace delay line of ``harness/live/delay_relay.py``); one phase sharded across the workers from a
+common start time, then checked.
 
 The hosts (private /24 behind a bridge in a namespace of its own; prefix ``kh-``): ``pool`` (``kairos serve pool
 --host``), ``disp`` (``kairos serve dispatcher --host --admin-token``), ``master`` (the locustfile with ``--master
@@ -10,9 +11,13 @@ the count is the phase's planned queries; each worker's send lag (p99, from ``qu
 per-worker log line. The namespaces and every process in them are removed at the end, on an error, on Ctrl-C or
 SIGTERM; ``--teardown`` removes what a SIGKILLed run left.
 
-Needs Linux, root and iproute2; ``--delay-ms`` > 0 also a kernel with netem (``--delay-ms 0`` without).
+Needs Linux, root and iproute2. ``--delay-via`` says how the delay is made: ``netem`` (a qdisc on the path into the
+pool: every packet, the SYN included, waits), ``relay`` (the pool's servers listen on its loopback and one relay per
+port on its address holds every byte toward them: a TCP connect does not wait, a request does), or ``auto`` (netem
+where the kernel has it, else the relay; the default).
 
-Run: python benchmarks/netns_hosts.py [--rate 50] [--seconds 20] [--workers 2] [--delay-ms 5] [--out DIR]
+Run: python benchmarks/netns_hosts.py [--rate 50] [--seconds 20] [--workers 2] [--delay-ms 5] [--delay-via auto]
+                                     [--out DIR]
      python benchmarks/netns_hosts.py --teardown
 """
 
@@ -35,10 +40,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.core.errors import InputError
 from harness.live.netns import HostSpec, NetnsHosts, Topology, netem_unavailable, unavailable
 from harness.measure.analyzer import percentile_ms
 
 ROOT = Path(__file__).resolve().parents[1]
+LOOPBACK = "127.0.0.1"
 LOCUSTFILE = ROOT / "harness" / "kairos_load.py"
 DISPATCHER_PORT = 8000  # each host has its own ports: fixed ones cannot collide
 MASTER_PORT = 5557
@@ -54,6 +61,7 @@ class CrossHostRun:
     phase_seconds: float = 20.0
     workers: int = 2
     delay_ms: float = 5.0
+    delay_via: str = "netem"  # or "relay" (see delay_method)
     pool_config: str = "g4dn.xlarge=2,r5n.large=4"  # kairos keeps rm2's 350 ms p99 at 50 qps on it (simulated)
     policy: str = "kairos"
     model: str = "rm2"
@@ -71,7 +79,8 @@ class CrossHostResult:
     phases: list[dict] = field(default_factory=list)
     workers: dict[str, dict] = field(default_factory=dict)
     worker_log_lines: list[str] = field(default_factory=list)
-    pool_connect_ms: float = math.nan
+    pool_rtt_ms: float = math.nan
+    relay: dict = field(default_factory=dict)  # the delay line's figures, when it made the delay
     started_pids: list[int] = field(default_factory=list)
 
     @property
@@ -83,9 +92,23 @@ class CrossHostResult:
         )
 
 
+DELAY_VIA = ("auto", "netem", "relay")
+
+
+def delay_method(requested: str, prefix: str) -> tuple[str, str | None]:
+    """``netem`` or ``relay`` for ``requested`` (auto: netem where the kernel has it), and why netem is out (or None)."""
+    if requested not in DELAY_VIA:
+        raise InputError(f"{requested!r}: expected one of {', '.join(DELAY_VIA)}", field="delay_via")
+    why = netem_unavailable(prefix) if requested != "relay" else None
+    if requested == "auto":
+        return ("relay" if why else "netem"), why
+    return requested, why
+
+
 def topology(config: CrossHostRun) -> Topology:
-    """The pool (with the delay into it), the dispatcher, the master and the workers."""
-    hosts = [HostSpec("pool", config.delay_ms), HostSpec("disp"), HostSpec("master")]
+    """The pool (with netem's delay into it, when netem makes it), the dispatcher, the master and the workers."""
+    netem_ms = config.delay_ms if config.delay_via == "netem" else 0.0
+    hosts = [HostSpec("pool", netem_ms), HostSpec("disp"), HostSpec("master")]
     hosts += [HostSpec(f"w{k + 1}") for k in range(config.workers)]
     return Topology(tuple(hosts), prefix=config.prefix)
 
@@ -108,15 +131,15 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def connect_ms(hosts: NetnsHosts, src: str, url: str, tries: int = 20) -> float:
-    """Median TCP connect time from host ``src`` to ``url``'s address: the delay on the path shows in it."""
-    host, port = url.split("//", 1)[1].rsplit(":", 1)
+def round_trip_ms(hosts: NetnsHosts, src: str, url: str, tries: int = 20) -> float:
+    """Median time from host ``src`` of a fresh connection and one ``GET /v2/health/live`` to ``url``: the delay on
+    the path shows in it, whichever way it is made (netem also holds the SYN, the relay only the request)."""
     code = (
-        "import socket,statistics,time\n"
+        "import statistics,time,urllib.request\n"
         "t=[]\n"
         f"for _ in range({tries}):\n"
         "    s=time.perf_counter()\n"
-        f"    socket.create_connection(({host!r},{int(port)}),5).close()\n"
+        f"    urllib.request.urlopen({url + '/v2/health/live'!r},timeout=5).read()\n"
         "    t.append(1000*(time.perf_counter()-s))\n"
         "print(statistics.median(t))\n"
     )
@@ -146,15 +169,32 @@ def run_across(
         return proc, path
 
     pool_file = out / "pool.json"
+    relayed = config.delay_ms > 0 and config.delay_via == "relay"
+    # With the relay, the servers listen on the pool host's loopback and the relay on its address, port for port.
     pool, pool_log = start(
         "pool",
         "pool",
         [py, "-m", "harness.cli", "serve", "pool", "--config", config.pool_config, "--model", config.model]
-        + ["--host", addr["pool"], "--pool-file", str(pool_file), "--seed", str(config.seed)],
+        + ["--host", LOOPBACK if relayed else addr["pool"], "--pool-file", str(pool_file), "--seed", str(config.seed)],
     )
     info = wait_ready(pool, pool_log, "pool", config.start_timeout_s)
     started += [i["pid"] for i in info["instances"] if i.get("pid")]
     log(f"pool on {addr['pool']} ({hosts.hosts['pool'].namespace}): {len(info['instances'])} instances")
+    relay = relay_log = None
+    if relayed:
+        doc = json.loads(pool_file.read_text())
+        routes = []
+        for inst in doc["instances"]:
+            port = int(inst["url"].rsplit(":", 1)[1].split("/", 1)[0])
+            routes.append(f"{addr['pool']}:{port}={LOOPBACK}:{port}")
+            inst["url"] = inst["url"].replace(f"//{LOOPBACK}:", f"//{addr['pool']}:", 1)
+        pool_file.write_text(json.dumps(doc, indent=2))  # what the dispatcher and the master read: the relay
+        relay, relay_log = start(
+            "pool", "delay-relay", [py, "-m", "harness.live.delay_relay", "--delay-ms", f"{config.delay_ms:g}", *routes]
+        )
+        wait_ready(relay, relay_log, "delay relay", config.start_timeout_s)
+        log(f"delay line: {config.delay_ms:g} ms on every byte toward the pool's {len(routes)} servers (no netem)")
+    pool_url = json.loads(pool_file.read_text())["instances"][0]["url"]
 
     token = secrets.token_hex(16)
     token_file = out / "admin-token"
@@ -168,8 +208,8 @@ def run_across(
         + ["--records", str(out / "dispatcher.parquet"), "--seed", str(config.seed)],
     )
     url = wait_ready(disp, disp_log, "dispatcher", config.start_timeout_s)["url"]
-    pool_connect = connect_ms(hosts, "disp", info["instances"][0]["url"])
-    log(f"dispatcher at {url} ({hosts.hosts['disp'].namespace}); TCP connect to the pool {pool_connect:.2f} ms")
+    pool_rtt = round_trip_ms(hosts, "disp", pool_url)
+    log(f"dispatcher at {url} ({hosts.hosts['disp'].namespace}); a request to the pool {pool_rtt:.2f} ms")
 
     report_dir = out / "reports"
     locust = [py, "-m", "locust", "-f", str(LOCUSTFILE)]
@@ -209,7 +249,16 @@ def run_across(
     if not runs:
         raise RuntimeError(f"no run folder in {report_dir}: {tail(master_log)}")
     result = check(runs[-1], master_log)
-    result.master_rc, result.pool_connect_ms, result.started_pids = rc, pool_connect, started
+    result.master_rc, result.pool_rtt_ms, result.started_pids = rc, pool_rtt, started
+    if relay is not None:
+        relay.terminate()  # it prints how late its held bytes went out
+        try:
+            relay.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        for line in relay_log.read_text(errors="replace").splitlines():
+            if line.startswith("delay_relay: {"):
+                result.relay = json.loads(line.split(": ", 1)[1])
     return result
 
 
@@ -259,20 +308,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=d.rate_qps, help=f"offered load, qps (default {d.rate_qps:g})")
     p.add_argument("--seconds", type=float, default=d.phase_seconds, help=f"phase length (default {d.phase_seconds:g})")
     p.add_argument("--workers", type=int, default=d.workers, help=f"Locust workers (default {d.workers})")
-    p.add_argument(
-        "--delay-ms", type=float, default=d.delay_ms, help=f"netem delay to the pool (default {d.delay_ms:g})"
-    )
+    p.add_argument("--delay-ms", type=float, default=d.delay_ms, help=f"delay to the pool (default {d.delay_ms:g})")
+    p.add_argument("--delay-via", default="auto", choices=DELAY_VIA, help="netem, relay, or auto (default)")
     p.add_argument("--pool-config", default=d.pool_config, help=f"instance mix (default {d.pool_config})")
     p.add_argument("--policy", default=d.policy, help=f"dispatcher policy (default {d.policy})")
     p.add_argument("--prefix", default=d.prefix, help=f"namespace prefix (default {d.prefix})")
     p.add_argument("--out", default=None, help="folder for pool.json, logs and reports/ (default: a temporary one)")
     p.add_argument("--teardown", action="store_true", help="only remove the namespaces a killed run left")
     args = p.parse_args(argv)
+    via, why_not_netem = delay_method(args.delay_via, args.prefix) if args.delay_ms > 0 else ("netem", None)
     config = CrossHostRun(
         rate_qps=args.rate,
         phase_seconds=args.seconds,
         workers=args.workers,
         delay_ms=args.delay_ms,
+        delay_via=via,
         pool_config=args.pool_config,
         policy=args.policy,
         prefix=args.prefix,
@@ -282,12 +332,14 @@ def main(argv: list[str] | None = None) -> int:
         hosts.teardown()
         print(f"left: {hosts.leftovers() or 'nothing'}")
         return 0
-    reason = netem_unavailable(config.prefix) if config.delay_ms > 0 else unavailable(config.prefix)
+    reason = unavailable(config.prefix)
+    if reason is None and config.delay_ms > 0 and via == "netem" and why_not_netem:
+        reason = f"{why_not_netem} (--delay-via relay makes the delay in userspace)"
     if reason:
-        print(
-            f"netns_hosts: cannot run here: {reason}" + (" (--delay-ms 0 runs without it)" if "netem" in reason else "")
-        )
+        print(f"netns_hosts: cannot run here: {reason}")
         return 2
+    if config.delay_ms > 0 and via == "relay" and why_not_netem:
+        print(f"netns_hosts: no netem ({why_not_netem}): the delay comes from the userspace relay")
     # SIGTERM unwinds like Ctrl-C, so the namespaces' teardown runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="netns-hosts-"))
@@ -299,7 +351,14 @@ def main(argv: list[str] | None = None) -> int:
     alive = [pid for pid in result.started_pids if not gone(pid)]
     print(f"\nmachine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}; {wall:.0f} s")
     print(f"run folder {result.run_dir}; master exit code {result.master_rc}")
-    print(f"TCP connect dispatcher -> pool: {result.pool_connect_ms:.2f} ms (netem delay {config.delay_ms:g} ms)")
+    how = f"{config.delay_via} delay {config.delay_ms:g} ms" if config.delay_ms > 0 else "no delay"
+    print(f"a request dispatcher -> pool (fresh connection): {result.pool_rtt_ms:.2f} ms ({how})")
+    if result.relay:
+        r = result.relay
+        print(
+            f"delay line: {r['chunks']} chunks ({r['bytes']:,} bytes) held; out late by "
+            f"{r['late_p50_ms']:.2f} ms median, {r['late_max_ms']:.2f} ms at most"
+        )
     for ph in result.phases:
         print(
             f"phase {ph['phase']}: planned {ph['planned']}, in client.parquet {ph['client_rows']} "

@@ -1,6 +1,7 @@
 """Several hosts as network namespaces (harness/live/netns.py, benchmarks/netns_hosts.py), and the locustfile's run
 against a dispatcher it did not start (--dispatcher-url). Where namespaces cannot be made (not root, no iproute2,
-``ip netns add`` refused, no netem for the delayed variant) those tests skip with the reason."""
+``ip netns add`` refused, no netem for the netem variant) those tests skip with the reason; the delay can also come
+from the userspace delay line (harness/live/delay_relay.py), which needs no netem."""
 
 from __future__ import annotations
 
@@ -128,12 +129,16 @@ def test_a_run_attaches_to_a_running_dispatcher_and_checks_it_fronts_the_pool(tm
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay_ms", [0.0, 5.0], ids=["no-delay", "netem-5ms"])
-def test_a_phase_across_namespaces_sends_each_query_once_and_reports_send_lag_per_worker(tmp_path, delay_ms):
-    reason = netns.netem_unavailable(PREFIX) if delay_ms else netns.unavailable(PREFIX)
+@pytest.mark.parametrize(
+    "delay_ms, via", [(0.0, "netem"), (5.0, "netem"), (5.0, "relay")], ids=["no-delay", "netem-5ms", "relay-5ms"]
+)
+def test_a_phase_across_namespaces_sends_each_query_once_and_reports_send_lag_per_worker(tmp_path, delay_ms, via):
+    reason = netns.unavailable(PREFIX) or (netns.netem_unavailable(PREFIX) if delay_ms and via == "netem" else None)
     if reason:
         pytest.skip(reason)
-    config = netns_hosts.CrossHostRun(rate_qps=50.0, phase_seconds=10.0, workers=2, delay_ms=delay_ms, prefix=PREFIX)
+    config = netns_hosts.CrossHostRun(
+        rate_qps=50.0, phase_seconds=10.0, workers=2, delay_ms=delay_ms, delay_via=via, prefix=PREFIX
+    )
     hosts = NetnsHosts(netns_hosts.topology(config))
     with hosts:  # torn down whatever happens inside
         result = netns_hosts.run_across(hosts, config, tmp_path, log=print)
@@ -151,6 +156,20 @@ def test_a_phase_across_namespaces_sends_each_query_once_and_reports_send_lag_pe
     assert all(w["send_lag_p99_ms"] >= 0 for w in result.workers.values())
     (line,) = result.worker_log_lines
     assert all(f"{worker} 250 queries, send lag p99" in line for worker in result.workers)
-    if delay_ms:  # netem holds every packet to the pool at least this long
-        assert result.pool_connect_ms >= delay_ms
+    if delay_ms:  # every request to the pool waits at least this long on the way
+        assert result.pool_rtt_ms >= delay_ms
+    if via == "relay" and delay_ms:  # the dispatcher's every request went through the delay line
+        assert result.relay["chunks"] >= 500 and result.relay["late_p50_ms"] >= 0.0
+    else:
+        assert result.relay == {}
     assert not [pid for pid in result.started_pids if alive(pid)]
+
+
+def test_the_delay_is_made_by_netem_where_the_kernel_has_it_else_by_the_relay():
+    why = netns.netem_unavailable(PREFIX)
+    assert netns_hosts.delay_method("auto", PREFIX) == ("relay" if why else "netem", why)
+    assert netns_hosts.delay_method("relay", PREFIX) == ("relay", None)
+    assert netns_hosts.delay_method("netem", PREFIX) == ("netem", why)  # the caller refuses to run without it
+    with pytest.raises(InputError) as exc:
+        netns_hosts.delay_method("tc", PREFIX)
+    assert exc.value.field == "delay_via"
