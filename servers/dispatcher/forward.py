@@ -109,16 +109,22 @@ class _Connection(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc)
 
-    async def exchange(self, head: bytes, body: bytes) -> Reply:
-        """Send one request (``head`` ends with the blank line) and wait for its answer."""
-        self._waiter = asyncio.get_running_loop().create_future()
+    async def exchange(self, head: bytes, body: bytes, deadline: float) -> Reply:
+        """Send one request (``head`` ends with the blank line) and wait for its answer until the loop time
+        ``deadline`` (TimeoutError after it)."""
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
         self._headers, self._body = {}, []
         self._got_bytes = self._headers_done = False
         self.used = True
         self.transport.writelines((head, body))
+        # One timer handle rather than asyncio.timeout's context manager (a Timeout object, a reschedule and a task
+        # cancellation): ~3% of the dispatcher's CPU per query on the development VM.
+        timer = loop.call_at(deadline, self._fail, TimeoutError("no answer from the instance in time"))
         try:
             return await self._waiter
         finally:
+            timer.cancel()
             self._waiter = None
 
     def close(self):
@@ -150,35 +156,41 @@ class Forwarder:
             raise ForwardError(f"cannot connect to {host}:{port}: {exc}", refused=True) from None
         return conn
 
+    async def _connect_by(self, index: int, deadline: float) -> _Connection:
+        """A fresh connection, or TimeoutError at the loop time ``deadline``."""
+        async with asyncio.timeout_at(deadline):  # connects are rare (keep-alive): the context manager's cost is fine
+            return await self._connect(index)
+
     async def post(self, index: int, body: bytes, headers: dict[str, str]) -> Reply:
         """POST ``body`` to instance ``index``; ForwardError or TimeoutError when no answer comes back."""
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         # aiohttp decodes header bytes as UTF-8 with surrogateescape: encoding back the same way forwards them unchanged.
         head = self._heads[index] + f"{extra}Content-Length: {len(body)}\r\n\r\n".encode("utf-8", "surrogateescape")
-        async with asyncio.timeout(self.timeout_s):
-            idle = self._idle[index]
-            while idle:
-                conn = idle.pop()
-                if not conn.closed:
-                    break
-            else:
-                conn = await self._connect(index)
-            reused = conn.used
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s  # one deadline for the whole forward, connects included
+        idle = self._idle[index]
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                break
+        else:
+            conn = await self._connect_by(index, deadline)
+        reused = conn.used
+        try:
             try:
-                try:
-                    reply = await conn.exchange(head, body)
-                except _Lost as exc:
-                    if not reused or exc.answered:
-                        raise
-                    # A reused connection the instance had closed: send once more on a fresh one.
-                    conn = await self._connect(index)
-                    reply = await conn.exchange(head, body)
+                reply = await conn.exchange(head, body, deadline)
             except _Lost as exc:
-                conn.close()
-                raise ForwardError(str(exc)) from None
-            except BaseException:  # timeout, cancellation: the answer may still come, so the connection is spent
-                conn.close()
-                raise
+                if not reused or exc.answered:
+                    raise
+                # A reused connection the instance had closed: send once more on a fresh one.
+                conn = await self._connect_by(index, deadline)
+                reply = await conn.exchange(head, body, deadline)
+        except _Lost as exc:
+            conn.close()
+            raise ForwardError(str(exc)) from None
+        except BaseException:  # timeout, cancellation: the answer may still come, so the connection is spent
+            conn.close()
+            raise
         if conn.keep_alive and not conn.closed:
             idle.append(conn)
         else:
