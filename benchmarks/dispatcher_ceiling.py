@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                     cfg = DispatcherConfig(pool=pool, policy=policy, qos_ms=100.0, profiles=profile)
                     disps[label] = spawn_server("dispatcher", cfg, name=f"dispatcher-{label}", code_root=root)
                 found = {
-                    label: {"ceiling": 0.0, "held": 0.0, "us": [], "open": True, "unbroken": True} for label in disps
+                    label: {"ceiling": 0.0, "held": 0.0, "us": [], "us_at": {}, "open": True, "unbroken": True}
+                    for label in disps
                 }
                 try:
                     for i, rate in enumerate(rates):
@@ -196,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                             if held:
                                 f["held"] = rate
                                 f["us"].append(med["us_per_q"])
+                            if errors == 0:
+                                f["us_at"][rate] = med["us_per_q"]
                             # Collapsed (p99 past twice the hold bound, or errors): higher rates only take longer.
                             f["open"] = errors == 0 and med["p99_ms"] <= 2 * args.hold_p99_ms
                             limited = med["lag_p99_ms"] > CLIENT_LAG_MS or med["client_cpu_pct"] > CLIENT_CPU_PCT
@@ -218,16 +221,24 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nper code: ceiling (median p99 overhead <= {args.overhead_ms:g} ms at it and every rate below), the highest "
         f"rate held within {args.hold_p99_ms:g} ms p99, and the dispatcher's CPU per query where it held (one core "
-        f"over it: the rate at which the dispatcher alone would fill a core)"
+        f"over it: the rate at which the dispatcher alone would fill a core; against --before, the ratio of the two "
+        f"codes' CPU per query at each rate both served without errors)"
     )
     for (label, policy, n), f in ceilings.items():
         us = float(np.median(f["us"])) if f["us"] else float("nan")
         ratio = ""
         before = ceilings.get(("before", policy, n))
         if label == "now" and before is not None:
-            b_us = float(np.median(before["us"])) if before["us"] else float("nan")
+            # Rate by rate: CPU per query falls as the rate rises (each loop wakeup serves more), so medians over
+            # the rates each code held would favour the code that held more of the high ones.
+            both = sorted(set(before["us_at"]) & set(f["us_at"]))
+            ratios = [before["us_at"][r] / f["us_at"][r] for r in both]
+            span = (
+                f"x{min(ratios):.2f}..x{max(ratios):.2f} at {', '.join(f'{r:g}' for r in both)} qps" if ratios else ""
+            )
             ratio = (
-                f"  (before: ceiling {before['ceiling']:g}, holds {before['held']:g}, CPU capacity x{b_us / us:.2f})"
+                f"  (before: ceiling {before['ceiling']:g}, holds {before['held']:g}; CPU capacity rate by rate: "
+                f"median x{np.median(ratios) if ratios else float('nan'):.2f}, {span})"
             )
         print(
             f"  {label:>6} {policy:>8} N={n:<4} ceiling {f['ceiling']:6g} qps, holds {f['held']:6g} qps, "
