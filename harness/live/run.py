@@ -51,6 +51,23 @@ from traces.schema import Trace
 UNKNOWN_INTERVAL = " (nan: a phase too short to section; raise --phase-queries or use --replications)"
 
 
+def closing_line(results: list[tuple[str, float, float, AllowableInterval]], flagged: Callable[[str], str]) -> str:
+    """The run's last line: per dispatcher, allowable qps live [interval] / simulated, and what limited it."""
+
+    def bound(qps: float) -> str:
+        return "?" if math.isnan(qps) else f"{qps:.1f}"
+
+    unknown = any(math.isnan(iv.low_qps) or math.isnan(iv.high_qps) for *_, iv in results)
+    return (
+        "allowable throughput (qps):  "
+        + ",  ".join(
+            f"{s} {live:.1f} live [{bound(iv.low_qps)}..{bound(iv.high_qps)}] / {sim:.1f} sim{flagged(s)}"
+            for s, live, sim, iv in results
+        )
+        + (f"  (?:{UNKNOWN_INTERVAL.removeprefix(' (nan:')}" if unknown else "")
+    )
+
+
 class LiveRun:
     """Phases, sweeps and records of one live run; ``run(loadgen)`` does everything, ``close(partial=True)`` ends early."""
 
@@ -388,13 +405,7 @@ class LiveRun:
                 self.chaos.disarm()
         self.finished = True
         if results:
-            self.log(
-                "allowable throughput (qps):  "
-                + ",  ".join(
-                    f"{s} {live:.1f} live [{iv.low_qps:.1f}..{iv.high_qps:.1f}] / {sim:.1f} sim{self.flagged(s)}"
-                    for s, live, sim, iv in results
-                )
-            )
+            self.log(closing_line(results, self.flagged))
         return self.close(partial=False)
 
     def flagged(self, spec: str) -> str:

@@ -10,9 +10,11 @@ import pytest
 from harness.core.records import QUERY_COLUMNS, QUERY_SCHEMA, conform
 from harness.live.options import LiveOptions
 from harness.live.phase import ClientRecord, PhasePlan, account, from_columns, merge_phase, to_columns
+from harness.live.run import closing_line
 from harness.live.run_dir import RunDir
 from harness.measure.allowable import phase_queries
 from harness.measure.analyzer import ValidityRules
+from harness.measure.interval import AllowableInterval
 
 
 @pytest.fixture
@@ -117,3 +119,16 @@ def test_run_dir_streams_queries_and_marks_partial(tmp_path):
     assert q.dtypes.equals(frame.dtypes)
     assert json.loads((tmp_path / "r1" / "run.json").read_text())["partial"] is True
     assert sorted(p.name for p in (tmp_path / "r1").iterdir()) == ["queries.parquet", "run.json", "summary.parquet"]
+
+
+def test_the_closing_line_names_an_unknown_bound_and_why_instead_of_printing_nan():
+    known = AllowableInterval(105.0, 94.4, 108.6, False, False)
+    half = AllowableInterval(36.2, math.nan, 37.4, False, True)
+    line = closing_line(
+        [("kairos", 101.5, 108.6, known), ("fcfs", 36.2, 37.4, half)],
+        lambda s: " (HOST-LIMITED: 1 of 6 phases)" if s == "fcfs" else "",
+    )
+    assert "kairos 101.5 live [94.4..108.6] / 108.6 sim," in line
+    assert "fcfs 36.2 live [?..37.4] / 37.4 sim (HOST-LIMITED: 1 of 6 phases)" in line
+    assert "nan" not in line and line.endswith("raise --phase-queries or use --replications)")
+    assert "?:" not in closing_line([("kairos", 101.5, 108.6, known)], lambda s: "")
