@@ -7,7 +7,8 @@ arrives for a server is written on to it ``delay_ms`` later, in order; answers g
 path into the host. What differs from netem: the relay accepts a connection at once (netem also delays the SYN, so
 a TCP connect takes the delay too), the delay applies per chunk read rather than per packet, and its timer is an
 event loop's (a jitter of tens of microseconds idle, milliseconds on a loaded host: ``RelayStats`` records how late
-each chunk went out). Run it inside the host:
+each chunk went out), and it has no flow control of its own (a server that stops reading lets the relay buffer what
+the client sends, as a test tool may). Run it inside the host:
 
     python -m harness.live.delay_relay --delay-ms 5 10.77.0.1:9001=127.0.0.1:9001 10.77.0.1:9002=127.0.0.1:9002
 
@@ -49,23 +50,33 @@ class Route:
             raise InputError(f"{text!r}: expected LISTEN_HOST:PORT=TARGET_HOST:PORT", field="route") from None
 
 
+LATE_BUCKET_MS = 0.05  # the resolution of the late-time median; a histogram keeps a long run's memory flat
+
+
 @dataclass
 class RelayStats:
     """How late the delayed chunks went out (ms past their due time) and how many bytes were held."""
 
     chunks: int = 0
     bytes: int = 0
-    late_ms: list[float] = field(default_factory=list)
+    late_counts: dict[int, int] = field(default_factory=dict)  # late time in LATE_BUCKET_MS buckets -> chunks
+    late_max_ms: float = 0.0
+
+    def add_late(self, late_ms: float) -> None:
+        """Count one chunk that went out ``late_ms`` after its due time."""
+        k = int(late_ms / LATE_BUCKET_MS)
+        self.late_counts[k] = self.late_counts.get(k, 0) + 1
+        self.late_max_ms = max(self.late_max_ms, late_ms)
 
     def summary(self) -> dict:
-        """Counts and the late time's median and maximum."""
-        late = sorted(self.late_ms)
-        return {
-            "chunks": self.chunks,
-            "bytes": self.bytes,
-            "late_p50_ms": late[len(late) // 2] if late else 0.0,
-            "late_max_ms": late[-1] if late else 0.0,
-        }
+        """Counts and the late time's median (to the bucket's upper edge) and maximum."""
+        n, seen, p50 = sum(self.late_counts.values()), 0, 0.0
+        for k in sorted(self.late_counts):
+            seen += self.late_counts[k]
+            if 2 * seen >= n:
+                p50 = min((k + 1) * LATE_BUCKET_MS, self.late_max_ms)
+                break
+        return {"chunks": self.chunks, "bytes": self.bytes, "late_p50_ms": p50, "late_max_ms": self.late_max_ms}
 
 
 _EOF, _CLOSE = "eof", "close"  # markers in a byte stream: its sender half-closed, or closed
@@ -117,7 +128,7 @@ class _Half(asyncio.Protocol):
         while self.held and self.held[0][0] <= now:
             due, data = self.held.popleft()
             if self.stats is not None and isinstance(data, bytes):
-                self.stats.late_ms.append((now - due) * 1000.0)
+                self.stats.add_late((now - due) * 1000.0)
             self._write(data)
         if self.held:
             self.timer = self.loop.call_at(self.held[0][0], self._flush)
@@ -148,6 +159,7 @@ class DelayRelay:
         self.delay_s = delay_ms / 1000.0
         self.stats = RelayStats()
         self.servers: list[asyncio.AbstractServer] = []
+        self._connecting: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
 
     async def start(self) -> None:
         """Listen on every route's address."""
@@ -159,7 +171,9 @@ class DelayRelay:
 
     def _inbound(self, route: Route) -> _Half:
         near = _Half(self.delay_s, self.stats)  # the client's side: what it sends is held
-        asyncio.get_running_loop().create_task(self._connect(near, route))
+        task = asyncio.get_running_loop().create_task(self._connect(near, route))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
         return near
 
     async def _connect(self, near: _Half, route: Route) -> None:

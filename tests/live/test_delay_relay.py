@@ -11,7 +11,7 @@ import time
 import pytest
 
 from harness.core.errors import InputError
-from harness.live.delay_relay import DelayRelay, Route
+from harness.live.delay_relay import DelayRelay, RelayStats, Route
 
 
 async def _echo_server():
@@ -123,3 +123,13 @@ def test_the_command_says_ready_and_stops_on_sigterm_with_its_figures():
         text=True,
     )
     assert bad.returncode == 2 and "LISTEN_HOST:PORT=TARGET_HOST:PORT" in bad.stderr
+
+
+def test_the_late_time_median_comes_from_a_histogram_of_bounded_size():
+    stats = RelayStats()
+    for late in [0.01] * 10 + [0.3] * 5 + [7.0]:
+        stats.add_late(late)
+    s = stats.summary()
+    assert s["late_p50_ms"] == pytest.approx(0.05) and s["late_max_ms"] == 7.0
+    assert len(stats.late_counts) == 3
+    assert RelayStats().summary()["late_p50_ms"] == 0.0
