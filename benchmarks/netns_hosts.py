@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from yarl import URL
 
 from harness.core.errors import InputError
 from harness.live.netns import HostSpec, NetnsHosts, Topology, netem_unavailable, unavailable
@@ -181,20 +182,21 @@ def run_across(
     started += [i["pid"] for i in info["instances"] if i.get("pid")]
     log(f"pool on {addr['pool']} ({hosts.hosts['pool'].namespace}): {len(info['instances'])} instances")
     relay = relay_log = None
+    pool_url = info["instances"][0]["url"]
     if relayed:
         doc = json.loads(pool_file.read_text())
         routes = []
         for inst in doc["instances"]:
-            port = int(inst["url"].rsplit(":", 1)[1].split("/", 1)[0])
-            routes.append(f"{addr['pool']}:{port}={LOOPBACK}:{port}")
-            inst["url"] = inst["url"].replace(f"//{LOOPBACK}:", f"//{addr['pool']}:", 1)
+            url = URL(inst["url"])
+            routes.append(f"{addr['pool']}:{url.port}={LOOPBACK}:{url.port}")
+            inst["url"] = str(url.with_host(addr["pool"]))
         pool_file.write_text(json.dumps(doc, indent=2))  # what the dispatcher and the master read: the relay
         relay, relay_log = start(
             "pool", "delay-relay", [py, "-m", "harness.live.delay_relay", "--delay-ms", f"{config.delay_ms:g}", *routes]
         )
         wait_ready(relay, relay_log, "delay relay", config.start_timeout_s)
         log(f"delay line: {config.delay_ms:g} ms on every byte toward the pool's {len(routes)} servers (no netem)")
-    pool_url = json.loads(pool_file.read_text())["instances"][0]["url"]
+        pool_url = doc["instances"][0]["url"]
 
     token = secrets.token_hex(16)
     token_file = out / "admin-token"

@@ -178,13 +178,14 @@ class DelayRelay:
 
     async def _connect(self, near: _Half, route: Route) -> None:
         far = _Half(0.0, None)
+        far.peer = near  # before it connects: a server may answer (or speak first) before create_connection returns
         try:
             await asyncio.get_running_loop().create_connection(lambda: far, route.target_host, route.target_port)
         except OSError:
             if near.transport is not None:
                 near.transport.abort()  # the client sees the connection reset, as from a host with nothing there
             return
-        near.peer, far.peer = far, near
+        near.peer = far
         early, near.early = near.early, []
         for data in early:
             near._write(data)

@@ -48,23 +48,27 @@ from traces.scale import speedup
 from traces.scalers import scale_trace
 from traces.schema import Trace
 
-UNKNOWN_INTERVAL = " (nan: a phase too short to section; raise --phase-queries or use --replications)"
+UNKNOWN_INTERVAL = " (?: a phase too short to section; raise --phase-queries or use --replications)"
+
+
+def interval_text(iv: AllowableInterval) -> str:
+    """``low..high`` in qps, ``?`` for a bound the phases could not fix."""
+    return "..".join("?" if math.isnan(q) else f"{q:.1f}" for q in (iv.low_qps, iv.high_qps))
+
+
+def unknown_bound(iv: AllowableInterval) -> bool:
+    """Whether either bound of ``iv`` is unknown."""
+    return math.isnan(iv.low_qps) or math.isnan(iv.high_qps)
 
 
 def closing_line(results: list[tuple[str, float, float, AllowableInterval]], flagged: Callable[[str], str]) -> str:
     """The run's last line: per dispatcher, allowable qps live [interval] / simulated, and what limited it."""
-
-    def bound(qps: float) -> str:
-        return "?" if math.isnan(qps) else f"{qps:.1f}"
-
-    unknown = any(math.isnan(iv.low_qps) or math.isnan(iv.high_qps) for *_, iv in results)
     return (
         "allowable throughput (qps):  "
         + ",  ".join(
-            f"{s} {live:.1f} live [{bound(iv.low_qps)}..{bound(iv.high_qps)}] / {sim:.1f} sim{flagged(s)}"
-            for s, live, sim, iv in results
+            f"{s} {live:.1f} live [{interval_text(iv)}] / {sim:.1f} sim{flagged(s)}" for s, live, sim, iv in results
         )
-        + (f"  (?:{UNKNOWN_INTERVAL.removeprefix(' (nan:')}" if unknown else "")
+        + (f" {UNKNOWN_INTERVAL}" if any(unknown_bound(iv) for *_, iv in results) else "")
     )
 
 
@@ -389,9 +393,9 @@ class LiveRun:
                 self.log(
                     f"{spec}: allowable throughput {found.allowable_qps:.1f} qps live "
                     f"(bracket {found.bracket_qps[0]:.1f}..{found.bracket_qps[1]:.1f}; p99 crosses the QoS at "
-                    f"{iv.estimate_qps:.1f}, 95% interval {iv.low_qps:.1f}..{iv.high_qps:.1f}"
+                    f"{iv.estimate_qps:.1f}, 95% interval {interval_text(iv)}"
                     f"{' (a bound at the edge of the rates tried)' if iv.low_censored or iv.high_censored else ''}"
-                    f"{UNKNOWN_INTERVAL if math.isnan(iv.low_qps) or math.isnan(iv.high_qps) else ''}), "
+                    f"{UNKNOWN_INTERVAL if unknown_bound(iv) else ''}), "
                     f"{sim_qps:.1f} simulated"
                     + (
                         f", {host_sim:.1f} simulated with this host's service times ({100 * excess:+.0f}%)"
