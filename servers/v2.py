@@ -15,6 +15,7 @@ This module is the codec alone: no HTTP server, so clients and load generators c
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -509,14 +510,32 @@ class PayloadCache:
         return enc
 
 
+# The opening of a JSON infer request up to its first input's batch size, in the shapes clients write: flat "id" and
+# "parameters" members first, then "inputs", whose first object names its tensor and datatype before "shape". Where it
+# matches, the batch size is known without parsing the tensor data behind it (orjson takes ~34 us for rm2's batch of
+# 10, 7% of the dispatcher's time per query); anything else is parsed in full. Strings without escapes and
+# "parameters" without nesting keep the match exact: a quote or brace inside them ends it. (A duplicated key, which
+# JSON leaves undefined, may read differently here than in the server's parser.)
+_JSON_HEAD = re.compile(
+    rb'\s*\{\s*(?:"(?:id|parameters)"\s*:\s*(?:"[^"\\]*"|\{[^{}\[\]"]*(?:"[^"\\]*"[^{}\[\]"]*)*\})\s*,\s*)*'
+    rb'"inputs"\s*:\s*\[\s*\{\s*(?:"(?:name|datatype)"\s*:\s*"[^"\\]*"\s*,\s*)*'
+    rb'"shape"\s*:\s*\[\s*([1-9][0-9]{0,17})\s*[,\]]'
+)
+
+
 def peek_batch(body: bytes, header_length: str | None) -> int:
-    """The batch size of a V2 infer request (first dimension of its first input), reading only the JSON header."""
+    """The batch size of a V2 infer request (first dimension of its first input), reading only the JSON header.
+
+    A JSON request whose opening names the batch size (``_JSON_HEAD``) is not parsed further: a fault in the rest of
+    it is the server's to answer (a 4xx, passed back)."""
     try:
         hl = int(header_length) if header_length else None
     except ValueError:
         raise V2Error(400, f"{HEADER_LENGTH}: {header_length!r} is not an integer") from None
     if hl is not None and not 0 <= hl <= len(body):
         raise V2Error(400, f"{HEADER_LENGTH} {hl} does not fit the body length {len(body)}")
+    if hl is None and (m := _JSON_HEAD.match(body)) is not None:
+        return int(m.group(1))
     try:
         head = orjson.loads(body[:hl] if hl is not None else body)
     except orjson.JSONDecodeError as exc:

@@ -116,6 +116,21 @@ async def test_unknown_model_404_and_backend_400_passes_through(aiohttp_client, 
     assert rows["status"].tolist() == ["failed"] and rows["http_status"].tolist() == [400]
 
 
+async def test_json_fault_past_the_batch_size_is_the_servers_4xx_and_recorded(aiohttp_client, profile, backends):
+    """The dispatcher reads a JSON request only up to its batch size; a fault behind it comes back as the instance's
+    4xx JSON error, and the query is recorded."""
+    started = await backends("fast")
+    client = await dispatcher(aiohttp_client, profile, started)
+    body = v2.encode_infer_request(
+        models.make_inputs(models.get_spec("rm2"), 5, np.random.default_rng(0)), binary=False
+    )
+    resp = await client.post("/v2/models/rm2/infer", data=body.body[:-40], headers=body.headers)
+    assert resp.status == 400 and "malformed JSON" in (await resp.json())["error"]
+    rows = client.server.app[DISPATCHER].sink.frame()
+    assert rows["http_status"].tolist() == [400] and rows["batch_size"].tolist() == [5]
+    assert rows["instance_id"].tolist() == ["fast-0"]
+
+
 async def test_full_queue_sheds_with_503_and_records(aiohttp_client, profile, backends):
     started = await backends("slow")
     client = await dispatcher(aiohttp_client, profile, started, policy="fcfs", max_queue=1)

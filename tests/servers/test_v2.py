@@ -265,3 +265,49 @@ def test_shapes_numpy_cannot_hold_are_400(shape, binary, match):
     with pytest.raises(V2Error, match=match) as err:
         v2.parse_infer_request(body, header)
     assert err.value.status == 400
+
+
+@pytest.mark.parametrize("batch", [1, 7, 1000])
+@pytest.mark.parametrize("model", ["rm2", "wnd", "ncf"])
+def test_peek_batch_reads_a_json_head_as_the_full_parse_does(model, batch):
+    enc = v2.encode_infer_request(
+        models.make_inputs(models.get_spec(model), batch, np.random.default_rng(1)), binary=False
+    )
+    assert v2._JSON_HEAD.match(enc.body) is not None  # the encoder's JSON takes the short way
+    assert (
+        v2.peek_batch(enc.body, None)
+        == batch
+        == next(iter(v2.parse_infer_request(enc.body, None).inputs.values())).shape[0]
+    )
+
+
+@pytest.mark.parametrize(
+    "body, batch, short",
+    [
+        (b'{"inputs":[{"name":"x","shape":[7,2],"data":[1]}]}', 7, True),
+        (b' { "id" : "a", "parameters": {"k": 1, "s": "v"}, "inputs": [ { "shape" : [ 3 ] } ] }', 3, True),
+        (b'{"inputs":[{"datatype":"FP32","name":"x","shape":[12],"data":[]}]}', 12, True),
+        # Orders and contents the head does not cover are parsed in full, with the same answer.
+        (b'{"parameters":{"inputs":[{"shape":[3]}]},"inputs":[{"shape":[4]}]}', 4, False),
+        (b'{"inputs":[{"data":[1,2],"shape":[2]}]}', 2, False),
+        (b'{"inputs":[{"name":"a\\"b","shape":[5]}]}', 5, False),
+        (b'{"outputs":[{"name":"p"}],"inputs":[{"shape":[6]}]}', 6, False),
+    ],
+)
+def test_peek_batch_short_way_or_full_parse(body, batch, short):
+    assert (v2._JSON_HEAD.match(body) is not None) == short
+    assert v2.peek_batch(body, None) == batch
+
+
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        (b'{"inputs":[{"shape":[0]}]}', "batch size >= 1"),
+        (b'{"inputs":[{"shape":[2.5]}]}', "batch size >= 1"),
+        (b'{"inputs":[{"shape":[-1]}]}', "batch size >= 1"),
+        (b'{"inputs":[{"shape":[3', "malformed JSON"),
+    ],
+)
+def test_peek_batch_bad_heads_still_400(body, match):
+    with pytest.raises(V2Error, match=match):
+        v2.peek_batch(body, None)
