@@ -36,6 +36,7 @@ MAX_BUFFER = 1 << 20  # unanswered bytes held before reading pauses
 KEEPALIVE_S = 75.0  # an idle keep-alive connection is closed after this long (aiohttp's default)
 PREFIX, SUFFIX = b"/v2/models/", b"/infer"
 NOT_OURS = ("transfer-encoding", "content-encoding", "expect", "upgrade")
+TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # a header name's bytes
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
@@ -160,8 +161,8 @@ class FrontProtocol(asyncio.Protocol):
 
 def parse_head(head: bytes) -> tuple[str, CIMultiDict, int, bool] | None:
     """(model name, headers, body length, keep-alive) of a lean infer request's head; None for anything else."""
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ")
+    request_line, _, rest = head.partition(b"\r\n")
+    parts = request_line.split(b" ")
     if len(parts) != 3 or parts[0] != b"POST" or parts[2] != b"HTTP/1.1":
         return None
     path = parts[1]
@@ -170,14 +171,18 @@ def parse_head(head: bytes) -> tuple[str, CIMultiDict, int, bool] | None:
     name = path[len(PREFIX) : -len(SUFFIX)]
     if not name or not name.isascii() or b"/" in name or b"%" in name or b"?" in name or b"#" in name:
         return None
-    headers: CIMultiDict = CIMultiDict()
-    for line in lines[1:]:
-        key, sep, value = line.partition(b":")
-        # No folded lines, no space before the colon, nothing but visible ASCII in names: strictness here only
-        # sends the odd request to aiohttp's parser, which has the last word.
-        if not sep or not key or not key.isascii() or key[:1] in (b" ", b"\t") or key != key.strip() or b"\x00" in line:
+    # No folded lines, no space before the colon, names of token characters only, no NUL and no CR or LF but as
+    # line ends: strictness here only sends the odd request to aiohttp's parser, which has the last word.
+    n_lines = rest.count(b"\r\n")
+    if b"\x00" in rest or rest.count(b"\r") != n_lines or rest.count(b"\n") != n_lines:
+        return None
+    fields = []
+    for line in rest.decode("latin-1").split("\r\n") if rest else ():
+        key, sep, value = line.partition(":")
+        if not sep or not key or key.encode("latin-1").translate(None, TOKEN):
             return None
-        headers.add(key.decode("ascii"), value.strip(b" \t").decode("latin-1"))
+        fields.append((key, value.strip(" \t")))
+    headers = CIMultiDict(fields)
     if any(h in headers for h in NOT_OURS):
         return None
     lengths = headers.getall("Content-Length", [])

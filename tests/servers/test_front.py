@@ -68,6 +68,10 @@ def test_only_the_plain_infer_request_is_parsed_here():
         lean + b"\r\n folded",
         lean + b"\r\nBad Name : 1",
         lean + b"\r\nno colon",
+        lean + b"\r\nX-Odd: a\rb",  # a bare CR or LF, or a NUL, in a value
+        lean + b"\r\nX-Odd: a\nb",
+        lean + b"\r\nX-Odd: a\x00b",
+        lean + b"\r\nX(Odd): 1",  # not a token
     ):
         assert parse_head(other) is None, other
 
