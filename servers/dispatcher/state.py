@@ -66,6 +66,7 @@ class Dispatcher:
         self.policy_name = config.policy
         self.waiters: dict[Query, asyncio.Future] = {}
         self.rows: dict[Query, dict] = {}
+        self._empty_row = empty_row(DISPATCHER_SCHEMA)  # copied per query: a dict copy, not a comprehension
         self.core = PrefetchCore(
             make_policy(config.policy),
             self.latency,
@@ -170,7 +171,7 @@ class Dispatcher:
 
     def new_row(self, rid: str, batch: int, t: float) -> dict:
         """A record row at arrival."""
-        row = empty_row(DISPATCHER_SCHEMA)
+        row = self._empty_row.copy()
         row.update(request_id=rid, model=self.model, batch_size=batch, arrival_s=self.epoch(t), policy=self.policy_name)
         return row
 

@@ -141,6 +141,29 @@ def test_kairos_lone_query_shortcut_picks_what_the_matching_picks(shipped_profil
             assert policy.best_for_one(now, q, insts) == c[0]
 
 
+def test_kairos_small_matrix_on_python_floats_is_bit_for_bit_numpys(shipped_profile):
+    # cost_rows replaces cost_matrix on small problems: the same doubles, so the same matching, ties included.
+    types = ["g4dn.xlarge"] * 2 + ["r5n.large"] * 4 + ["c5n.2xlarge"] * 2
+    lat = LatencyModel(shipped_profile, types, ["rm2", "wnd"])
+    rng = np.random.default_rng(5)
+    for feasibility in ("tail", "mean"):
+        policy = make_policy(f"kairos:feasibility={feasibility}")
+        insts = build_instances(types, lat.type_index)
+        policy.bind(PolicyContext(tuple(lat.instance_types), lat, 350.0, np.random.default_rng(0)), insts)
+        for k in range(300):
+            now = 5.0
+            for inst in insts:
+                inst.expected_free_s = now + float(rng.choice([0.0, -0.01, rng.uniform(0, 0.4), 0.2]))
+            models = ["rm2"] * 4 if k % 2 else list(rng.choice(["rm2", "wnd"], 4))
+            rows = [
+                Query(i, str(i), m, int(rng.choice(np.arange(10, 1001, 10))), now - float(rng.uniform(0, 0.4)))
+                for i, m in enumerate(models[: 2 + k % 3])
+            ]
+            want = policy.cost_matrix(now, rows, insts)
+            got = np.array(policy.cost_rows(now, rows, insts))
+            assert got.shape == want.shape and (got == want).all() and got.tobytes() == want.tobytes()
+
+
 def test_kairos_keeps_large_query_for_busy_fast_instance(fixed_profile):
     policy = make_policy("kairos")
     insts = bind(policy, fixed_profile, ["fast", "slow"], qos_ms=300.0)

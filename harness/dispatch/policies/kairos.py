@@ -26,16 +26,16 @@ Tunables: ``row_factor`` (2: rows = row_factor x N), ``safeguard`` (0.02 of QoS)
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from harness.core.errors import InputError
 from harness.dispatch.policies.base import NOTHING, BasePolicy, Decision
 
-# Up to this many instances a lone query's row is solved on Python floats (best_for_one); past it numpy is cheaper.
+# Up to this many instances a lone query's row is solved on Python floats (best_for_one), and up to this many cells
+# a small matrix is built on them (cost_rows); past them numpy is cheaper.
 SCALAR_MAX_INSTANCES = 32
+SCALAR_MAX_CELLS = 64
 
 
 class Kairos(BasePolicy):
@@ -111,33 +111,38 @@ class Kairos(BasePolicy):
             cost[late] = np.where(residual[late] >= 0.0, self.penalty_near, self.penalty_miss)
         return cost
 
-    def best_for_one(self, now_s, q, instances) -> int:
-        """The position in ``instances`` that the matching gives a lone query: the first cheapest of its cost row.
+    def cost_rows(self, now_s, rows, instances) -> list[list[float]]:
+        """``cost_matrix`` on Python floats: the same arithmetic in the same order, so bit for bit its entries.
 
-        The same arithmetic as ``pair_costs``, in the same order, on Python floats (so bit for bit the same costs),
-        and the first minimum, which is what ``linear_sum_assignment`` picks for one row; on a few instances this
-        costs ~10 us where building arrays and solving costs ~65 us, and one queued query is the common case below
-        saturation."""
-        lat = self.ctx.latency
-        b = q.batch_size
-        l_col = lat.table_ms(q.model)[:, b].tolist()
-        check_col = lat.tail_ms(q.model)[:, b].tolist() if self.feasibility == "tail" else l_col
-        coef = self.coefficients(q.model).tolist()
-        slack_ms = self.ctx.qos_ms - (now_s - q.arrival_s) * 1000.0
-        guard, near, miss = self._guard_ms, self.penalty_near, self.penalty_miss
-        best_j, best = 0, math.inf
-        for j, inst in enumerate(instances):
-            t = inst.type_index
+        On a few rows and instances this costs ~10 us where numpy's calls cost ~50 us."""
+        lat, feasible_tail = self.ctx.latency, self.feasibility == "tail"
+        guard, near, miss, qos_ms = self._guard_ms, self.penalty_near, self.penalty_miss, self.ctx.qos_ms
+        cols = []
+        for inst in instances:
             left = inst.expected_free_s - now_s
-            t_left_ms = (left if left > 0.0 else 0.0) * 1000.0
-            residual = slack_ms - (t_left_ms + check_col[t])
-            if residual < guard:
-                cost = near if residual >= 0.0 else miss
-            else:
-                cost = coef[t] * (t_left_ms + l_col[t])
-            if cost < best:
-                best_j, best = j, cost
-        return best_j
+            cols.append((inst.type_index, (left if left > 0.0 else 0.0) * 1000.0))
+        out = []
+        for q in rows:
+            b = q.batch_size
+            l_col = lat.table_ms(q.model)[:, b].tolist()
+            check_col = lat.tail_ms(q.model)[:, b].tolist() if feasible_tail else l_col
+            coef = self.coefficients(q.model).tolist()
+            slack_ms = qos_ms - (now_s - q.arrival_s) * 1000.0
+            row = []
+            for t, t_left_ms in cols:
+                residual = slack_ms - (t_left_ms + check_col[t])
+                if residual < guard:
+                    row.append(near if residual >= 0.0 else miss)
+                else:
+                    row.append(coef[t] * (t_left_ms + l_col[t]))
+            out.append(row)
+        return out
+
+    def best_for_one(self, now_s, q, instances) -> int:
+        """The position in ``instances`` that the matching gives a lone query: the first cheapest of its cost row
+        (``cost_rows``), which is what ``linear_sum_assignment`` picks for one row."""
+        row = self.cost_rows(now_s, [q], instances)[0]
+        return row.index(min(row))
 
     def decide(self, now_s, pending, instances):
         """Solve the matching over the head of the queue; dispatch the pairs whose instance is idle."""
@@ -152,7 +157,10 @@ class Kairos(BasePolicy):
         if n_rows == 1 and len(instances) <= SCALAR_MAX_INSTANCES:
             j = self.best_for_one(now_s, rows[0], instances)
             return Decision([(rows[0], instances[j].index)]) if instances[j].idle else NOTHING
-        cost = self.cost_matrix(now_s, rows, instances)
+        if n_rows * len(instances) <= SCALAR_MAX_CELLS:
+            cost = np.array(self.cost_rows(now_s, rows, instances))
+        else:
+            cost = self.cost_matrix(now_s, rows, instances)
         r, c = linear_sum_assignment(cost)
         out = [(rows[i], instances[j].index) for i, j in zip(r.tolist(), c.tolist()) if instances[j].idle]
         return Decision(out) if out else NOTHING
