@@ -35,7 +35,7 @@ from harness.dispatch.policies.base import NOTHING, BasePolicy, Decision
 # Up to this many instances a lone query's row is solved on Python floats (best_for_one), and up to this many cells
 # a small matrix is built on them (cost_rows); past them numpy is cheaper.
 SCALAR_MAX_INSTANCES = 32
-SCALAR_MAX_CELLS = 64
+SCALAR_MAX_CELLS = 160
 
 
 class Kairos(BasePolicy):

@@ -54,7 +54,7 @@ from scipy.optimize import linear_sum_assignment
 from harness.core.errors import InputError
 from harness.dispatch.instance_state import InstanceState
 from harness.dispatch.policies.base import NOTHING, Decision
-from harness.dispatch.policies.kairos import Kairos
+from harness.dispatch.policies.kairos import SCALAR_MAX_CELLS, Kairos
 from harness.dispatch.type_index import TypeIndex
 
 
@@ -134,11 +134,15 @@ class KairosType(Kairos):
         cols = idle + busy
         if n_rows == 1:
             return self._cheapest_slot(now_s, rows[0], cols, len(idle))
-        types = np.fromiter((inst.type_index for inst in cols), dtype=np.intp, count=len(cols))
-        # As InstanceState.time_left_s, vectorized: the same doubles (a -0.0 for "free now" changes no sum).
-        free_s = np.fromiter((inst.expected_free_s for inst in cols), dtype=float, count=len(cols))
-        t_left_ms = np.maximum(free_s - now_s, 0.0) * 1000.0
-        r, c = linear_sum_assignment(self.pair_costs(now_s, rows, types, t_left_ms))
+        if n_rows * len(cols) <= SCALAR_MAX_CELLS:  # the usual size below saturation: Python floats are cheaper
+            cost = np.array(self.cost_rows(now_s, rows, cols))
+        else:
+            types = np.fromiter((inst.type_index for inst in cols), dtype=np.intp, count=len(cols))
+            # As InstanceState.time_left_s, vectorized: the same doubles (a -0.0 for "free now" changes no sum).
+            free_s = np.fromiter((inst.expected_free_s for inst in cols), dtype=float, count=len(cols))
+            t_left_ms = np.maximum(free_s - now_s, 0.0) * 1000.0
+            cost = self.pair_costs(now_s, rows, types, t_left_ms)
+        r, c = linear_sum_assignment(cost)
         n_idle = len(idle)
         return [(rows[i], cols[j], j < n_idle) for i, j in zip(r.tolist(), c.tolist())]
 
