@@ -15,7 +15,8 @@ of the matching stays queued, as in ``kairos``. A ``TypeIndex`` that the instanc
 idle and busy instances of each type, so finding the slots reads O(R) entries and the matching does not depend on N.
 When every type has R idle instances (a large pool below saturation) no two queries compete, and each simply takes
 its cheapest type; one query alone takes its cheapest slot. Both are computed without the matrix, in the same
-floating-point operations as ``kairos``' cost matrix.
+floating-point operations as ``kairos``' cost matrix. So is any matching of up to 160 cells (``Kairos.cost_rows``): below
+saturation, where most matchings are that small, numpy's per-call cost would dominate.
 
 Exactness. While the window Kairos matches, min(Q, 2N) queries, fits in ``max_rows`` (64), the matching has exact
 Kairos' optimal cost in every pool state (tests/dispatch/test_kairos_type.py checks it on random states); in
