@@ -120,48 +120,49 @@ def test_kairos_accepts_a_profile_of_zero_service_times():
     assert len(policy.decide(0.0, queue(10, 10), insts).assign) == 2
 
 
+def random_kairos_states(profile, types, models, seed, n):
+    """(policy, instances, now, rng) for ``n`` random pool states per feasibility rule: instances free now, in the
+    past, at the same moment or any time within the QoS."""
+    lat = LatencyModel(profile, types, models)
+    rng = np.random.default_rng(seed)
+    for feasibility in ("tail", "mean"):
+        policy = make_policy(f"kairos:feasibility={feasibility}")
+        insts = build_instances(types, lat.type_index)
+        policy.bind(PolicyContext(tuple(lat.instance_types), lat, 350.0, np.random.default_rng(0)), insts)
+        for _ in range(n):
+            now = 5.0
+            for inst in insts:
+                inst.expected_free_s = now + float(rng.choice([0.0, -0.01, rng.uniform(0, 0.4), 0.2]))
+            yield policy, insts, now, rng
+
+
+def random_query(i, model, now, rng):
+    """A query of a profiled batch size that has waited up to 0.4 s."""
+    return Query(i, str(i), model, int(rng.choice(np.arange(10, 1001, 10))), now - float(rng.uniform(0, 0.4)))
+
+
 def test_kairos_lone_query_shortcut_picks_what_the_matching_picks(shipped_profile):
     # best_for_one (Python floats) must give the lone query the instance linear_sum_assignment gives it, ties and
     # penalty bands included, for a query that waited any time, on instances in any state.
     from scipy.optimize import linear_sum_assignment
 
     types = ["g4dn.xlarge"] * 3 + ["r5n.large"] * 5 + ["c5n.2xlarge"] * 2
-    lat = LatencyModel(shipped_profile, types, ["rm2"])
-    rng = np.random.default_rng(3)
-    for feasibility in ("tail", "mean"):
-        policy = make_policy(f"kairos:feasibility={feasibility}")
-        insts = build_instances(types, lat.type_index)
-        policy.bind(PolicyContext(tuple(lat.instance_types), lat, 350.0, np.random.default_rng(0)), insts)
-        for _ in range(400):
-            now = 5.0
-            for inst in insts:
-                inst.expected_free_s = now + float(rng.choice([0.0, -0.01, rng.uniform(0, 0.4), 0.2]))
-            q = Query(0, "0", "rm2", int(rng.choice(np.arange(10, 1001, 10))), now - float(rng.uniform(0, 0.4)))
-            _, c = linear_sum_assignment(policy.cost_matrix(now, [q], insts))
-            assert policy.best_for_one(now, q, insts) == c[0]
+    for policy, insts, now, rng in random_kairos_states(shipped_profile, types, ["rm2"], 3, 400):
+        q = random_query(0, "rm2", now, rng)
+        _, c = linear_sum_assignment(policy.cost_matrix(now, [q], insts))
+        assert policy.best_for_one(now, q, insts) == c[0]
 
 
 def test_kairos_small_matrix_on_python_floats_is_bit_for_bit_numpys(shipped_profile):
     # cost_rows replaces cost_matrix on small problems: the same doubles, so the same matching, ties included.
     types = ["g4dn.xlarge"] * 2 + ["r5n.large"] * 4 + ["c5n.2xlarge"] * 2
-    lat = LatencyModel(shipped_profile, types, ["rm2", "wnd"])
-    rng = np.random.default_rng(5)
-    for feasibility in ("tail", "mean"):
-        policy = make_policy(f"kairos:feasibility={feasibility}")
-        insts = build_instances(types, lat.type_index)
-        policy.bind(PolicyContext(tuple(lat.instance_types), lat, 350.0, np.random.default_rng(0)), insts)
-        for k in range(300):
-            now = 5.0
-            for inst in insts:
-                inst.expected_free_s = now + float(rng.choice([0.0, -0.01, rng.uniform(0, 0.4), 0.2]))
-            models = ["rm2"] * 4 if k % 2 else list(rng.choice(["rm2", "wnd"], 4))
-            rows = [
-                Query(i, str(i), m, int(rng.choice(np.arange(10, 1001, 10))), now - float(rng.uniform(0, 0.4)))
-                for i, m in enumerate(models[: 2 + k % 3])
-            ]
-            want = policy.cost_matrix(now, rows, insts)
-            got = np.array(policy.cost_rows(now, rows, insts))
-            assert got.shape == want.shape and (got == want).all() and got.tobytes() == want.tobytes()
+    states = random_kairos_states(shipped_profile, types, ["rm2", "wnd"], 5, 300)
+    for k, (policy, insts, now, rng) in enumerate(states):
+        models = ["rm2"] * 4 if k % 2 else list(rng.choice(["rm2", "wnd"], 4))
+        rows = [random_query(i, m, now, rng) for i, m in enumerate(models[: 2 + k % 3])]
+        want = policy.cost_matrix(now, rows, insts)
+        got = np.array(policy.cost_rows(now, rows, insts))
+        assert got.shape == want.shape and got.tobytes() == want.tobytes()
 
 
 def test_kairos_keeps_large_query_for_busy_fast_instance(fixed_profile):
