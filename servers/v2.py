@@ -516,6 +516,7 @@ class PayloadCache:
 # 10, 7% of the dispatcher's time per query); anything else is parsed in full. Strings without escapes and
 # "parameters" without nesting keep the match exact: a quote or brace inside them ends it. (A duplicated key, which
 # JSON leaves undefined, may read differently here than in the server's parser.)
+JSON_HEAD_BYTES = 4096
 _JSON_HEAD = re.compile(
     rb'\s*\{\s*(?:"(?:id|parameters)"\s*:\s*(?:"[^"\\]*"|\{[^{}\[\]"]*(?:"[^"\\]*"[^{}\[\]"]*)*\})\s*,\s*)*'
     rb'"inputs"\s*:\s*\[\s*\{\s*(?:"(?:name|datatype)"\s*:\s*"[^"\\]*"\s*,\s*)*'
@@ -534,7 +535,9 @@ def peek_batch(body: bytes, header_length: str | None) -> int:
         raise V2Error(400, f"{HEADER_LENGTH}: {header_length!r} is not an integer") from None
     if hl is not None and not 0 <= hl <= len(body):
         raise V2Error(400, f"{HEADER_LENGTH} {hl} does not fit the body length {len(body)}")
-    if hl is None and (m := _JSON_HEAD.match(body)) is not None:
+    # Only the first JSON_HEAD_BYTES are scanned: the regex is linear but slower than orjson, so a padded opening
+    # (a huge "parameters", runs of whitespace) is left to the full parse rather than scanned at length.
+    if hl is None and (m := _JSON_HEAD.match(body, 0, JSON_HEAD_BYTES)) is not None:
         return int(m.group(1))
     try:
         head = orjson.loads(body[:hl] if hl is not None else body)

@@ -273,7 +273,7 @@ def test_peek_batch_reads_a_json_head_as_the_full_parse_does(model, batch):
     enc = v2.encode_infer_request(
         models.make_inputs(models.get_spec(model), batch, np.random.default_rng(1)), binary=False
     )
-    assert v2._JSON_HEAD.match(enc.body) is not None  # the encoder's JSON takes the short way
+    assert v2._JSON_HEAD.match(enc.body, 0, v2.JSON_HEAD_BYTES) is not None  # the encoder's JSON takes the short way
     assert (
         v2.peek_batch(enc.body, None)
         == batch
@@ -292,10 +292,11 @@ def test_peek_batch_reads_a_json_head_as_the_full_parse_does(model, batch):
         (b'{"inputs":[{"data":[1,2],"shape":[2]}]}', 2, False),
         (b'{"inputs":[{"name":"a\\"b","shape":[5]}]}', 5, False),
         (b'{"outputs":[{"name":"p"}],"inputs":[{"shape":[6]}]}', 6, False),
+        (b'{"parameters":{"pad":"' + b"x" * v2.JSON_HEAD_BYTES + b'"},"inputs":[{"shape":[8]}]}', 8, False),
     ],
 )
 def test_peek_batch_short_way_or_full_parse(body, batch, short):
-    assert (v2._JSON_HEAD.match(body) is not None) == short
+    assert (v2._JSON_HEAD.match(body, 0, v2.JSON_HEAD_BYTES) is not None) == short
     assert v2.peek_batch(body, None) == batch
 
 
