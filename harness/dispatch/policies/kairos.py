@@ -63,8 +63,10 @@ class Kairos(BasePolicy):
     def bind(self, ctx, instances):
         """Precompute per-instance type indices and per-model heterogeneity coefficients."""
         super().bind(ctx, instances)
+        self._bound = instances
         self._types = np.array([inst.type_index for inst in instances], dtype=np.intp)
         self._coef: dict[str, np.ndarray] = {}
+        self._lat: dict[str, list[list[tuple[float, float, float]]]] = {}  # per model, when latencies are fixed
         self._guard_ms = self.safeguard * ctx.qos_ms
 
     def coefficients(self, model: str) -> np.ndarray:
@@ -76,12 +78,33 @@ class Kairos(BasePolicy):
             coef = self._coef[model] = at_max.min() / at_max
         return coef
 
+    def latencies(self, model: str, batch_size: int) -> list[tuple[float, float, float]]:
+        """Per type index: (coefficient, mean ms, ms the QoS check uses) for ``batch_size``, as Python floats."""
+        table = self._lat.get(model)
+        if table is None:
+            lat = self.ctx.latency
+            mean, coef = lat.table_ms(model), self.coefficients(model)
+            check = lat.tail_ms(model) if self.feasibility == "tail" else mean
+            if lat.alpha > 0.0:  # online updates move the table: read this batch size's column afresh
+                b = batch_size
+                return list(zip(coef.tolist(), mean[:, b].tolist(), check[:, b].tolist()))
+            table = self._lat[model] = [
+                list(zip(coef.tolist(), ms, ks)) for ms, ks in zip(mean.T.tolist(), check.T.tolist())
+            ]
+        return table[batch_size]
+
+    def costs(self, now_s, rows, instances) -> np.ndarray:
+        """The cost matrix of ``rows`` against ``instances``, built the cheaper way for its size (the same doubles)."""
+        if len(rows) * len(instances) <= SCALAR_MAX_CELLS:
+            return np.array(self.cost_rows(now_s, rows, instances))
+        return self.cost_matrix(now_s, rows, instances)
+
     def cost_matrix(self, now_s, rows, instances) -> np.ndarray:
         """The (len(rows) x len(instances)) cost matrix described in the module docstring."""
         types = (
             self._types
-            if len(instances) == len(self._types)
-            else np.array([inst.type_index for inst in instances], dtype=np.intp)
+            if instances is self._bound
+            else np.fromiter((inst.type_index for inst in instances), dtype=np.intp, count=len(instances))
         )
         t_left_ms = (
             np.fromiter((inst.time_left_s(now_s) for inst in instances), dtype=float, count=len(instances)) * 1000.0
@@ -115,7 +138,6 @@ class Kairos(BasePolicy):
         """``cost_matrix`` on Python floats: the same arithmetic in the same order, so bit for bit its entries.
 
         On a few rows and instances this costs ~10 us where numpy's calls cost ~50 us."""
-        lat, feasible_tail = self.ctx.latency, self.feasibility == "tail"
         guard, near, miss, qos_ms = self._guard_ms, self.penalty_near, self.penalty_miss, self.ctx.qos_ms
         cols = []
         for inst in instances:
@@ -123,18 +145,16 @@ class Kairos(BasePolicy):
             cols.append((inst.type_index, (left if left > 0.0 else 0.0) * 1000.0))
         out = []
         for q in rows:
-            b = q.batch_size
-            l_col = lat.table_ms(q.model)[:, b].tolist()
-            check_col = lat.tail_ms(q.model)[:, b].tolist() if feasible_tail else l_col
-            coef = self.coefficients(q.model).tolist()
+            per_type = self.latencies(q.model, q.batch_size)
             slack_ms = qos_ms - (now_s - q.arrival_s) * 1000.0
             row = []
             for t, t_left_ms in cols:
-                residual = slack_ms - (t_left_ms + check_col[t])
+                coef, mean_ms, check_ms = per_type[t]
+                residual = slack_ms - (t_left_ms + check_ms)
                 if residual < guard:
                     row.append(near if residual >= 0.0 else miss)
                 else:
-                    row.append(coef[t] * (t_left_ms + l_col[t]))
+                    row.append(coef * (t_left_ms + mean_ms))
             out.append(row)
         return out
 
@@ -157,10 +177,6 @@ class Kairos(BasePolicy):
         if n_rows == 1 and len(instances) <= SCALAR_MAX_INSTANCES:
             j = self.best_for_one(now_s, rows[0], instances)
             return Decision([(rows[0], instances[j].index)]) if instances[j].idle else NOTHING
-        if n_rows * len(instances) <= SCALAR_MAX_CELLS:
-            cost = np.array(self.cost_rows(now_s, rows, instances))
-        else:
-            cost = self.cost_matrix(now_s, rows, instances)
-        r, c = linear_sum_assignment(cost)
+        r, c = linear_sum_assignment(self.costs(now_s, rows, instances))
         out = [(rows[i], instances[j].index) for i, j in zip(r.tolist(), c.tolist()) if instances[j].idle]
         return Decision(out) if out else NOTHING

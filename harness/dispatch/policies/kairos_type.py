@@ -15,8 +15,8 @@ of the matching stays queued, as in ``kairos``. A ``TypeIndex`` that the instanc
 idle and busy instances of each type, so finding the slots reads O(R) entries and the matching does not depend on N.
 When every type has R idle instances (a large pool below saturation) no two queries compete, and each simply takes
 its cheapest type; one query alone takes its cheapest slot. Both are computed without the matrix, in the same
-floating-point operations as ``kairos``' cost matrix. So is any matching of up to 160 cells (``Kairos.cost_rows``): below
-saturation, where most matchings are that small, numpy's per-call cost would dominate.
+floating-point operations as ``kairos``' cost matrix, and so is any matching of up to 160 cells (``Kairos.costs``):
+below saturation, where most matchings are that small, numpy's per-call cost would dominate.
 
 Exactness. While the window Kairos matches, min(Q, 2N) queries, fits in ``max_rows`` (64), the matching has exact
 Kairos' optimal cost in every pool state (tests/dispatch/test_kairos_type.py checks it on random states); in
@@ -49,13 +49,12 @@ from __future__ import annotations
 
 from itertools import islice
 
-import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from harness.core.errors import InputError
 from harness.dispatch.instance_state import InstanceState
 from harness.dispatch.policies.base import NOTHING, Decision
-from harness.dispatch.policies.kairos import SCALAR_MAX_CELLS, Kairos
+from harness.dispatch.policies.kairos import Kairos
 from harness.dispatch.type_index import TypeIndex
 
 
@@ -84,7 +83,6 @@ class KairosType(Kairos):
         super().bind(ctx, instances)
         self._n_types = len(ctx.instance_types)
         self._index = TypeIndex.of(instances, self._n_types)
-        self._lat: dict[str, list[list[tuple[float, float, float]]]] = {}  # per model, when latencies are fixed
 
     def match(self, now_s, pending, instances) -> list[tuple[object, InstanceState, bool]]:
         """Kairos' matching over type slots (a deep queue sampled): (query, instance, instance is idle) per pair."""
@@ -135,32 +133,10 @@ class KairosType(Kairos):
         cols = idle + busy
         if n_rows == 1:
             return self._cheapest_slot(now_s, rows[0], cols, len(idle))
-        if n_rows * len(cols) <= SCALAR_MAX_CELLS:  # the usual size below saturation: Python floats are cheaper
-            cost = np.array(self.cost_rows(now_s, rows, cols))
-        else:
-            types = np.fromiter((inst.type_index for inst in cols), dtype=np.intp, count=len(cols))
-            # As InstanceState.time_left_s, vectorized: the same doubles (a -0.0 for "free now" changes no sum).
-            free_s = np.fromiter((inst.expected_free_s for inst in cols), dtype=float, count=len(cols))
-            t_left_ms = np.maximum(free_s - now_s, 0.0) * 1000.0
-            cost = self.pair_costs(now_s, rows, types, t_left_ms)
+        cost = self.costs(now_s, rows, cols)
         r, c = linear_sum_assignment(cost)
         n_idle = len(idle)
         return [(rows[i], cols[j], j < n_idle) for i, j in zip(r.tolist(), c.tolist())]
-
-    def _latencies(self, model: str, batch_size: int) -> list[tuple[float, float, float]]:
-        """Per type index: (coefficient, mean ms, ms the QoS check uses) for ``batch_size``, as Python floats."""
-        table = self._lat.get(model)
-        if table is None:
-            lat = self.ctx.latency
-            mean, coef = lat.table_ms(model), self.coefficients(model)
-            check = lat.tail_ms(model) if self.feasibility == "tail" else mean
-            if lat.alpha > 0.0:  # online updates move the table: read this batch size's column afresh
-                b = batch_size
-                return list(zip(coef.tolist(), mean[:, b].tolist(), check[:, b].tolist()))
-            table = self._lat[model] = [
-                list(zip(coef.tolist(), ms, ks)) for ms, ks in zip(mean.T.tolist(), check.T.tolist())
-            ]
-        return table[batch_size]
 
     def _cheapest_type(self, now_s, rows, idle, n_rows):
         """Every type has a free instance for every row: no row competes, so each takes its cheapest type."""
@@ -173,7 +149,7 @@ class KairosType(Kairos):
         used = [0] * len(types)
         out = []
         for row in rows:
-            per_type = self._latencies(row.model, row.batch_size)
+            per_type = self.latencies(row.model, row.batch_size)
             waited_ms = (now_s - row.arrival_s) * 1000.0
             best, best_k = 0.0, -1
             for k, t in enumerate(types):
@@ -191,22 +167,8 @@ class KairosType(Kairos):
 
     def _cheapest_slot(self, now_s, row, cols, n_idle):
         """One query: the matching is its cheapest slot (the first of equals, as the assignment solver takes)."""
-        # Scalar arithmetic in the order of pair_costs, so the costs are bit for bit its matrix's entries.
-        qos_ms, guard_ms = self.ctx.qos_ms, self._guard_ms
-        per_type = self._latencies(row.model, row.batch_size)
-        waited_ms = (now_s - row.arrival_s) * 1000.0
-        best, best_j = 0.0, -1
-        for j, inst in enumerate(cols):
-            coef, mean_ms, check_ms = per_type[inst.type_index]
-            t_left_ms = inst.time_left_s(now_s) * 1000.0
-            residual = qos_ms - waited_ms - (t_left_ms + check_ms)
-            if residual < guard_ms:
-                cost = self.penalty_near if residual >= 0.0 else self.penalty_miss
-            else:
-                cost = coef * (t_left_ms + mean_ms)
-            if best_j < 0 or cost < best:
-                best, best_j = cost, j
-        return [(row, cols[best_j], best_j < n_idle)]
+        j = self.best_for_one(now_s, row, cols)
+        return [(row, cols[j], j < n_idle)]
 
     def decide(self, now_s, pending, instances):
         """Match the queue's head to type slots; dispatch the pairs whose instance is idle."""
