@@ -101,5 +101,8 @@ def test_cut_bounds_are_exact_at_the_top_and_never_below_the_lp_elsewhere():
     assert np.all(ub >= exact - 1e-7)
     top = np.argsort(-exact, kind="stable")[:20]
     assert ub[top] == pytest.approx(exact[top])
-    # The ranking's head by the cut bounds is the exact LP ranking's head.
-    assert set(np.argsort(-ub, kind="stable")[:20].tolist()) == set(top.tolist())
+    # The ranking's head by the cut bounds is the exact LP ranking's head, up to configurations tied with its last
+    # member (two LPs of equal value may differ in the last bit, which decides the order between them).
+    head = np.argsort(-ub, kind="stable")[:20]
+    assert np.all(exact[head] >= exact[top[-1]] * (1 - 1e-12))
+    assert len(set(head.tolist()) ^ set(top.tolist())) <= 2 * int(np.sum(np.isclose(exact, exact[top[-1]], rtol=1e-12)))
