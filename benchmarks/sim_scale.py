@@ -8,7 +8,8 @@ only: at N = 1,000 it takes about half a millisecond per decision. Targets (issu
 N = 1,000: at most 100 us per decision and at least 20,000 queries/s. Queries/s come from runs without per-decision
 timing; each figure is the best of --repeat. The "(cpu)" columns divide by the CPU time the process used rather than
 the wall-clock time, which on a shared machine also counts the time other processes hold the cores (the header and
-footer give the load average). --load 1.0 shows the cost near saturation, where the queue is deep.
+footer give the load average). --load 1.0 shows the cost near saturation, where the queue is deep; at N = 1,000
+kairos_type's allowable throughput is 1.015 x capacity (10,582 qps), so that is where a search for it runs.
 Run: python benchmarks/sim_scale.py [--queries 50000] [--kairos-queries 20000] [--load 0.9] [--repeat 1]
 """
 

@@ -101,11 +101,16 @@ class TypeIndex:
         if k <= 0:
             return []
         busy, instances = self.busy[type_index], self.instances
-        out = [instances[i] for _, i in busy[:k]]
-        for (free_s, _), inst in zip(busy[:k], out):
-            if not inst.alive or inst.expected_free_s != free_s or _is_idle(inst):
-                break
-        else:
+        head = busy[:k]
+        out = [instances[i] for _, i in head]
+        # One comprehension rather than a loop with a break (the hot path): each still live, busy, and filed
+        # under its current predicted free time.
+        fresh = [
+            inst
+            for (free_s, _), inst in zip(head, out)
+            if inst.alive and inst.expected_free_s == free_s and (inst.running >= inst.capacity or inst.queue)
+        ]
+        if len(fresh) == len(out):
             return out
         # Something was written directly since its last notice: re-file every instance read, then read again.
         for inst in out:

@@ -8,12 +8,14 @@ from scipy.optimize import linear_sum_assignment
 
 from harness.core.errors import InputError
 from harness.core.pool_config import PoolConfig
+from harness.core.profiles import Profile
 from harness.dispatch.dispatch_core import DispatchCore
 from harness.dispatch.instance_state import build_instances
 from harness.dispatch.latency_model import LatencyModel
 from harness.dispatch.policies import PolicyContext, Query, make_policy
 from harness.dispatch.type_index import TypeIndex
 from harness.sim.simulator import SimConfig, simulate
+from tests.conftest import make_profile_frame
 from traces.generate import generate_trace
 
 TYPES = ("g4dn.xlarge", "r5n.large")
@@ -73,9 +75,11 @@ def test_optimal_cost_equals_exact_kairos_in_any_state(rm2):
     # Instances of a type in different states, some dead: the matching over type slots has the exact optimum's cost.
     rng = np.random.default_rng(11)
     now = 2.0
+    answered = Counter()
     for _ in range(150):
         counts = tuple(int(c) for c in rng.integers(1, 9, size=2))
         insts, exact, fast = pool(rm2, counts)
+        seen = spy_chain_match(fast)
         for inst in insts:
             u = rng.random()
             if u < 0.5:
@@ -99,6 +103,77 @@ def test_optimal_cost_equals_exact_kairos_in_any_state(rm2):
         got = sum(cost[q.index, col[inst.index]] for q, inst, _ in pairs)
         assert got == pytest.approx(cost[r, c].sum(), rel=1e-12, abs=1e-9)
         assert all(now_ == inst.idle for _, inst, now_ in pairs)
+        answered += seen
+    # Both ways were taken: the split over slot chains where it proves its optimum, the solver where it cannot.
+    assert answered["chain"] >= 10 and answered["solver"] >= 10
+
+
+def spy_chain_match(policy) -> Counter:
+    """Count how often ``policy``'s slot-chain matching answers and how often it leaves the state to the solver."""
+    seen: Counter = Counter()
+    inner = policy._chain_match
+
+    def chain_match(*args, **kwargs):
+        got = inner(*args, **kwargs)
+        seen["chain" if got is not None else "solver"] += 1
+        return got
+
+    policy._chain_match = chain_match
+    return seen
+
+
+def test_a_sampled_deep_queue_gets_a_feasible_matching_no_cheaper_than_the_optimum(rm2):
+    # Past max_rows queries the split over slot chains may move rows between types to pass the QoS check; its
+    # matching is then feasible (every pair within QoS) but not proven optimal: never below the solver's optimum.
+    rng = np.random.default_rng(5)
+    now = 2.0
+    seen = Counter()
+    for _ in range(80):
+        counts = (int(rng.integers(2, 12)), int(rng.integers(20, 40)))
+        insts, _, fast = pool(rm2, counts, "kairos_type:max_rows=16")
+        solver = make_policy("kairos_type:max_rows=16")
+        solver.bind(fast.ctx, insts)
+        solver._chain_match = lambda *args, **kwargs: None
+        answered = spy_chain_match(fast)
+        for inst in insts:
+            if rng.random() < 0.9:
+                inst.assign(now - 0.01, float(rng.uniform(0.0, 0.15)))
+        # Up to N queries, so that the sampled model has as many slots as rows (more rows go to the solver), of
+        # batch sizes that fit QoS on some type (a query that fits nowhere costs a penalty anywhere: the solver's).
+        batches = rng.choice(np.arange(10, 401, 10), size=int(rng.integers(17, sum(counts) + 1)))
+        arrivals = np.sort(now - rng.uniform(0.0, 0.1, size=len(batches)))
+        pending = deque(Query(i, str(i), "rm2", int(b), float(t)) for i, (b, t) in enumerate(zip(batches, arrivals)))
+        pairs = fast.match(now, pending, insts)
+        if not pairs:
+            continue
+        assert len({inst.index for _, inst, _ in pairs}) == len(pairs) <= 16  # fewer where slots are fewer
+        assert all(now_ == inst.idle for _, inst, now_ in pairs)
+        if answered["chain"]:
+            seen["chain"] += 1
+            costs = [fast.cost_rows(now, [q], [inst])[0][0] for q, inst, _ in pairs]
+            assert max(costs) < fast.penalty_near  # every pair passes the QoS check
+            best = sum(fast.cost_rows(now, [q], [inst])[0][0] for q, inst, _ in solver.match(now, pending, insts))
+            assert sum(costs) >= best - 1e-9
+        else:
+            seen["solver"] += 1
+    assert seen["chain"] > 40
+
+
+def test_the_chain_split_leaves_mixed_models_and_a_high_qos_to_the_solver():
+    # Coefficients differ by model, and above penalty_near a pair within QoS can cost more than a near miss: no
+    # relaxed bound holds, so the solver matches.
+    service = {100: [10.0], 1000: [100.0]}, {100: [40.0], 1000: [400.0]}
+    frame = make_profile_frame({(t, m): ms for t, ms in zip(("fast", "slow"), service) for m in ("m", "n")})
+    lat = LatencyModel(Profile.from_frame(frame, source="two models", drop_max=False), ["fast", "slow"], ["m", "n"])
+    for qos_ms, models in ((300.0, ("m", "n")), (600.0, ("m", "m"))):
+        insts = build_instances(["fast", "slow", "slow"], lat.type_index)
+        policy = make_policy("kairos_type")
+        policy.bind(PolicyContext(("fast", "slow"), lat, qos_ms, np.random.default_rng(0)), insts)
+        answered = spy_chain_match(policy)
+        insts[1].assign(0.0, 0.010)
+        pending = deque(Query(k, str(k), m, 100, 0.0) for k, m in enumerate(models))
+        assert len(policy.match(0.0, pending, insts)) == 2
+        assert answered == Counter(solver=1)
 
 
 @pytest.mark.parametrize("spec", ["kairos_type", "kairos_type:max_rows=3"])  # a deep queue sampled, too

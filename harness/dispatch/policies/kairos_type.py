@@ -18,6 +18,15 @@ its cheapest type; one query alone takes its cheapest slot. Both are computed wi
 floating-point operations as ``kairos``' cost matrix, and so is any matching of up to 160 cells (``Kairos.costs``):
 below saturation, where most matchings are that small, numpy's per-call cost would dominate.
 
+A matching of several queries over one or two types (one model) is first tried without the solver: within QoS a
+pair costs c_t x (t_left + L_t(b)), a row term plus a slot term, so ignoring the QoS check the matching is a split
+of the rows between the two types (by their cost difference; every split size tried on running sums), each type's
+earliest slots going to its rows in order of latest feasible start. If every pair then passes the QoS check, that
+matching attains a lower bound on every matching's cost: it is optimal, and the solver is not called. This matters
+because scipy's solver is slow on exactly these matrices: a row term plus a column term makes many matchings cost
+nearly the same, and its augmenting paths then visit every row (64 x 128 took ~500 us, a random matrix of that shape
+~55 us). The first-free slot of a type goes to its tightest row, where the solver leaves that tie to chance.
+
 Exactness. While the window Kairos matches, min(Q, 2N) queries, fits in ``max_rows`` (64), the matching has exact
 Kairos' optimal cost in every pool state (tests/dispatch/test_kairos_type.py checks it on random states); in
 particular, when the instances of each type are in one state it makes the same type-level decisions (which queries
@@ -32,7 +41,12 @@ It is not exact:
   outnumber instances in the same ratio as in Kairos' matching. Matching only the head instead fills the matching
   with large queries waiting for a GPU, and the small ones behind them, which Kairos sends to idle CPU instances,
   wait: on rm2 at g4dn.xlarge=20,r5n.large=80 (QoS 350 ms) the head alone reached 1094.85 qps of allowable
-  throughput against exact Kairos' 1111.96; the sample reaches 1111.96 (``kairos simulate``'s search);
+  throughput against exact Kairos' 1111.96; the sample reaches 1111.96 (``kairos simulate``'s search). On the
+  sample, where a type holds more tight rows than early slots, the row of its tight prefix cheapest to move goes to
+  the other type (up to ``MAX_MOVES`` moves) and the check is repeated: the matching is then feasible but not
+  proven optimal. On g4dn.xlarge=100,r5n.large=900 at capacity (rm2, 10,429 qps) 83% of these matchings had the
+  optimum's cost and the rest were within 0.8% of it (p99 0.26%); a sample that needs more moves, or holds a query
+  that fits QoS nowhere, goes to the solver;
 - with a QoS above ``penalty_near`` (500 ms): a pair within QoS can then cost more than a near miss, so a later
   instance can be cheaper and the earliest-free slots need not hold the optimum;
 - at concurrency above 1 (and on the live dispatcher's early slots, ``servers/dispatcher/prefetch.py``): an
@@ -40,13 +54,15 @@ It is not exact:
   instances, not the R that are free first.
 
 Tunables: those of ``kairos``, and ``max_rows`` (64): the most queries one matching holds. Near saturation the
-window is deep and each matching has max_rows queries and up to types x max_rows slots: at N = 1,000 a decision then
-takes about 0.7 ms (exact Kairos: tens of ms); 32 or 16 are two to four times faster there, and reached 1094.85 qps
-on the pool above, one search step below.
+window is deep and each matching has max_rows queries and up to types x max_rows slots: on the 2-core development
+VM at N = 1,000 a decision takes ~90 us at capacity (the allowable rate there is 1.015 x capacity), ~0.5 ms where
+the solver decides (exact Kairos: tens of ms). 32 rows take ~50 us there (the split is linear in the rows, not
+cubic like the solver).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from itertools import islice
 
 from scipy.optimize import linear_sum_assignment
@@ -63,6 +79,7 @@ class KairosType(Kairos):
 
     name = "kairos_type"
     push = False
+    MAX_MOVES = 8
 
     def __init__(
         self,
@@ -83,6 +100,7 @@ class KairosType(Kairos):
         super().bind(ctx, instances)
         self._n_types = len(ctx.instance_types)
         self._index = TypeIndex.of(instances, self._n_types)
+        self._type_lat: dict[tuple[str, int], tuple[float, list[float], list[float]]] = {}
 
     def match(self, now_s, pending, instances) -> list[tuple[object, InstanceState, bool]]:
         """Kairos' matching over type slots (a deep queue sampled): (query, instance, instance is idle) per pair."""
@@ -108,14 +126,17 @@ class KairosType(Kairos):
         deep = window > n_rows
         idle: list[InstanceState] = []
         busy: list[InstanceState] = []
+        chains: list[tuple[list[InstanceState], int]] = []  # per type with slots: idle then busy ones, and n idle
         all_idle = True  # every type that has instances offers n_rows idle ones
         for t in range(self._n_types):
             got = index.idle_of(t, n_rows)
             idle += got
             want = min(n_rows, max(len(got), -(-index.alive[t] * n_rows // window))) if deep else n_rows
+            more = index.earliest_busy(t, want - len(got)) if len(got) < want else []
+            busy += more
+            if got or more:
+                chains.append((got + more, len(got)))
             if len(got) < want:
-                more = index.earliest_busy(t, want - len(got))
-                busy += more
                 all_idle = all_idle and not more and not got
             elif len(got) < n_rows:
                 all_idle = all_idle and not got and not index.alive[t]
@@ -133,6 +154,10 @@ class KairosType(Kairos):
         cols = idle + busy
         if n_rows == 1:
             return self._cheapest_slot(now_s, rows[0], cols, len(idle))
+        if len(chains) <= 2:
+            pairs = self._chain_match(now_s, rows, chains, exact=not deep)
+            if pairs is not None:
+                return pairs
         cost = self.costs(now_s, rows, cols)
         r, c = linear_sum_assignment(cost)
         n_idle = len(idle)
@@ -164,6 +189,132 @@ class KairosType(Kairos):
             out.append((row, idle[best_k * n_rows + used[best_k]], True))
             used[best_k] += 1
         return out
+
+    def _chain_match(self, now_s, rows, chains, exact=True):
+        """The matching of ``rows`` to one or two types' slot chains without a cost matrix, or None (the assignment
+        solver then decides).
+
+        Within QoS a pair costs c_t x (t_left + L_t(b)): a row term plus a slot term. Ignoring the QoS check the
+        matching is a split of the rows between the types, the rows with the smallest c_A L_A - c_B L_B to A, each
+        type using its earliest slots; every split size is tried on running sums, O(R log R). Within a type the
+        earliest slot goes to the row whose latest feasible start (slack minus p99 service) comes first. If every
+        pair then passes the QoS check, its cost is this relaxed optimum, a lower bound on any matching's cost as
+        long as no penalty undercuts its pair's relaxed cost (checked per type): an optimal matching.
+
+        Where a type holds more tight rows than early slots, the row of its tight prefix cheapest to move goes to
+        the other type, and the check is repeated (up to MAX_MOVES times). The result is feasible but its cost is
+        no longer proven optimal: it is returned only with ``exact`` false (the sampled deep queue, itself a model
+        of Kairos' matching), else None. None too with several models among the rows (coefficients differ)."""
+        model = rows[0].model
+        near, qos_ms, guard = self.penalty_near, self.ctx.qos_ms, self._guard_ms
+        if not (qos_ms <= near <= self.penalty_miss):
+            return None
+        if len(self.ctx.latency.models) > 1 and any(q.model != model for q in rows):
+            return None
+        n = len(rows)
+        if sum(len(slots) for slots, _ in chains) < n:
+            return None  # more rows than slots: which rows stay out is the solver's choice
+        slack = [qos_ms - (now_s - q.arrival_s) * 1000.0 for q in rows]
+        batches = [q.batch_size for q in rows]
+        coef, taus, means, checks = [], [], [], []
+        for slots, n_idle in chains:
+            t = slots[0].type_index
+            c, mean_of, check_of = self._by_type(model, t, batches)
+            # ms until each slot is free (idle ones, then the earliest busy), as cost_rows computes it
+            tau = [(f - now_s) * 1000.0 if f > now_s else 0.0 for f in [inst.expected_free_s for inst in slots]]
+            if any(tau[:n_idle]) and tau != sorted(tau):
+                return None  # an idle slot still busy (concurrency > 1, an early slot): the chain is not in order
+            mean = [mean_of[b] for b in batches]
+            if c * (tau[-1] + max(mean)) > near:
+                return None  # a penalty could undercut a pair's relaxed cost: no bound
+            coef.append(c)
+            taus.append(tau)
+            means.append(mean)
+            checks.append([check_of[b] for b in batches])
+        if len(chains) == 1:
+            split = [list(range(n))]
+        else:
+            row_a = [coef[0] * m for m in means[0]]
+            row_b = [coef[1] * m for m in means[1]]
+            diff = [a - b for a, b in zip(row_a, row_b)]
+            order = sorted(range(n), key=diff.__getitem__)
+            tau_a, tau_b = taus
+            lo, hi = max(0, n - len(tau_b)), min(n, len(tau_a))
+            # cost(k): rows order[:k] on A, the rest on B, A's first k slots and B's first n - k
+            part = sum(row_b) + sum([diff[i] for i in order[:lo]])
+            ca, cb = coef
+            slot_a = sum([ca * x for x in tau_a[:lo]])
+            slot_b = [0.0]
+            for x in tau_b[: n - lo]:
+                slot_b.append(slot_b[-1] + cb * x)
+            best_k, best = lo, part + slot_a + slot_b[n - lo]
+            for k in range(lo + 1, hi + 1):
+                part += diff[order[k - 1]]
+                slot_a += ca * tau_a[k - 1]
+                total = part + slot_a + slot_b[n - k]
+                if total < best:
+                    best_k, best = k, total
+            split = [order[:best_k], order[best_k:]]
+        # Per chain, (latest feasible start, row) in order: the k-th row takes the k-th slot.
+        placed = [sorted([(slack[i] - check[i], i) for i in members]) for members, check in zip(split, checks)]
+        verified = [0] * len(placed)  # per chain: the rows placed before this position pass the QoS check
+        moves = 0
+        while True:
+            failed = None
+            for c, (members, tau, check) in enumerate(zip(placed, taus, checks)):
+                for j in range(verified[c], len(members)):
+                    i = members[j][1]
+                    if slack[i] - (tau[j] + check[i]) < guard:
+                        failed = c, j
+                        break
+                else:
+                    verified[c] = len(members)
+                    continue
+                break
+            if failed is None:
+                break
+            if exact or len(chains) == 1 or moves == self.MAX_MOVES:
+                return None
+            moves += 1
+            c, j = failed
+            o = 1 - c
+            k = len(placed[o])
+            if k >= len(taus[o]):
+                return None
+            tau_o, check_o = taus[o][k], checks[o]
+            tight = [e[1] for e in placed[c][: j + 1]]  # rows of the failing prefix: moving any one frees a slot
+            movable = [p for p, i in enumerate(tight) if slack[i] - (tau_o + check_o[i]) >= guard]
+            if not movable:
+                return None
+            # The move that raises the row term least: c_o L_o - c_c L_c.
+            sign = 1.0 if o == 0 else -1.0
+            pos = min(movable, key=lambda p: sign * diff[tight[p]])
+            i = placed[c].pop(pos)[1]
+            # Rows after pos move one slot earlier (they still pass); the failing row is now at j - 1, or j's
+            # successor at j if it was the one moved. In the other chain, the rows from the insertion shift later.
+            verified[c] = j if pos == j else j - 1
+            entry = (slack[i] - check_o[i], i)
+            at = bisect_left(placed[o], entry)
+            placed[o].insert(at, entry)
+            verified[o] = min(verified[o], at)
+        pairs: list = [None] * n
+        for members, (slots, n_idle) in zip(placed, chains):
+            for j, (_, i) in enumerate(members):
+                pairs[i] = (rows[i], slots[j], j < n_idle)
+        return pairs
+
+    def _by_type(self, model, t, batches):
+        """``latencies``' values for type index ``t`` as (coefficient, mean ms by batch size, QoS-check ms by
+        batch size): per-type lists, cached while the table is fixed."""
+        if self.ctx.latency.alpha > 0.0:  # online updates move the table: this decision's batch sizes, afresh
+            per = {b: self.latencies(model, b)[t] for b in set(batches)}
+            return next(iter(per.values()))[0], {b: x[1] for b, x in per.items()}, {b: x[2] for b, x in per.items()}
+        got = self._type_lat.get((model, t))
+        if got is None:
+            self.latencies(model, batches[0])  # builds and caches the model's table
+            table = self._lat[model]
+            got = self._type_lat[model, t] = (table[0][t][0], [r[t][1] for r in table], [r[t][2] for r in table])
+        return got
 
     def _cheapest_slot(self, now_s, row, cols, n_idle):
         """One query: the matching is its cheapest slot (the first of equals, as the assignment solver takes)."""
