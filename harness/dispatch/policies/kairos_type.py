@@ -20,9 +20,10 @@ below saturation, where most matchings are that small, numpy's per-call cost wou
 
 A matching of several queries over one or two types (one model) is first tried without the solver: within QoS a
 pair costs c_t x (t_left + L_t(b)), a row term plus a slot term, so ignoring the QoS check the matching is a split
-of the rows between the two types (by their cost difference; every split size tried on running sums), each type's
-earliest slots going to its rows in order of latest feasible start. If every pair then passes the QoS check, that
-matching attains a lower bound on every matching's cost: it is optimal, and the solver is not called. This matters
+of the rows between the two types (by their cost difference; the split size by bisection, as the cost is convex in
+it), each type's earliest slots going to its rows in order of latest feasible start. If every pair then passes the
+QoS check, that matching attains a lower bound on every matching's cost: it is optimal, and the solver is not
+called. This matters
 because scipy's solver is slow on exactly these matrices: a row term plus a column term makes many matchings cost
 nearly the same, and its augmenting paths then visit every row (64 x 128 took ~500 us, a random matrix of that shape
 ~55 us). The first-free slot of a type goes to its tightest row, where the solver leaves that tie to chance.
@@ -55,7 +56,7 @@ It is not exact:
 
 Tunables: those of ``kairos``, and ``max_rows`` (64): the most queries one matching holds. Near saturation the
 window is deep and each matching has max_rows queries and up to types x max_rows slots: on the 2-core development
-VM at N = 1,000 a decision takes ~90 us at capacity (the allowable rate there is 1.015 x capacity), ~0.5 ms where
+VM at N = 1,000 a decision takes ~80 us at capacity (the allowable rate there is 1.015 x capacity), ~0.5 ms where
 the solver decides (exact Kairos: tens of ms). 32 rows take ~50 us there (the split is linear in the rows, not
 cubic like the solver).
 """
@@ -102,8 +103,9 @@ class KairosType(Kairos):
         self._index = TypeIndex.of(instances, self._n_types)
         self._type_lat: dict[tuple[str, int], tuple[float, list[float], list[float]]] = {}
 
-    def match(self, now_s, pending, instances) -> list[tuple[object, InstanceState, bool]]:
-        """Kairos' matching over type slots (a deep queue sampled): (query, instance, instance is idle) per pair."""
+    def match(self, now_s, pending, instances, idle_only=False) -> list[tuple[object, InstanceState, bool]]:
+        """Kairos' matching over type slots (a deep queue sampled): (query, instance, instance is idle) per pair, in
+        queue order; with ``idle_only`` at least the pairs whose instance is idle (those a decision dispatches)."""
         if not pending or not instances:
             return []
         index = self._index
@@ -155,7 +157,7 @@ class KairosType(Kairos):
         if n_rows == 1:
             return self._cheapest_slot(now_s, rows[0], cols, len(idle))
         if len(chains) <= 2:
-            pairs = self._chain_match(now_s, rows, chains, exact=not deep)
+            pairs = self._chain_match(now_s, rows, chains, not deep, idle_only)
             if pairs is not None:
                 return pairs
         cost = self.costs(now_s, rows, cols)
@@ -190,14 +192,14 @@ class KairosType(Kairos):
             used[best_k] += 1
         return out
 
-    def _chain_match(self, now_s, rows, chains, exact=True):
+    def _chain_match(self, now_s, rows, chains, exact=True, idle_only=False):
         """The matching of ``rows`` to one or two types' slot chains without a cost matrix, or None (the assignment
         solver then decides).
 
         Within QoS a pair costs c_t x (t_left + L_t(b)): a row term plus a slot term. Ignoring the QoS check the
         matching is a split of the rows between the types, the rows with the smallest c_A L_A - c_B L_B to A, each
-        type using its earliest slots; every split size is tried on running sums, O(R log R). Within a type the
-        earliest slot goes to the row whose latest feasible start (slack minus p99 service) comes first. If every
+        type using its earliest slots; the best split size is found by bisection, O(R log R) in all. Within a type
+        the earliest slot goes to the row whose latest feasible start (slack minus p99 service) comes first. If every
         pair then passes the QoS check, its cost is this relaxed optimum, a lower bound on any matching's cost as
         long as no penalty undercuts its pair's relaxed cost (checked per type): an optimal matching.
 
@@ -234,26 +236,20 @@ class KairosType(Kairos):
         if len(chains) == 1:
             split = [list(range(n))]
         else:
-            row_a = [coef[0] * m for m in means[0]]
-            row_b = [coef[1] * m for m in means[1]]
-            diff = [a - b for a, b in zip(row_a, row_b)]
+            (ca, cb), (tau_a, tau_b) = coef, taus
+            diff = [ca * a - cb * b for a, b in zip(*means)]  # row term on A minus row term on B
             order = sorted(range(n), key=diff.__getitem__)
-            tau_a, tau_b = taus
+            # cost(k), rows order[:k] on A and the rest on B with each type's earliest slots, is convex in k: the
+            # step cost(k + 1) - cost(k) = diff[order[k]] + c_A tau_A[k] - c_B tau_B[n - k - 1] never falls
+            # (each term is sorted that way). So the least k whose step is not negative is the first minimum.
             lo, hi = max(0, n - len(tau_b)), min(n, len(tau_a))
-            # cost(k): rows order[:k] on A, the rest on B, A's first k slots and B's first n - k
-            part = sum(row_b) + sum([diff[i] for i in order[:lo]])
-            ca, cb = coef
-            slot_a = sum([ca * x for x in tau_a[:lo]])
-            slot_b = [0.0]
-            for x in tau_b[: n - lo]:
-                slot_b.append(slot_b[-1] + cb * x)
-            best_k, best = lo, part + slot_a + slot_b[n - lo]
-            for k in range(lo + 1, hi + 1):
-                part += diff[order[k - 1]]
-                slot_a += ca * tau_a[k - 1]
-                total = part + slot_a + slot_b[n - k]
-                if total < best:
-                    best_k, best = k, total
+            while lo < hi:
+                k = (lo + hi) // 2
+                if diff[order[k]] + ca * tau_a[k] - cb * tau_b[n - k - 1] >= 0.0:
+                    hi = k
+                else:
+                    lo = k + 1
+            best_k = lo
             split = [order[:best_k], order[best_k:]]
         # Per chain, (latest feasible start, row) in order: the k-th row takes the k-th slot.
         placed = [sorted([(slack[i] - check[i], i) for i in members]) for members, check in zip(split, checks)]
@@ -297,6 +293,13 @@ class KairosType(Kairos):
             at = bisect_left(placed[o], entry)
             placed[o].insert(at, entry)
             verified[o] = min(verified[o], at)
+        if idle_only:  # a decision dispatches these only: skip building the rest (the deep queue's ~64 rows)
+            now = sorted(
+                (i, c, j)
+                for c, (members, (_, n_idle)) in enumerate(zip(placed, chains))
+                for j, (_, i) in enumerate(members[:n_idle])
+            )
+            return [(rows[i], chains[c][0][j], True) for i, c, j in now]
         pairs: list = [None] * n
         for members, (slots, n_idle) in zip(placed, chains):
             for j, (_, i) in enumerate(members):
@@ -323,5 +326,5 @@ class KairosType(Kairos):
 
     def decide(self, now_s, pending, instances):
         """Match the queue's head to type slots; dispatch the pairs whose instance is idle."""
-        out = [(q, inst.index) for q, inst, now in self.match(now_s, pending, instances) if now]
+        out = [(q, inst.index) for q, inst, now in self.match(now_s, pending, instances, idle_only=True) if now]
         return Decision(out) if out else NOTHING
