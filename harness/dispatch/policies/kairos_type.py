@@ -23,10 +23,10 @@ pair costs c_t x (t_left + L_t(b)), a row term plus a slot term, so ignoring the
 of the rows between the two types (by their cost difference; the split size by bisection, as the cost is convex in
 it), each type's earliest slots going to its rows in order of latest feasible start. If every pair then passes the
 QoS check, that matching attains a lower bound on every matching's cost: it is optimal, and the solver is not
-called. This matters
-because scipy's solver is slow on exactly these matrices: a row term plus a column term makes many matchings cost
-nearly the same, and its augmenting paths then visit every row (64 x 128 took ~500 us, a random matrix of that shape
-~55 us). The first-free slot of a type goes to its tightest row, where the solver leaves that tie to chance.
+called. This matters because scipy's solver is slow on exactly these matrices: a row term plus a column term makes
+many matchings cost nearly the same, and its augmenting paths then visit every row (64 x 128 took ~500 us, a random
+matrix of that shape ~55 us). The first-free slot of a type goes to its tightest row, where the solver leaves that
+tie to chance.
 
 Exactness. While the window Kairos matches, min(Q, 2N) queries, fits in ``max_rows`` (64), the matching has exact
 Kairos' optimal cost in every pool state (tests/dispatch/test_kairos_type.py checks it on random states); in
