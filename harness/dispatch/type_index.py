@@ -20,10 +20,6 @@ from collections.abc import Sequence
 from harness.dispatch.instance_state import InstanceState
 
 
-def _is_idle(inst: InstanceState) -> bool:
-    return inst.alive and inst.running < inst.capacity and not inst.queue
-
-
 class TypeIndex:
     """Idle instances per type (sets of indices) and busy ones per type (lists sorted by ``expected_free_s``)."""
 
@@ -62,7 +58,7 @@ class TypeIndex:
             self._alive[i] = alive
             self.alive[t] += 1 if alive else -1
         old = self._key[i]
-        if alive and inst.running < inst.capacity and not inst.queue:  # _is_idle, inlined: the hot path
+        if alive and inst.running < inst.capacity and not inst.queue:  # InstanceState.idle, inlined: the hot path
             self.idle[t].add(i)
             new = None
         else:
@@ -103,7 +99,7 @@ class TypeIndex:
         busy, instances = self.busy[type_index], self.instances
         head = busy[:k]
         out = [instances[i] for _, i in head]
-        # One comprehension rather than a loop with a break (the hot path): each still live, busy, and filed
+        # One comprehension rather than a loop with a break (the hot path): each still live, not idle, and filed
         # under its current predicted free time.
         fresh = [
             inst

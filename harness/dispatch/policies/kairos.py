@@ -78,13 +78,17 @@ class Kairos(BasePolicy):
             coef = self._coef[model] = at_max.min() / at_max
         return coef
 
+    def check_table_ms(self, model: str) -> np.ndarray:
+        """The ``[type_index, batch_size]`` table the QoS check reads: the bucket's p99 ("tail") or its mean."""
+        lat = self.ctx.latency
+        return lat.tail_ms(model) if self.feasibility == "tail" else lat.table_ms(model)
+
     def latencies(self, model: str, batch_size: int) -> list[tuple[float, float, float]]:
         """Per type index: (coefficient, mean ms, ms the QoS check uses) for ``batch_size``, as Python floats."""
         table = self._lat.get(model)
         if table is None:
             lat = self.ctx.latency
-            mean, coef = lat.table_ms(model), self.coefficients(model)
-            check = lat.tail_ms(model) if self.feasibility == "tail" else mean
+            mean, coef, check = lat.table_ms(model), self.coefficients(model), self.check_table_ms(model)
             if lat.alpha > 0.0:  # online updates move the table: read this batch size's column afresh
                 b = batch_size
                 return list(zip(coef.tolist(), mean[:, b].tolist(), check[:, b].tolist()))

@@ -221,7 +221,7 @@ class KairosType(Kairos):
         coef, taus, means, checks = [], [], [], []
         for slots, n_idle in chains:
             t = slots[0].type_index
-            c, mean_of, check_of = self._by_type(model, t, batches)
+            c, mean_of, check_of = self._by_type(model, t)
             # ms until each slot is free (idle ones, then the earliest busy), as cost_rows computes it
             tau = [(f - now_s) * 1000.0 if f > now_s else 0.0 for f in [inst.expected_free_s for inst in slots]]
             if any(tau[:n_idle]) and tau != sorted(tau):
@@ -306,17 +306,16 @@ class KairosType(Kairos):
                 pairs[i] = (rows[i], slots[j], j < n_idle)
         return pairs
 
-    def _by_type(self, model, t, batches):
-        """``latencies``' values for type index ``t`` as (coefficient, mean ms by batch size, QoS-check ms by
-        batch size): per-type lists, cached while the table is fixed."""
-        if self.ctx.latency.alpha > 0.0:  # online updates move the table: this decision's batch sizes, afresh
-            per = {b: self.latencies(model, b)[t] for b in set(batches)}
-            return next(iter(per.values()))[0], {b: x[1] for b, x in per.items()}, {b: x[2] for b, x in per.items()}
+    def _by_type(self, model, t):
+        """Type index ``t``'s (coefficient, mean ms by batch size, QoS-check ms by batch size) as Python floats: the
+        values ``latencies`` gives, cached while the table is fixed."""
         got = self._type_lat.get((model, t))
         if got is None:
-            self.latencies(model, batches[0])  # builds and caches the model's table
-            table = self._lat[model]
-            got = self._type_lat[model, t] = (table[0][t][0], [r[t][1] for r in table], [r[t][2] for r in table])
+            lat = self.ctx.latency
+            coef = self.coefficients(model)[t].item()
+            got = coef, lat.table_ms(model)[t].tolist(), self.check_table_ms(model)[t].tolist()
+            if lat.alpha <= 0.0:  # online updates move the table: read it afresh each time
+                self._type_lat[model, t] = got
         return got
 
     def _cheapest_slot(self, now_s, row, cols, n_idle):
