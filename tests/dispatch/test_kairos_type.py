@@ -122,27 +122,40 @@ def spy_chain_match(policy) -> Counter:
     return seen
 
 
+def deep_sample(lat, rng, now, gpus, busy_s, batch_range, waited_s):
+    """A sampled deep queue (max_rows 16) on ``gpus`` (a range) g4dn.xlarge and 20-39 r5n.large instances, each busy
+    with probability 0.9 for up to ``busy_s``, and 17 to N queries (slots then outnumber the sample's rows) of batch
+    sizes in ``batch_range`` (steps of 10) that waited within ``waited_s``. Returns (instances, kairos_type, the same
+    policy with every matching left to the solver, a count of chain and solver answers, the queue)."""
+    counts = (int(rng.integers(*gpus)), int(rng.integers(20, 40)))
+    insts, _, fast = pool(lat, counts, "kairos_type:max_rows=16")
+    solver = make_policy("kairos_type:max_rows=16")
+    solver.bind(fast.ctx, insts)
+    solver._chain_match = lambda *args, **kwargs: None
+    answered = spy_chain_match(fast)
+    for inst in insts:
+        if rng.random() < 0.9:
+            inst.assign(now - 0.01, float(rng.uniform(0.0, busy_s)))
+    batches = rng.choice(np.arange(batch_range[0], batch_range[1] + 1, 10), size=int(rng.integers(17, sum(counts) + 1)))
+    arrivals = np.sort(now - rng.uniform(*waited_s, size=len(batches)))
+    pending = deque(Query(i, str(i), "rm2", int(b), float(t)) for i, (b, t) in enumerate(zip(batches, arrivals)))
+    return insts, fast, solver, answered, pending
+
+
+def pair_costs(policy, now, pairs) -> list[float]:
+    """Each pair's cost in kairos' matrix."""
+    return [policy.cost_rows(now, [q], [inst])[0][0] for q, inst, _ in pairs]
+
+
 def test_a_sampled_deep_queue_gets_a_feasible_matching_no_cheaper_than_the_optimum(rm2):
     # Past max_rows queries the split over slot chains may move rows between types to pass the QoS check; its
     # matching is then feasible (every pair within QoS) but not proven optimal: never below the solver's optimum.
+    # Batch sizes here fit QoS on some type (the next test leaves rows out).
     rng = np.random.default_rng(5)
     now = 2.0
     seen = Counter()
     for _ in range(80):
-        counts = (int(rng.integers(2, 12)), int(rng.integers(20, 40)))
-        insts, _, fast = pool(rm2, counts, "kairos_type:max_rows=16")
-        solver = make_policy("kairos_type:max_rows=16")
-        solver.bind(fast.ctx, insts)
-        solver._chain_match = lambda *args, **kwargs: None
-        answered = spy_chain_match(fast)
-        for inst in insts:
-            if rng.random() < 0.9:
-                inst.assign(now - 0.01, float(rng.uniform(0.0, 0.15)))
-        # Up to N queries, so that the sampled model has as many slots as rows (more rows go to the solver), of
-        # batch sizes that fit QoS on some type (a query that fits nowhere costs a penalty anywhere: the solver's).
-        batches = rng.choice(np.arange(10, 401, 10), size=int(rng.integers(17, sum(counts) + 1)))
-        arrivals = np.sort(now - rng.uniform(0.0, 0.1, size=len(batches)))
-        pending = deque(Query(i, str(i), "rm2", int(b), float(t)) for i, (b, t) in enumerate(zip(batches, arrivals)))
+        insts, fast, solver, answered, pending = deep_sample(rm2, rng, now, (2, 12), 0.15, (10, 400), (0.0, 0.1))
         pairs = fast.match(now, pending, insts)
         if not pairs:
             continue
@@ -150,13 +163,42 @@ def test_a_sampled_deep_queue_gets_a_feasible_matching_no_cheaper_than_the_optim
         assert all(now_ == inst.idle for _, inst, now_ in pairs)
         if answered["chain"]:
             seen["chain"] += 1
-            costs = [fast.cost_rows(now, [q], [inst])[0][0] for q, inst, _ in pairs]
+            costs = pair_costs(fast, now, pairs)
             assert max(costs) < fast.penalty_near  # every pair passes the QoS check
-            best = sum(fast.cost_rows(now, [q], [inst])[0][0] for q, inst, _ in solver.match(now, pending, insts))
-            assert sum(costs) >= best - 1e-9
+            assert sum(costs) >= sum(pair_costs(fast, now, solver.match(now, pending, insts))) - 1e-9
         else:
             seen["solver"] += 1
     assert seen["chain"] > 40
+
+
+def test_a_deep_queue_whose_tight_rows_fit_no_other_slot_leaves_some_out_rather_than_call_the_solver(rm2):
+    # Near the allowable rate the sample often holds more tight rows than a type has early slots, and none of them
+    # fits the other type: one is left out whatever the matching. The split then leaves out the row with the
+    # largest row term, which takes a slot no row uses; the matching still covers every sampled row, one per
+    # instance, and costs no less than the solver's optimum on the same sample.
+    rng = np.random.default_rng(11)
+    now = 2.0
+    seen = Counter()
+    gaps = []
+    for _ in range(60):
+        # Large batches that waited long: on a CPU instance they miss QoS, on a GPU instance only the early ones fit.
+        insts, fast, solver, answered, pending = deep_sample(rm2, rng, now, (4, 10), 0.2, (300, 1000), (0.05, 0.25))
+        pairs = fast.match(now, pending, insts)
+        if not answered["chain"] or not pairs:
+            continue
+        assert len(pairs) == 16  # every sampled row (slots outnumber them)
+        assert len({inst.index for _, inst, _ in pairs}) == 16  # one query per instance
+        assert all(now_ == inst.idle for _, inst, now_ in pairs)
+        costs = pair_costs(fast, now, pairs)
+        best = sum(pair_costs(fast, now, solver.match(now, pending, insts)))
+        assert sum(costs) >= best - 1e-9
+        seen["missed" if max(costs) >= fast.penalty_near else "within"] += 1
+        gaps.append(sum(costs) / best - 1.0)
+    assert seen["missed"] >= 10  # the path taken: answers in which some row misses QoS
+    # Not proven optimal, but close on most samples (here, built to be hard: 26 of 57 optimal, median 0.25% above
+    # the optimum, at worst 19%; on a simulated pool at its allowable rate 78% optimal, p99 0.26% above).
+    assert np.mean(np.array(gaps) < 1e-9) >= 1 / 3
+    assert np.median(gaps) < 0.01 and max(gaps) < 0.25
 
 
 def test_the_chain_split_leaves_mixed_models_and_a_high_qos_to_the_solver():

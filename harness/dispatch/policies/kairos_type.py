@@ -44,10 +44,14 @@ It is not exact:
   wait: on rm2 at g4dn.xlarge=20,r5n.large=80 (QoS 350 ms) the head alone reached 1094.85 qps of allowable
   throughput against exact Kairos' 1111.96; the sample reaches 1111.96 (``kairos simulate``'s search). On the
   sample, where a type holds more tight rows than early slots, the row of its tight prefix cheapest to move goes to
-  the other type (up to ``MAX_MOVES`` moves) and the check is repeated: the matching is then feasible but not
-  proven optimal. On g4dn.xlarge=100,r5n.large=900 at capacity (rm2, 10,429 qps) 83% of these matchings had the
-  optimum's cost and the rest were within 0.8% of it (p99 0.26%); a sample that needs more moves, or holds a query
-  that fits QoS nowhere, goes to the solver;
+  the other type (up to ``MAX_MOVES`` moves) and the check is repeated; where no row of the prefix fits the other
+  type, the one with the largest row term is left out and takes a slot no row uses (a near miss or a miss, as a
+  penalty it would pay anywhere). The matching is then not proven optimal. On g4dn.xlarge=100,r5n.large=900 (rm2),
+  against the solver on the same samples: at capacity (10,486 qps) 87% had the optimum's cost and the rest were
+  within 0.51% (p99 0.19%); at the allowable rate (10,585 qps), where some rows miss QoS, 78%, p99 0.26%, and at
+  worst 14.8% above it, in a sample with a pair that misses QoS. Allowable throughput is the
+  same as with the solver deciding these samples (N = 11, 100 and 1,000); a sample that needs more moves goes to
+  the solver;
 - with a QoS above ``penalty_near`` (500 ms): a pair within QoS can then cost more than a near miss, so a later
   instance can be cheaper and the earliest-free slots need not hold the optimum;
 - at concurrency above 1 (and on the live dispatcher's early slots, ``servers/dispatcher/prefetch.py``): an
@@ -56,9 +60,8 @@ It is not exact:
 
 Tunables: those of ``kairos``, and ``max_rows`` (64): the most queries one matching holds. Near saturation the
 window is deep and each matching has max_rows queries and up to types x max_rows slots: on the 2-core development
-VM at N = 1,000 a decision takes ~80 us at capacity (the allowable rate there is 1.015 x capacity), ~0.5 ms where
-the solver decides (exact Kairos: tens of ms). 32 rows take ~50 us there (the split is linear in the rows, not
-cubic like the solver).
+VM at N = 1,000 a decision takes ~90 us at capacity and at the allowable rate (1.015 x capacity), 0.1-0.5 ms where
+the solver decides (exact Kairos: tens of ms).
 """
 
 from __future__ import annotations
@@ -204,9 +207,11 @@ class KairosType(Kairos):
         long as no penalty undercuts its pair's relaxed cost (checked per type): an optimal matching.
 
         Where a type holds more tight rows than early slots, the row of its tight prefix cheapest to move goes to
-        the other type, and the check is repeated (up to MAX_MOVES times). The result is feasible but its cost is
-        no longer proven optimal: it is returned only with ``exact`` false (the sampled deep queue, itself a model
-        of Kairos' matching), else None. None too with several models among the rows (coefficients differ)."""
+        the other type (at its place in that type's order), and the check is repeated (up to MAX_MOVES moves). If
+        no row of the prefix fits the other type, the one with the largest row term is left out and then takes the
+        cheapest slot no row uses. The cost is then no longer proven optimal: such a matching is returned only with
+        ``exact`` false (the sampled deep queue, itself a model of Kairos' matching), else None. None too with
+        several models among the rows (coefficients differ)."""
         model = rows[0].model
         near, qos_ms, guard = self.penalty_near, self.ctx.qos_ms, self._guard_ms
         if not (qos_ms <= near <= self.penalty_miss):
@@ -255,6 +260,7 @@ class KairosType(Kairos):
         placed = [sorted([(slack[i] - check[i], i) for i in members]) for members, check in zip(split, checks)]
         verified = [0] * len(placed)  # per chain: the rows placed before this position pass the QoS check
         moves = 0
+        missed: list[int] = []  # rows left out of a prefix where none could move: placed last
         while True:
             failed = None
             for c, (members, tau, check) in enumerate(zip(placed, taus, checks)):
@@ -269,30 +275,60 @@ class KairosType(Kairos):
                 break
             if failed is None:
                 break
-            if exact or len(chains) == 1 or moves == self.MAX_MOVES:
+            if exact:
                 return None
-            moves += 1
             c, j = failed
             o = 1 - c
-            k = len(placed[o])
-            if k >= len(taus[o]):
-                return None
-            tau_o, check_o = taus[o][k], checks[o]
             tight = [e[1] for e in placed[c][: j + 1]]  # rows of the failing prefix: moving any one frees a slot
-            movable = [p for p, i in enumerate(tight) if slack[i] - (tau_o + check_o[i]) >= guard]
-            if not movable:
-                return None
-            # The move that raises the row term least: c_o L_o - c_c L_c.
-            sign = 1.0 if o == 0 else -1.0
-            pos = min(movable, key=lambda p: sign * diff[tight[p]])
+            movable = []
+            if len(chains) == 2 and len(placed[o]) < len(taus[o]):
+                # A row moved to the other type takes the slot of its place in that order (the rows after it there
+                # shift one slot later, and are checked again).
+                tau_o, check_o, placed_o = taus[o], checks[o], placed[o]
+                movable = [
+                    p
+                    for p, i in enumerate(tight)
+                    if slack[i] - (tau_o[bisect_left(placed_o, (slack[i] - check_o[i], i))] + check_o[i]) >= guard
+                ]
+            if movable:
+                if moves == self.MAX_MOVES:
+                    return None
+                moves += 1
+                # The move that raises the row term least: c_o L_o - c_c L_c.
+                sign = 1.0 if o == 0 else -1.0
+                pos = min(movable, key=lambda p: sign * diff[tight[p]])
+            else:
+                # No row of the prefix fits the other type: one of them is left out (it misses QoS or takes a later
+                # slot). Whichever it is, the rows after it move one slot earlier, so the choice changes only its
+                # own cost: leave out the row whose pair within QoS would cost most, the largest row term here.
+                mean_c = means[c]
+                pos = max(range(j + 1), key=lambda p: (mean_c[tight[p]], p))
             i = placed[c].pop(pos)[1]
             # Rows after pos move one slot earlier (they still pass); the failing row is now at j - 1, or j's
             # successor at j if it was the one moved. In the other chain, the rows from the insertion shift later.
             verified[c] = j if pos == j else j - 1
+            if not movable:
+                missed.append(i)
+                continue
             entry = (slack[i] - check_o[i], i)
             at = bisect_left(placed[o], entry)
             placed[o].insert(at, entry)
             verified[o] = min(verified[o], at)
+        # Each row left out takes the cheapest of the first slots no row uses, by kairos' cost (a near miss costs
+        # less than a miss). Slots outnumber rows, so there is one for each.
+        for i in missed:
+            best = None
+            for c, (members, tau, check) in enumerate(zip(placed, taus, checks)):
+                k = len(members)
+                if k < len(tau):
+                    residual = slack[i] - (tau[k] + check[i])
+                    if residual >= guard:
+                        cost = coef[c] * (tau[k] + means[c][i])
+                    else:
+                        cost = near if residual >= 0.0 else self.penalty_miss
+                    if best is None or (cost, tau[k]) < best[0]:
+                        best = (cost, tau[k]), c
+            placed[best[1]].append((None, i))
         if idle_only:  # a decision dispatches these only: skip building the rest (the deep queue's ~64 rows)
             now = sorted(
                 (i, c, j)
@@ -301,7 +337,7 @@ class KairosType(Kairos):
             )
             return [(rows[i], chains[c][0][j], True) for i, c, j in now]
         pairs: list = [None] * n
-        for members, (slots, n_idle) in zip(placed, chains):
+        for members, (slots, n_idle) in zip(placed, chains):  # every row: a row left out took a free slot
             for j, (_, i) in enumerate(members):
                 pairs[i] = (rows[i], slots[j], j < n_idle)
         return pairs
