@@ -156,13 +156,13 @@ class KairosType(Kairos):
             rows = list(islice(pending, n_rows))
         if all_idle and all(inst.expected_free_s <= now_s for inst in idle):
             return self._cheapest_type(now_s, rows, idle, n_rows)
-        cols = idle + busy
         if n_rows == 1:
-            return self._cheapest_slot(now_s, rows[0], cols, len(idle))
+            return self._cheapest_slot(now_s, rows[0], idle + busy, len(idle))
         if len(chains) <= 2:
             pairs = self._chain_match(now_s, rows, chains, not deep, idle_only)
             if pairs is not None:
                 return pairs
+        cols = idle + busy  # the solver's columns: built only when it decides
         cost = self.costs(now_s, rows, cols)
         r, c = linear_sum_assignment(cost)
         n_idle = len(idle)
