@@ -29,6 +29,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import gevent
@@ -87,6 +88,7 @@ FLAGS = {
     "criterion": "--criterion",
     "chaos": "--chaos",
     "replications": "--replications",
+    "interval_steps": "--interval-steps",
     "harness_saturation": "--harness-saturation",
     "profile_local": "--profile-local",
     "reprofile": "--reprofile",
@@ -96,6 +98,7 @@ FLAGS = {
 # The web UI binds this unless --web-host (or LOCUST_WEB_HOST, or web-host in locust.conf) says otherwise; so does the
 # master's port for workers (--master-bind-host): a run across machines names the interface it means.
 WEB_HOST = "127.0.0.1"
+LOCAL_LEAD_S = 0.5  # a phase's lead when no worker processes take part (see KairosSession.start)
 # Options that name files (or where the run sends its admin calls): set only on the command line, in locust.conf or as
 # LOCUST_* variables, never in the web UI (anyone who can reach the UI could otherwise make the harness read or write
 # any file this user may, or send a dispatcher's admin token elsewhere).
@@ -120,6 +123,7 @@ WEB_UI_OPTIONS = (
     "min_queries",
     "criterion",
     "replications",
+    "interval_steps",
     "harness_saturation",
     "chaos",
     "profile_local",
@@ -137,6 +141,7 @@ NUMBERS = {
     "max_phases": int,
     "min_queries": int,
     "replications": int,
+    "interval_steps": int,
 }
 OPTIONAL = ("qos_ms", "rate", "speedup")  # None (an empty field in the web UI) means the default
 SWITCHES = {"true": True, "on": True, "1": True, "yes": True, "false": False, "off": False, "0": False, "no": False}
@@ -306,6 +311,14 @@ def add_options(parser) -> None:
         f"the allowable rate's interval then uses them (default {D.replications}; 0: the sweep's phases alone)",
     )
     parser.add_argument(
+        "--interval-steps",
+        type=int,
+        default=D.interval_steps,
+        include_in_web_ui=True,
+        help="then, where a bound of that interval still lies at the edge of the rates tried, measure up to this many "
+        f"rates one search step (x{D.growth:g}) beyond it, each 1 + --replications times (default {D.interval_steps}; 0: none)",
+    )
+    parser.add_argument(
         "--harness-saturation",
         default=D.harness_saturation,
         choices=list(CHOICES["harness_saturation"]),
@@ -427,6 +440,7 @@ def live_options(opts, pinned: Mapping[str, object] | None = None) -> LiveOption
         criterion=v["criterion"],
         min_queries=v["min_queries"],
         replications=v["replications"],
+        interval_steps=v["interval_steps"],
         harness_saturation=v["harness_saturation"],
         chaos=parse_chaos(v["chaos"], "chaos") if (v["chaos"] or "").strip() else (),
         profile_local=v["profile_local"],
@@ -696,7 +710,12 @@ class KairosSession:
         if self.controller is not None and not self.controller.dead:
             return  # a run is in progress (web UI: "start" pressed again)
         try:
-            self.run = LiveRun(live_options(environment.parsed_options, self.pinned), log=log.info)
+            options = live_options(environment.parsed_options, self.pinned)
+            if not isinstance(environment.runner, MasterRunner):
+                # Alone, this process replays each phase itself: encoding its payloads takes ~50 ms (rm2, 100 batch
+                # sizes), so half a second is lead enough, where workers on other hosts get the default's 2 s.
+                options = replace(options, lead_s=LOCAL_LEAD_S)
+            self.run = LiveRun(options, log=log.info)
         except InputError as exc:
             log.error("kairos: %s", exc.shown_as(FLAGS))
             environment.process_exit_code = 2

@@ -50,6 +50,10 @@ class LiveOptions:
     # window's sectioned band misses the window-to-window spread (three default runs: 108.6, 108.6, 105.0 qps, each
     # outside another's interval without it).
     replications: int = 1
+    # After that, rates chased one growth step past a bound of the interval still at the edge of the rates tried (each
+    # run 1 + replications times). One by default: the default run's kairos sweep starts at the simulator's answer and
+    # passes there, so without it the lower bound sat at that first rate, censored (108.6 [<=108.6..109.6]).
+    interval_steps: int = 1
     # A phase whose load generator or dispatcher failed its checks (harness.measure.fidelity.harness_checks): "flag"
     # marks it (fidelity_ok false, the harness's saturation rate in the summary); "invalid" also fails it, so the
     # allowable rate stays below where the harness saturated. Flag by default: on a shared 2-core host the generator's
@@ -83,6 +87,8 @@ class LiveOptions:
             )
         if self.replications < 0:
             raise InputError(f"{self.replications}: must be >= 0", field="replications")
+        if self.interval_steps < 0:
+            raise InputError(f"{self.interval_steps}: must be >= 0", field="interval_steps")
         if self.profile_local not in PROFILE_LOCAL:
             raise InputError(
                 f"{self.profile_local!r}: expected one of {', '.join(PROFILE_LOCAL)}", field="profile_local"

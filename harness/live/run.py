@@ -30,7 +30,7 @@ from harness.live.options import LiveOptions
 from harness.live.phase import AccountingError, LoadGenerator, PhasePlan, account, merge_phase, phase_summary_row
 from harness.live.run_dir import RunDir, new_run_id, replace_file
 from harness.live.stack import LiveStack
-from harness.measure.allowable import SearchConfig, capacity_qps, find_allowable, phase_queries
+from harness.measure.allowable import AllowableResult, SearchConfig, capacity_qps, find_allowable, phase_queries
 from harness.measure.analyzer import PointSummary, summarize
 from harness.measure.fault_cost import fault_cost
 from harness.measure.fidelity import (
@@ -48,12 +48,20 @@ from traces.scale import speedup
 from traces.scalers import scale_trace
 from traces.schema import Trace
 
-UNKNOWN_INTERVAL = " (?: a phase too short to section; raise --phase-queries or use --replications)"
+UNKNOWN_INTERVAL = (
+    " (?: a phase too short to section, under 500 measured queries; raise --phase-queries or --replications)"
+)
+CENSORED_INTERVAL = " (<=, >=: a bound at the edge of the rates tried, which may lie beyond; raise --interval-steps)"
 
 
 def interval_text(iv: AllowableInterval) -> str:
-    """``low..high`` in qps, ``?`` for a bound the phases could not fix."""
-    return "..".join("?" if math.isnan(q) else f"{q:.1f}" for q in (iv.low_qps, iv.high_qps))
+    """``low..high`` in qps, ``?`` for a bound the phases could not fix; a bound censored at the edge of the rates
+    tried reads ``<=low`` or ``>=high`` (it may lie beyond), never as if it were measured there."""
+
+    def bound(q: float, censored: bool, mark: str) -> str:
+        return "?" if math.isnan(q) else f"{mark if censored else ''}{q:.1f}"
+
+    return f"{bound(iv.low_qps, iv.low_censored, '<=')}..{bound(iv.high_qps, iv.high_censored, '>=')}"
 
 
 def unknown_bound(iv: AllowableInterval) -> bool:
@@ -69,6 +77,7 @@ def closing_line(results: list[tuple[str, float, float, AllowableInterval]], fla
             f"{s} {live:.1f} live [{interval_text(iv)}] / {sim:.1f} sim{flagged(s)}" for s, live, sim, iv in results
         )
         + (f" {UNKNOWN_INTERVAL}" if any(unknown_bound(iv) for *_, iv in results) else "")
+        + (f" {CENSORED_INTERVAL}" if any(iv.low_censored or iv.high_censored for *_, iv in results) else "")
     )
 
 
@@ -332,6 +341,42 @@ class LiveRun:
                 by_rate.setdefault(r["offered_qps"], []).append((r["p99_ms"], r["p99_ci_low_ms"], r["p99_ci_high_ms"]))
         return allowable_interval([combine(rate, phases) for rate, phases in by_rate.items()], self.qos_ms)
 
+    def sweep(self, spec: str, start_qps: float) -> tuple[AllowableResult, AllowableInterval]:
+        """``spec``'s search from ``start_qps``, its replicates at both ends of the final bracket, and its interval
+        after ``chase_bounds``: every phase through ``run_phase``."""
+        o = self.options
+        found = find_allowable(
+            lambda r: self.run_phase(spec, r),
+            start_qps,
+            SearchConfig(rel_tol=o.tolerance, max_points=o.max_phases, growth=o.growth),
+        )
+        for rate in (r for r in found.bracket_qps if 0 < r < math.inf):
+            for k in range(1, o.replications + 1):  # independent windows and seeds at both bracket ends
+                self.run_phase(spec, rate, replicate=k)
+        return found, self.chase_bounds(spec)
+
+    def chase_bounds(self, spec: str) -> AllowableInterval:
+        """``spec``'s interval after up to ``interval_steps`` more rates, each one search step (``growth``) past a
+        bound censored at the edge of the rates tried and run ``1 + replications`` times: a bound the phases could not
+        fix is measured further rather than reported at that edge."""
+        o = self.options
+        iv = self.interval(spec)
+        for _ in range(o.interval_steps):
+            rates = [r["offered_qps"] for r in self.run_dir.summary_rows if r["dispatcher"] == spec]
+            if iv.low_censored and iv.low_qps <= min(rates):
+                rate, side = min(rates) / o.growth, "lower"
+            elif (iv.high_censored and iv.high_qps >= max(rates)) or (iv.low_censored and iv.low_qps >= max(rates)):
+                rate, side = max(rates) * o.growth, "upper"
+            else:
+                break
+            if rate < SearchConfig.min_qps:
+                break
+            self.log(f"{spec}: the interval's {side} bound lies beyond the rates tried; {rate:.1f} qps measures it")
+            for k in range(o.replications + 1):
+                self.run_phase(spec, rate, replicate=k)
+            iv = self.interval(spec)
+        return iv
+
     def heal_chaos(self) -> None:
         """Bring back what the chaos schedule took down, and wait until the dispatcher serves with it again."""
         if self.chaos is None:
@@ -361,15 +406,7 @@ class LiveRun:
                 # --phase-queries seconds.
                 start = o.rate_qps or sim_qps or self.half_capacity_qps()
                 self.log(f"{spec}: simulator's allowable throughput {sim_qps:.1f} qps; live sweep starts there")
-                found = find_allowable(
-                    lambda r, spec=spec: self.run_phase(spec, r),
-                    start,
-                    SearchConfig(rel_tol=o.tolerance, max_points=o.max_phases, growth=o.growth),
-                )
-                for rate in (r for r in found.bracket_qps if 0 < r < math.inf):
-                    for k in range(1, o.replications + 1):  # independent windows and seeds at both bracket ends
-                        self.run_phase(spec, rate, replicate=k)
-                iv = self.interval(spec)
+                found, iv = self.sweep(spec, start)
                 # Where this host served slower than the profile, the simulator's answer with its service times
                 # says how much of a live/simulated gap the host explains.
                 excess, host_sim = self.host_excess(spec), math.nan
@@ -383,7 +420,8 @@ class LiveRun:
                     allowable_estimate_qps=iv.estimate_qps,
                     allowable_low_qps=iv.low_qps,
                     allowable_high_qps=iv.high_qps,
-                    allowable_interval_censored=iv.low_censored or iv.high_censored,
+                    allowable_low_censored=iv.low_censored,
+                    allowable_high_censored=iv.high_censored,
                     allowable_method=iv.method,
                     service_excess_median=excess,
                     sim_allowable_host_adjusted_qps=host_sim,
@@ -394,7 +432,7 @@ class LiveRun:
                     f"{spec}: allowable throughput {found.allowable_qps:.1f} qps live "
                     f"(bracket {found.bracket_qps[0]:.1f}..{found.bracket_qps[1]:.1f}; p99 crosses the QoS at "
                     f"{iv.estimate_qps:.1f}, 95% interval {interval_text(iv)}"
-                    f"{' (a bound at the edge of the rates tried)' if iv.low_censored or iv.high_censored else ''}"
+                    f"{' (<=, >=: a bound at the edge of the rates tried)' if iv.low_censored or iv.high_censored else ''}"
                     f"{UNKNOWN_INTERVAL if unknown_bound(iv) else ''}), "
                     f"{sim_qps:.1f} simulated"
                     + (

@@ -134,6 +134,19 @@ def _kv_table(items: dict, cls: str = "kv") -> str:
     return _table(["", ""], rows, cls)
 
 
+def censored_mark(steps: pd.DataFrame, side: str, mark: str) -> str:
+    """``mark`` when the interval's ``side`` ("low"/"high") bound is censored at the edge of the rates tried, else ''.
+    Runs written before the side was recorded carry one flag: there the bound that sits at that edge is the one."""
+    column = f"allowable_{side}_censored"
+    if column in steps:
+        return mark if bool(steps[column].fillna(False).any()) else ""
+    if not bool(steps.get("allowable_interval_censored", pd.Series([False])).fillna(False).any()):
+        return ""
+    bound = finite_values(steps[f"allowable_{side}_qps"])
+    edge = steps["offered_qps"].min() if side == "low" else steps["offered_qps"].max()
+    return mark if bound.size and math.isclose(float(bound[0]), float(edge)) else ""
+
+
 def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str:
     """Per dispatcher: allowable QPS, bracket, p99 at allowable, cost, QPS per $/h (and simulated allowable)."""
     has_sim = "sim_allowable_qps" in summary
@@ -194,10 +207,10 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
             row.insert(2, fmt(float(sat[0])) if sat.size else "not reached")
         if has_iv:
             low, high = finite_values(steps["allowable_low_qps"]), finite_values(steps["allowable_high_qps"])
-            censored = bool(steps.get("allowable_interval_censored", pd.Series([False])).fillna(False).any())
             if low.size or high.size:  # a missing bound (a phase too short to section) shows as unknown
-                bounds = [fmt(float(b[0])) if b.size else "?" for b in (low, high)]
-                row.insert(2, f"[{bounds[0]}, {bounds[1]}{'+' if censored else ''}]")
+                marks = [censored_mark(steps, side, mark) for side, mark in (("low", "≤"), ("high", "≥"))]
+                bounds = [f"{m}{fmt(float(b[0]))}" if b.size else "?" for b, m in zip((low, high), marks)]
+                row.insert(2, f"[{bounds[0]}, {bounds[1]}]")
             else:
                 row.insert(2, "–")
         rows.append(row)
@@ -207,7 +220,7 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
         note = (
             '<p class="note">95% interval on the allowable rate: '
             + escape("; ".join(methods))
-            + ". A + marks a bound at the edge of the rates tried (it may lie beyond).</p>"
+            + ". ≤ and ≥ mark a bound at the edge of the rates tried (it may lie beyond).</p>"
         )
     return _table(header, rows, "num") + note
 

@@ -348,6 +348,7 @@ def test_options_are_typed_and_paths_stay_off_the_web_ui():
         "max_phases": "int",
         "min_queries": "int",
         "replications": "int",
+        "interval_steps": "int",
     }
     live = out["live"]
     assert live == {"rate": 30.0, "qos": None, "sweep": True, "pq": 60, "trace": None, "report_dir": "reports"}

@@ -10,7 +10,7 @@ import pytest
 from harness.core.records import QUERY_COLUMNS, QUERY_SCHEMA, conform
 from harness.live.options import LiveOptions
 from harness.live.phase import ClientRecord, PhasePlan, account, from_columns, merge_phase, to_columns
-from harness.live.run import closing_line
+from harness.live.run import closing_line, interval_text
 from harness.live.run_dir import RunDir
 from harness.measure.allowable import phase_queries
 from harness.measure.analyzer import ValidityRules
@@ -129,6 +129,13 @@ def test_the_closing_line_names_an_unknown_bound_and_why_instead_of_printing_nan
         lambda s: " (HOST-LIMITED: 1 of 6 phases)" if s == "fcfs" else "",
     )
     assert "kairos 101.5 live [94.4..108.6] / 108.6 sim," in line
-    assert "fcfs 36.2 live [?..37.4] / 37.4 sim (HOST-LIMITED: 1 of 6 phases)" in line
-    assert "nan" not in line and line.endswith("raise --phase-queries or use --replications)")
+    assert "fcfs 36.2 live [?..>=37.4] / 37.4 sim (HOST-LIMITED: 1 of 6 phases)" in line
+    assert "nan" not in line and "raise --phase-queries or --replications)" in line
     assert "?:" not in closing_line([("kairos", 101.5, 108.6, known)], lambda s: "")
+    assert "<=, >=" in line and "<=, >=" not in closing_line([("kairos", 101.5, 108.6, known)], lambda s: "")
+
+
+def test_a_censored_bound_reads_as_at_most_or_at_least_never_as_a_measured_bound():
+    assert interval_text(AllowableInterval(108.6, 108.6, 109.6, True, False)) == "<=108.6..109.6"
+    assert interval_text(AllowableInterval(105.0, 94.4, 108.6, False, True)) == "94.4..>=108.6"
+    assert interval_text(AllowableInterval(105.0, 94.4, 108.6, False, False)) == "94.4..108.6"

@@ -47,11 +47,18 @@ def test_a_sweep_reports_its_allowable_rate_with_an_interval_and_self_checks(tmp
     for col in ("host_cpu_percent", "dispatcher_cpu_percent", "loop_lag_p99_ms", "utilization"):
         assert summary[col].notna().all(), col
     assert summary["fidelity_ok"].isin([True, False]).all()
-    # one replicate at each end of the final bracket, on another window of the trace
-    again = summary[summary["replicate"] == 1]
-    assert sorted(again["offered_qps"]) == sorted(
-        b for b in (row["bracket_low_qps"], row["bracket_high_qps"]) if 0 < b < math.inf
-    )
+    # one replicate at each end of the final bracket, on another window of the trace; a rate chased for a bound at
+    # the edge of the rates tried (--interval-steps 1) has its own pair, one search step beyond them
+    ends = {b for b in (row["bracket_low_qps"], row["bracket_high_qps"]) if 0 < b < math.inf}
+    again = set(summary.loc[summary["replicate"] == 1, "offered_qps"])
+    chased = again - ends
+    assert ends <= again and len(chased) <= 1
+    searched = summary.loc[~summary["offered_qps"].isin(chased), "offered_qps"]
+    for rate in chased:
+        assert (summary["offered_qps"] == rate).sum() == 2
+        assert rate == pytest.approx(searched.min() / options.growth) or rate == pytest.approx(
+            searched.max() * options.growth
+        )
     html = report.read_text(encoding="utf-8")
     assert "95% interval qps" in html and "p99 band crossing" in html
 
@@ -117,3 +124,51 @@ def test_phases_that_saturate_the_harness_fail_when_asked_and_the_saturation_rat
     assert (~summary["valid"]).all() and summary["invalid_reason"].str.startswith("harness saturated").all()
     assert summary["harness_saturated_qps"].iloc[0] == summary["offered_qps"].min()
     assert not summary["allowable_qps"].iloc[0] > 0  # nothing the harness could not offer is certified
+
+
+def chase(steps: int, p99_at) -> tuple[list[tuple[float, int]], object]:
+    """chase_bounds over a sweep that found 108.6 passing (twice, but one window's band reaching past the QoS) and
+    112.7 failing; ``p99_at(rate)`` is the (p99, low, high) of each extra phase. Returns the extra phases run."""
+    run = LiveRun(LiveOptions(seed=3, interval_steps=steps, replications=1), log=lambda _: None)
+    row = dict(dispatcher="kairos")
+    run.run_dir = SimpleNamespace(
+        summary_rows=[
+            {**row, "offered_qps": 108.6, "p99_ms": 348.0, "p99_ci_low_ms": 20.0, "p99_ci_high_ms": 680.0},
+            {**row, "offered_qps": 108.6, "p99_ms": 346.0, "p99_ci_low_ms": 270.0, "p99_ci_high_ms": 420.0},
+            {**row, "offered_qps": 112.7, "p99_ms": 630.0, "p99_ci_low_ms": 380.0, "p99_ci_high_ms": 980.0},
+            {**row, "offered_qps": 112.7, "p99_ms": 670.0, "p99_ci_low_ms": 450.0, "p99_ci_high_ms": 890.0},
+        ]
+    )
+    extra = []
+
+    def run_phase(spec, rate, replicate=0):
+        extra.append((rate, replicate))
+        p99, low, high = p99_at(rate)
+        run.run_dir.summary_rows.append(
+            {**row, "offered_qps": rate, "p99_ms": p99, "p99_ci_low_ms": low, "p99_ci_high_ms": high}
+        )
+
+    run.run_phase = run_phase
+    return extra, run.chase_bounds("kairos")
+
+
+def test_a_lower_bound_at_the_first_rate_tried_is_chased_one_search_step_down():
+    extra, iv = chase(1, lambda rate: (320.0, 300.0, 335.0))
+    step = 108.6 / LiveOptions().growth
+    assert extra == [(pytest.approx(step), 0), (pytest.approx(step), 1)]  # each run 1 + replications times
+    assert not iv.low_censored and step < iv.low_qps < 108.6  # the band's upper edge now crosses between the two
+    assert iv.low_qps <= iv.estimate_qps <= iv.high_qps <= 112.7
+
+
+def test_a_bound_still_at_the_edge_after_its_steps_is_reported_censored_and_none_runs_without_steps():
+    extra, iv = chase(2, lambda rate: (340.0, 250.0, 500.0))  # the lower rates' bands too reach past the QoS
+    assert [r for r, k in extra if k == 0] == pytest.approx([108.6 / 1.15, 108.6 / 1.15**2])
+    assert iv.low_censored and iv.low_qps == pytest.approx(108.6 / 1.15**2)
+    extra, iv = chase(0, lambda rate: pytest.fail("no phase without --interval-steps"))
+    assert extra == [] and iv.low_censored and iv.low_qps == 108.6
+
+
+def test_negative_interval_steps_are_refused():
+    with pytest.raises(InputError) as err:
+        LiveOptions(interval_steps=-1)
+    assert err.value.field == "interval_steps"

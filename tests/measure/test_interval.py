@@ -40,7 +40,8 @@ def test_a_band_that_never_crosses_is_censored_at_the_highest_rate():
 def test_replicates_combine_into_a_t_interval_and_one_phase_keeps_its_own():
     one = combine(100.0, [(300.0, 250.0, 380.0)])
     assert (one.p99_ms, one.p99_low_ms, one.p99_high_ms, one.replicates) == (300.0, 250.0, 380.0, 1)
-    three = combine(100.0, [(300.0, 0, 0), (320.0, 0, 0), (340.0, 0, 0)])
+    nan = math.nan  # phases too short to section: the t-interval alone
+    three = combine(100.0, [(300.0, nan, nan), (320.0, nan, nan), (340.0, nan, nan)])
     assert three.p99_ms == pytest.approx(320.0) and three.replicates == 3
     assert three.p99_low_ms == pytest.approx(320 - 4.303 * 20 / math.sqrt(3), rel=1e-3)
     unserved = combine(100.0, [(300.0, 0, 0), (math.inf, 0, 0)])
@@ -52,3 +53,15 @@ def test_phases_without_an_interval_leave_the_bounds_unknown_not_zero_wide():
         [RatePoint(30.0, 300.0, math.nan, math.nan), RatePoint(40.0, 500.0, math.nan, math.nan)], 350.0
     )
     assert 30.0 < iv.estimate_qps < 40.0 and math.isnan(iv.low_qps) and math.isnan(iv.high_qps)
+
+
+def test_two_replicates_that_agree_by_luck_keep_the_band_of_the_one_whose_own_window_says_more():
+    # Two windows at one rate with p99 340 and 341 ms: a t-interval on one degree of freedom of +-6.4 ms, below a
+    # 350 ms QoS. But the first window's own sections reach 680 ms (a burst in it): the band keeps that reach.
+    t_only = combine(108.6, [(340.0, math.nan, math.nan), (341.0, math.nan, math.nan)])
+    assert t_only.p99_high_ms < 350.0
+    both = combine(108.6, [(340.0, 17.0, 680.0), (341.0, 300.0, 370.0)])
+    assert both.p99_ms == pytest.approx(340.5)
+    assert both.p99_high_ms == 680.0 and both.p99_low_ms == 17.0
+    quiet = combine(108.6, [(340.0, 336.0, 345.0), (341.0, 335.0, 346.0)])  # each window agrees: the t-interval
+    assert quiet.p99_low_ms == t_only.p99_low_ms and quiet.p99_high_ms == t_only.p99_high_ms

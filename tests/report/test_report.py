@@ -516,6 +516,23 @@ def test_an_unknown_interval_bound_shows_as_unknown(run_dir):
     assert "95% interval qps" in html and "[90.0, ?]" in html
 
 
+def test_a_censored_bound_shows_which_side_it_may_lie_beyond(run_dir):
+    summary = pd.read_parquet(run_dir / "summary.parquet")
+    summary["allowable_method"] = "p99 band crossing"
+    summary["allowable_high_qps"] = 110.0
+    summary["allowable_low_qps"] = summary.groupby("dispatcher")["offered_qps"].transform("min")
+    summary["allowable_low_censored"], summary["allowable_high_censored"] = True, False
+    summary.to_parquet(run_dir / "summary.parquet", index=False)
+    html = build_report(run_dir).read_text(encoding="utf-8")
+    low = summary["allowable_low_qps"].iloc[0]
+    assert f"[≤{low:.1f}, 110.0]" in html and "≥" not in html.split("95% interval on the allowable rate")[0]
+    # a run written before the side was recorded: one flag, and the bound sitting at the edge is the censored one
+    old = summary.drop(columns=["allowable_low_censored", "allowable_high_censored"])
+    old["allowable_interval_censored"] = True
+    old.to_parquet(run_dir / "summary.parquet", index=False)
+    assert f"[≤{low:.1f}, 110.0]" in build_report(run_dir).read_text(encoding="utf-8")
+
+
 def test_dispatcher_table_cells_sit_under_their_headers_with_every_optional_column():
     from html import unescape
 
