@@ -31,7 +31,7 @@ from harness.live.phase import AccountingError, LoadGenerator, PhasePlan, accoun
 from harness.live.run_dir import RunDir, new_run_id, replace_file
 from harness.live.stack import LiveStack
 from harness.measure.allowable import AllowableResult, SearchConfig, capacity_qps, find_allowable, phase_queries
-from harness.measure.analyzer import PointSummary, summarize
+from harness.measure.analyzer import PointSummary, sections, summarize
 from harness.measure.fault_cost import fault_cost
 from harness.measure.fidelity import (
     FidelityLimits,
@@ -371,11 +371,25 @@ class LiveRun:
                 break
             if rate < SearchConfig.min_qps:
                 break
+            if not self.can_bound(rate):
+                self.log(
+                    f"{spec}: the interval's {side} bound lies beyond the rates tried, and phases at {rate:.1f} qps "
+                    f"would be too short to section with --replications {o.replications}: it stays there"
+                )
+                break
             self.log(f"{spec}: the interval's {side} bound lies beyond the rates tried; {rate:.1f} qps measures it")
             for k in range(o.replications + 1):
                 self.run_phase(spec, rate, replicate=k)
             iv = self.interval(spec)
         return iv
+
+    def can_bound(self, rate_qps: float) -> bool:
+        """Whether phases at ``rate_qps`` give a band that can place a bound: each can be sectioned, or three or
+        more replicates give a t-interval (two give one on one degree of freedom, t = 12.7: no bound past it)."""
+        o = self.options
+        queries = phase_queries(rate_qps, o.phase_seconds, o.rules, o.phase_queries)
+        measured = queries - int(queries * o.rules.warmup_fraction)
+        return bool(sections(measured, o.rules.ci_batches)) or o.replications >= 2
 
     def heal_chaos(self) -> None:
         """Bring back what the chaos schedule took down, and wait until the dispatcher serves with it again."""

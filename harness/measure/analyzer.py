@@ -81,14 +81,24 @@ def after_warmup(records: pd.DataFrame, rules: ValidityRules) -> pd.DataFrame:
     return ordered.iloc[skip:]
 
 
+SECTION_QUERIES = 100  # the fewest queries in one section of a phase
+MIN_SECTIONS = 5  # with fewer sections the t-interval is too wide to say anything
+
+
+def sections(measured_queries: int, batches: int = 20) -> int:
+    """How many sections ``percentile_ci_ms`` cuts that many measured queries into (0: too few for an interval)."""
+    k = min(batches, measured_queries // SECTION_QUERIES)
+    return k if k >= MIN_SECTIONS else 0
+
+
 def percentile_ci_ms(lat_ms: np.ndarray, p: float, batches: int = 20, level: float = 0.95) -> tuple[float, float]:
     """Confidence interval of a percentile by sectioning: the overall percentile +- t * sd(batch percentiles)/sqrt(k).
 
     Latencies must be in arrival order. Contiguous batches keep busy periods together, so the interval respects
     the strong autocorrelation of queueing latencies that a binomial interval over single queries ignores.
     """
-    k = min(batches, len(lat_ms) // 100)
-    if k < 5:  # with fewer sections the t-interval is too wide to say anything
+    k = sections(len(lat_ms), batches)
+    if not k:
         return (math.nan, math.nan)
     parts = np.array_split(lat_ms, k)
     per = np.array([percentile_ms(part, p) for part in parts])

@@ -126,10 +126,10 @@ def test_phases_that_saturate_the_harness_fail_when_asked_and_the_saturation_rat
     assert not summary["allowable_qps"].iloc[0] > 0  # nothing the harness could not offer is certified
 
 
-def chase(steps: int, p99_at) -> tuple[list[tuple[float, int]], object]:
+def chase(steps: int, p99_at, **options) -> tuple[list[tuple[float, int]], object]:
     """chase_bounds over a sweep that found 108.6 passing (twice, but one window's band reaching past the QoS) and
     112.7 failing; ``p99_at(rate)`` is the (p99, low, high) of each extra phase. Returns the extra phases run."""
-    run = LiveRun(LiveOptions(seed=3, interval_steps=steps, replications=1), log=lambda _: None)
+    run = LiveRun(LiveOptions(**{"seed": 3, "interval_steps": steps, "replications": 1, **options}), log=lambda _: None)
     row = dict(dispatcher="kairos")
     run.run_dir = SimpleNamespace(
         summary_rows=[
@@ -172,3 +172,14 @@ def test_negative_interval_steps_are_refused():
     with pytest.raises(InputError) as err:
         LiveOptions(interval_steps=-1)
     assert err.value.field == "interval_steps"
+
+
+def test_no_rate_is_chased_where_its_phases_could_not_place_a_bound():
+    # 300 queries a phase (285 measured) cannot be sectioned, and two replicates give a t-interval with t = 12.7
+    extra, iv = chase(1, lambda rate: pytest.fail("a phase that cannot bound"), phase_seconds=1.0, phase_queries=300)
+    assert extra == [] and iv.low_censored and iv.low_qps == 108.6
+    extra, iv = chase(1, lambda rate: (320.0, math.nan, math.nan), phase_seconds=1.0, phase_queries=300, replications=2)
+    assert [k for _, k in extra] == [0, 1, 2]  # three replicates: a t-interval on two degrees of freedom
+    run = LiveRun(LiveOptions(), log=lambda _: None)
+    assert run.can_bound(94.4) and not run.can_bound(36.2)  # the default's 500 queries: 475 measured
+    assert LiveRun(LiveOptions(phase_queries=530), log=lambda _: None).can_bound(36.2)
