@@ -31,7 +31,7 @@ from harness.live.phase import AccountingError, LoadGenerator, PhasePlan, accoun
 from harness.live.run_dir import RunDir, new_run_id, replace_file
 from harness.live.stack import LiveStack
 from harness.measure.allowable import AllowableResult, SearchConfig, capacity_qps, find_allowable, phase_queries
-from harness.measure.analyzer import PointSummary, sections, summarize
+from harness.measure.analyzer import MIN_SECTIONS, SECTION_QUERIES, PointSummary, sections, summarize
 from harness.measure.fault_cost import fault_cost
 from harness.measure.fidelity import (
     FidelityLimits,
@@ -49,7 +49,8 @@ from traces.scalers import scale_trace
 from traces.schema import Trace
 
 UNKNOWN_INTERVAL = (
-    " (?: a phase too short to section, under 500 measured queries; raise --phase-queries or --replications)"
+    f" (?: a phase too short to section, under {MIN_SECTIONS * SECTION_QUERIES} measured queries; raise "
+    "--phase-queries or --replications)"
 )
 CENSORED_INTERVAL = " (<=, >=: a bound at the edge of the rates tried, which may lie beyond; raise --interval-steps)"
 

@@ -83,7 +83,9 @@ def test_headless_run_writes_report_and_leaves_nothing_behind(tmp_path):
     assert s["accounting_ok"].all() and (s["planned_queries"] == s["answered_ok_queries"]).all()
     assert len(q) == 2 * 60 and q["request_id"].is_unique and (q["status"] == "ok").all()
     assert (q["latency_ms"] > 0).all() and q["instance_type"].isin(["g4dn.xlarge", "r5n.large"]).all()
-    assert json.loads((run / "run.json").read_text())["partial"] is False
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["partial"] is False
+    assert meta["config"]["lead_s"] == 0.5  # no worker processes: phases need no 2 s to reach them
     time.sleep(0.5)
     assert all(gone(pid) for pid in started_pids(run))
     assert "POST" in proc.stdout + proc.stderr  # Locust's own statistics still printed
