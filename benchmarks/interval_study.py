@@ -75,6 +75,11 @@ def long_run_crossing(options: LiveOptions, pool: str, spec: str, rates: np.ndar
     return math.nan if censored else crossing
 
 
+def holds(iv, qps: float) -> bool:
+    """Whether ``qps`` lies in the interval; an unknown bound (``?``) excludes nothing on its side."""
+    return not qps < iv.low_qps and not qps > iv.high_qps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
@@ -83,13 +88,18 @@ def main() -> None:
     parser.add_argument("--pool", default=PAPER_CONFIG)
     parser.add_argument("--steps", type=int, default=LiveOptions.interval_steps, help="--interval-steps")
     parser.add_argument("--replications", type=int, default=LiveOptions.replications)
+    parser.add_argument("--phase-seconds", type=float, default=LiveOptions.phase_seconds)
     args = parser.parse_args()
     options = replace(
-        LiveOptions(dispatchers=(args.dispatcher,)), interval_steps=args.steps, replications=args.replications
+        LiveOptions(dispatchers=(args.dispatcher,)),
+        interval_steps=args.steps,
+        replications=args.replications,
+        phase_seconds=args.phase_seconds,
     )
     print(
         f"# {platform.machine()}, {os.cpu_count()} CPUs; {args.dispatcher} on {args.pool}, the default trace; "
-        f"--replications {args.replications} --interval-steps {args.steps}; {args.runs} runs"
+        f"--replications {args.replications} --interval-steps {args.steps} --phase-seconds {args.phase_seconds:g}; "
+        f"{args.runs} runs"
     )
     t0 = time.perf_counter()
     results = []
@@ -99,22 +109,24 @@ def main() -> None:
         print(f"run {k:2d}: {figure:6.1f} qps [{interval_text(iv)}], {phases} phases")
     figures = np.array([f for f, _ in results])
     inside = [
-        iv.low_qps <= figures[i] <= iv.high_qps
+        holds(iv, figures[i])
         for i, (j, (_, iv)) in itertools.product(range(len(results)), enumerate(results))
         if i != j
     ]
-    half = [max(f - iv.low_qps, iv.high_qps - f) / f for f, iv in results]
+    half = [max(f - iv.low_qps, iv.high_qps - f) / f for f, iv in results]  # NaN where a bound is unknown
     print(f"figures: {', '.join(f'{v:.1f} x{n}' for v, n in zip(*np.unique(figures.round(1), return_counts=True)))}")
     print(f"one run's figure inside another run's interval: {np.mean(inside):.0%} of {len(inside)} pairs")
+    unknown = np.mean([math.isnan(iv.low_qps) or math.isnan(iv.high_qps) for _, iv in results])
     print(
-        f"half-width (wider side / figure): median {np.median(half):.1%}, max {np.max(half):.1%}; censored bounds: "
+        f"half-width (wider side / figure, of runs with both bounds): median {np.nanmedian(half):.1%}, "
+        f"max {np.nanmax(half):.1%}; a bound unknown in {unknown:.0%} of runs; censored bounds: "
         f"lower {np.mean([iv.low_censored for _, iv in results]):.0%}, "
         f"upper {np.mean([iv.high_censored for _, iv in results]):.0%} of runs"
     )
     if args.windows:
-        rates = np.linspace(figures.min() * 0.85, figures.max() * 1.2, 12)
+        rates = np.linspace(figures.min() * 0.7, figures.max() * 1.5, 17)
         truth = long_run_crossing(options, args.pool, args.dispatcher, rates, args.windows)
-        covered = np.mean([iv.low_qps <= truth <= iv.high_qps for _, iv in results])
+        covered = np.mean([holds(iv, truth) for _, iv in results])
         print(
             f"long-run crossing (p99 over {args.windows} windows pooled): {truth:.1f} qps; "
             f"inside {covered:.0%} of the intervals"
