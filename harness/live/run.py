@@ -364,10 +364,12 @@ class LiveRun:
         iv = self.interval(spec)
         for _ in range(o.interval_steps):
             rates = [r["offered_qps"] for r in self.run_dir.summary_rows if r["dispatcher"] == spec]
-            if iv.low_censored and iv.low_qps <= min(rates):
-                rate, side = min(rates) / o.growth, "lower"
-            elif (iv.high_censored and iv.high_qps >= max(rates)) or (iv.low_censored and iv.low_qps >= max(rates)):
+            # The upper side first: a rate past one that failed fails more surely than a rate below one that passed
+            # passes with a band under the QoS (a window's burst keeps it over), so that step fixes its bound more often.
+            if (iv.high_censored and iv.high_qps >= max(rates)) or (iv.low_censored and iv.low_qps >= max(rates)):
                 rate, side = max(rates) * o.growth, "upper"
+            elif iv.low_censored and iv.low_qps <= min(rates):
+                rate, side = min(rates) / o.growth, "lower"
             else:
                 break
             if rate < SearchConfig.min_qps:

@@ -126,17 +126,23 @@ def test_phases_that_saturate_the_harness_fail_when_asked_and_the_saturation_rat
     assert not summary["allowable_qps"].iloc[0] > 0  # nothing the harness could not offer is certified
 
 
-def chase(steps: int, p99_at, **options) -> tuple[list[tuple[float, int]], object]:
+SEARCHED = [
+    (108.6, 348.0, 20.0, 680.0),
+    (108.6, 346.0, 270.0, 420.0),
+    (112.7, 630.0, 380.0, 980.0),
+    (112.7, 670.0, 450.0, 890.0),
+]
+
+
+def chase(steps: int, p99_at, searched=SEARCHED, **options) -> tuple[list[tuple[float, int]], object]:
     """chase_bounds over a sweep that found 108.6 passing (twice, but one window's band reaching past the QoS) and
     112.7 failing; ``p99_at(rate)`` is the (p99, low, high) of each extra phase. Returns the extra phases run."""
     run = LiveRun(LiveOptions(**{"seed": 3, "interval_steps": steps, "replications": 1, **options}), log=lambda _: None)
     row = dict(dispatcher="kairos")
     run.run_dir = SimpleNamespace(
         summary_rows=[
-            {**row, "offered_qps": 108.6, "p99_ms": 348.0, "p99_ci_low_ms": 20.0, "p99_ci_high_ms": 680.0},
-            {**row, "offered_qps": 108.6, "p99_ms": 346.0, "p99_ci_low_ms": 270.0, "p99_ci_high_ms": 420.0},
-            {**row, "offered_qps": 112.7, "p99_ms": 630.0, "p99_ci_low_ms": 380.0, "p99_ci_high_ms": 980.0},
-            {**row, "offered_qps": 112.7, "p99_ms": 670.0, "p99_ci_low_ms": 450.0, "p99_ci_high_ms": 890.0},
+            {**row, "offered_qps": r, "p99_ms": p99, "p99_ci_low_ms": low, "p99_ci_high_ms": high}
+            for r, p99, low, high in searched
         ]
     )
     extra = []
@@ -183,3 +189,16 @@ def test_no_rate_is_chased_where_its_phases_could_not_place_a_bound():
     run = LiveRun(LiveOptions(), log=lambda _: None)
     assert run.can_bound(94.4) and not run.can_bound(36.2)  # the default's 500 queries: 475 measured
     assert LiveRun(LiveOptions(phase_queries=530), log=lambda _: None).can_bound(36.2)
+
+
+def test_with_both_bounds_at_the_edge_the_upper_one_is_chased_first():
+    # 105.0 passed twice but one window's band reaches past the QoS; 108.6 failed twice, one band reaching under it
+    both = [
+        (105.0, 340.0, 30.0, 640.0),
+        (105.0, 335.0, 300.0, 370.0),
+        (108.6, 436.0, 133.0, 739.0),
+        (108.6, 420.0, 300.0, 540.0),
+    ]
+    extra, iv = chase(1, lambda rate: (900.0, 600.0, 1200.0), searched=both)
+    assert [r for r, _ in extra] == pytest.approx([108.6 * 1.15] * 2)
+    assert not iv.high_censored and 108.6 < iv.high_qps < 108.6 * 1.15 and iv.low_censored and iv.low_qps == 105.0
