@@ -186,7 +186,7 @@ def evaluate_config(ctx: EvalContext, counts) -> Evaluation:
     trace = ctx.trace.head(min(s.queries, len(ctx.trace)))
     sim = SimConfig(pool, ctx.problem.qos_ms, seed=s.seed)
 
-    skip = int(len(trace) * s.rules.warmup_fraction)
+    skip = s.rules.warmup_queries(len(trace))
     allowed = max_violations_allowed(len(trace) - skip, s.rules.percentile, s.rules.confidence)
 
     def passes(rate_qps: float) -> bool:

@@ -189,7 +189,7 @@ class _Confirmer:
         s = self.settings
         self.simulated += 1
         pool = PoolConfig.from_mapping(self.problem.as_mapping(counts))
-        skip = int(len(trace) * s.rules.warmup_fraction)
+        skip = s.rules.warmup_queries(len(trace))
         measured = len(trace) - skip
         allowed = (
             max_violations_allowed(measured, s.rules.percentile, s.rules.confidence)

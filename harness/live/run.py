@@ -78,7 +78,7 @@ def closing_line(results: list[tuple[str, float, float, AllowableInterval]], fla
             f"{s} {live:.1f} live [{interval_text(iv)}] / {sim:.1f} sim{flagged(s)}" for s, live, sim, iv in results
         )
         + (f" {UNKNOWN_INTERVAL}" if any(unknown_bound(iv) for *_, iv in results) else "")
-        + (f" {CENSORED_INTERVAL}" if any(iv.low_censored or iv.high_censored for *_, iv in results) else "")
+        + (f" {CENSORED_INTERVAL}" if any(iv.censored for *_, iv in results) else "")
     )
 
 
@@ -391,7 +391,7 @@ class LiveRun:
         more replicates give a t-interval (two give one on one degree of freedom, t = 12.7: no bound past it)."""
         o = self.options
         queries = phase_queries(rate_qps, o.phase_seconds, o.rules, o.phase_queries)
-        measured = queries - int(queries * o.rules.warmup_fraction)
+        measured = queries - o.rules.warmup_queries(queries)
         return bool(sections(measured, o.rules.ci_batches)) or o.replications >= 2
 
     def heal_chaos(self) -> None:
@@ -449,7 +449,7 @@ class LiveRun:
                     f"{spec}: allowable throughput {found.allowable_qps:.1f} qps live "
                     f"(bracket {found.bracket_qps[0]:.1f}..{found.bracket_qps[1]:.1f}; p99 crosses the QoS at "
                     f"{iv.estimate_qps:.1f}, 95% interval {interval_text(iv)}"
-                    f"{' (<=, >=: a bound at the edge of the rates tried)' if iv.low_censored or iv.high_censored else ''}"
+                    f"{CENSORED_INTERVAL if iv.censored else ''}"
                     f"{UNKNOWN_INTERVAL if unknown_bound(iv) else ''}), "
                     f"{sim_qps:.1f} simulated"
                     + (

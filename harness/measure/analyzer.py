@@ -43,6 +43,10 @@ class ValidityRules:
     ci_batches: int = 20
     criterion: str = "mlperf"
 
+    def warmup_queries(self, queries: int) -> int:
+        """How many of a point's first ``queries`` are warm-up, left out of what it measures."""
+        return int(queries * self.warmup_fraction)
+
     def __post_init__(self):
         if self.criterion not in CRITERIA:
             raise InputError(f"{self.criterion!r}: choose from {', '.join(CRITERIA)}", field="criterion")
@@ -77,7 +81,7 @@ def max_violations_allowed(n: int, percentile: float = 99.0, confidence: float =
 def after_warmup(records: pd.DataFrame, rules: ValidityRules) -> pd.DataFrame:
     """Records in arrival order with the first ``warmup_fraction`` of queries removed."""
     ordered = records.sort_values("arrival_s", kind="stable")
-    skip = int(len(ordered) * rules.warmup_fraction)
+    skip = rules.warmup_queries(len(ordered))
     return ordered.iloc[skip:]
 
 

@@ -45,6 +45,11 @@ class AllowableInterval:
     high_censored: bool
     method: str = METHOD
 
+    @property
+    def censored(self) -> bool:
+        """Whether either bound lies at the edge of the rates tried (it may lie beyond)."""
+        return self.low_censored or self.high_censored
+
 
 def combine(rate_qps: float, phases: list[tuple[float, float, float]], level: float = 0.95) -> RatePoint:
     """One RatePoint from the (p99, low, high) of each phase at a rate: a single phase keeps its own interval;
