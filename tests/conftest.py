@@ -20,6 +20,11 @@ def make_profile_frame(service_ms: dict[tuple[str, str], dict[int, list[float]]]
     return pd.DataFrame(rows, columns=["instance_type", "model", "batch_size", "sample", "compute_ms", "load_ms"])
 
 
+def sectioned_shares(*misses: int, qos_ms: float = 350.0) -> np.ndarray:
+    """A phase's latencies in arrival order: one section of 100 queries per entry, that many of them over ``qos_ms``."""
+    return np.concatenate([[0.2 * qos_ms] * (100 - m) + [3.0 * qos_ms] * m for m in misses])
+
+
 @pytest.fixture(scope="session")
 def shipped_profile() -> Profile:
     """The shipped AWS recommendation-model profiles."""

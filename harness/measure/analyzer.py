@@ -47,6 +47,23 @@ class ValidityRules:
         """How many of a point's first ``queries`` are warm-up, left out of what it measures."""
         return int(queries * self.warmup_fraction)
 
+    @property
+    def max_violation_rate(self) -> float:
+        """The share of queries that may miss the QoS with the percentile still within it (0.01 for p99)."""
+        return 1.0 - self.percentile / 100.0
+
+    def sized(self, measured_queries: int, duration_s: float) -> bool:
+        """Whether a point measured enough queries over a long enough span to count at all."""
+        return measured_queries >= self.min_queries and duration_s >= self.min_duration_s
+
+    def criterion_ok(self, latency_ms: np.ndarray, qos_ms: float) -> bool:
+        """The latency criterion on measured latencies: the percentile within QoS, or (mlperf) early stopping."""
+        n = len(latency_ms)
+        if self.criterion == "mlperf":
+            violations = int(np.count_nonzero(latency_ms > qos_ms))
+            return bool(n) and early_stopping_ok(n, violations, self.percentile, self.confidence)
+        return bool(n) and percentile_ms(latency_ms, self.percentile) <= qos_ms
+
     def __post_init__(self):
         if self.criterion not in CRITERIA:
             raise InputError(f"{self.criterion!r}: choose from {', '.join(CRITERIA)}", field="criterion")
@@ -111,6 +128,27 @@ def percentile_ci_ms(lat_ms: np.ndarray, p: float, batches: int = 20, level: flo
         return (overall, math.inf)
     half = stats.t.ppf(0.5 + level / 2, k - 1) * per.std(ddof=1) / math.sqrt(k)
     return (max(0.0, overall - half), overall + half)
+
+
+def violation_rate_ci(
+    phases_ms: list[np.ndarray], qos_ms: float, batches: int = 20, level: float = 0.95
+) -> tuple[float, float, float]:
+    """The share of queries over ``qos_ms`` in several phases pooled, and its interval by sectioning (batch means):
+    each phase (in arrival order) cut into up to ``batches`` sections of at least ``SECTION_QUERIES``, every section's
+    share one sample (NaN bounds with fewer than ``MIN_SECTIONS``). An unserved query (inf) counts as a miss."""
+    shares = [
+        float(np.mean(part > qos_ms))
+        for lat in phases_ms
+        if (k := min(batches, len(lat) // SECTION_QUERIES))
+        for part in np.array_split(lat, k)
+    ]
+    pooled = np.concatenate(phases_ms) if phases_ms else np.array([])
+    rate = float(np.mean(pooled > qos_ms)) if len(pooled) else math.nan
+    k = len(shares)
+    if k < MIN_SECTIONS:
+        return rate, math.nan, math.nan
+    half = stats.t.ppf(0.5 + level / 2, k - 1) * np.std(shares, ddof=1) / math.sqrt(k)
+    return rate, max(0.0, rate - half), min(1.0, rate + half)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ trace where it is long enough) gives one allowable figure; the figures are indep
 so their mean has a Student-t 95% interval, ``mean +- t(0.975, R - 1) * sd / sqrt(R)``, cut at 0 (no rate is
 negative). A search where no rate passed ("none") counts as 0: its allowable rate lies below the lowest rate tried,
 and leaving it out would flatter the policy. One replicate has no interval (NaN bounds). This interval covers what
-changes between replicates (trace window, scaling draws, service-time draws); the p99 band crossing of
+changes between replicates (trace window, scaling draws, service-time draws); the band crossing of
 ``harness.measure.interval`` covers one search's sampling error at its own rates.
 """
 

@@ -12,6 +12,7 @@ from harness.core.pool_config import PoolConfig
 from harness.live.options import LiveOptions
 from harness.live.replay import AsyncioLoadGenerator
 from harness.live.run import LiveRun
+from tests.conftest import sectioned_shares as sectioned
 
 
 @pytest.mark.slow
@@ -22,11 +23,11 @@ def test_a_sweep_reports_its_allowable_rate_with_an_interval_and_self_checks(tmp
         dispatchers=("kairos",),
         sweep=True,
         phase_seconds=5.0,
-        phase_queries=150,
+        phase_queries=220,
         min_queries=100,
         max_phases=5,
         tolerance=0.1,
-        replications=1,
+        replications=2,
         report_dir=tmp_path,
         lead_s=1.0,
     )
@@ -37,8 +38,9 @@ def test_a_sweep_reports_its_allowable_rate_with_an_interval_and_self_checks(tmp
     summary = pd.read_parquet(path / "summary.parquet")
     row = summary.iloc[0]
     assert row["allowable_qps"] > 0 and "band crossing" in row["allowable_method"]
-    # Phases this short (150 queries) cannot be sectioned: only the replicated rates carry a band, so a bound that
-    # rests on an unreplicated rate is unknown (NaN), never zero-wide.
+    # Phases this short (209 measured queries: two sections) cannot be sectioned alone: only the replicated rates,
+    # three phases pooled, carry a band, so a bound that rests on an unreplicated rate is unknown (NaN), never
+    # zero-wide.
     low, est, high = row["allowable_low_qps"], row["allowable_estimate_qps"], row["allowable_high_qps"]
     assert not low > est and not high < est and (math.isfinite(low) or math.isfinite(high))
     # the interval sits around the bracket the search found (a crossing between tested rates, or censored at them)
@@ -47,20 +49,24 @@ def test_a_sweep_reports_its_allowable_rate_with_an_interval_and_self_checks(tmp
     for col in ("host_cpu_percent", "dispatcher_cpu_percent", "loop_lag_p99_ms", "utilization"):
         assert summary[col].notna().all(), col
     assert summary["fidelity_ok"].isin([True, False]).all()
-    # one replicate at each end of the final bracket, on another window of the trace; a rate chased for a bound at
-    # the edge of the rates tried (--interval-steps 1) has its own pair, one search step beyond them
-    ends = {b for b in (row["bracket_low_qps"], row["bracket_high_qps"]) if 0 < b < math.inf}
+    # two replicates at each end of the search's final bracket, on other windows of the trace; a rate chased for a
+    # bound at the edge of the rates tried (--interval-steps 1) has its own three, one search step beyond them
+    phases = summary.sort_values("phase")
+    searched = set(phases["offered_qps"].iloc[: int(phases["replicate"].ne(0).to_numpy().argmax())])
     again = set(summary.loc[summary["replicate"] == 1, "offered_qps"])
-    chased = again - ends
-    assert ends <= again and len(chased) <= 1
-    searched = summary.loc[~summary["offered_qps"].isin(chased), "offered_qps"]
+    chased = again - searched
+    assert 1 <= len(again & searched) <= 2 and len(chased) <= 1
+    for rate in again:
+        assert (summary["offered_qps"] == rate).sum() == 3
     for rate in chased:
-        assert (summary["offered_qps"] == rate).sum() == 2
-        assert rate == pytest.approx(searched.min() / options.growth) or rate == pytest.approx(
-            searched.max() * options.growth
+        assert rate == pytest.approx(min(searched) / options.growth) or rate == pytest.approx(
+            max(searched) * options.growth
         )
+    # the figure and its bracket are rates tried, judged on every phase there pooled
+    tried = set(summary["offered_qps"])
+    assert row["allowable_qps"] in tried and row["bracket_high_qps"] in {*tried, math.inf}
     html = report.read_text(encoding="utf-8")
-    assert "95% interval qps" in html and "p99 band crossing" in html
+    assert "95% interval qps" in html and "violation-rate band crossing" in html
 
 
 def test_replicate_phases_use_other_windows_of_the_trace_deterministically():
@@ -126,40 +132,29 @@ def test_phases_that_saturate_the_harness_fail_when_asked_and_the_saturation_rat
     assert not summary["allowable_qps"].iloc[0] > 0  # nothing the harness could not offer is certified
 
 
-SEARCHED = [
-    (108.6, 348.0, 20.0, 680.0),
-    (108.6, 346.0, 270.0, 420.0),
-    (112.7, 630.0, 380.0, 980.0),
-    (112.7, 670.0, 450.0, 890.0),
-]
+BURST = sectioned(*[0] * 8, 8)  # passes (0.9% of queries over the QoS), all of them in one section
+QUIET = sectioned(0, 1, 0, 0, 1, 0, 1, 0, 0)
+SEARCHED = [(108.6, BURST), (108.6, QUIET), (112.7, sectioned(*[3] * 9)), (112.7, sectioned(*[4] * 9))]
 
 
-def chase(steps: int, p99_at, searched=SEARCHED, **options) -> tuple[list[tuple[float, int]], object]:
+def chase(steps: int, phase_at, searched=SEARCHED, **options) -> tuple[list[tuple[float, int]], object]:
     """chase_bounds over a sweep that found 108.6 passing (twice, but one window's band reaching past the QoS) and
-    112.7 failing; ``p99_at(rate)`` is the (p99, low, high) of each extra phase. Returns the extra phases run."""
+    112.7 failing; ``phase_at(rate)`` is the measured latencies of each extra phase. Returns the extra phases run."""
     run = LiveRun(LiveOptions(**{"seed": 3, "interval_steps": steps, "replications": 1, **options}), log=lambda _: None)
-    row = dict(dispatcher="kairos")
-    run.run_dir = SimpleNamespace(
-        summary_rows=[
-            {**row, "offered_qps": r, "p99_ms": p99, "p99_ci_low_ms": low, "p99_ci_high_ms": high}
-            for r, p99, low, high in searched
-        ]
-    )
+    for rate, latencies in searched:
+        run.latencies.setdefault("kairos", {}).setdefault(rate, []).append(latencies)
     extra = []
 
     def run_phase(spec, rate, replicate=0):
         extra.append((rate, replicate))
-        p99, low, high = p99_at(rate)
-        run.run_dir.summary_rows.append(
-            {**row, "offered_qps": rate, "p99_ms": p99, "p99_ci_low_ms": low, "p99_ci_high_ms": high}
-        )
+        run.latencies[spec].setdefault(rate, []).append(phase_at(rate))
 
     run.run_phase = run_phase
     return extra, run.chase_bounds("kairos")
 
 
 def test_a_lower_bound_at_the_first_rate_tried_is_chased_one_search_step_down():
-    extra, iv = chase(1, lambda rate: (320.0, 300.0, 335.0))
+    extra, iv = chase(1, lambda rate: sectioned(*[0] * 9))
     step = 108.6 / LiveOptions().growth
     assert extra == [(pytest.approx(step), 0), (pytest.approx(step), 1)]  # each run 1 + replications times
     assert not iv.low_censored and step < iv.low_qps < 108.6  # the band's upper edge now crosses between the two
@@ -167,11 +162,20 @@ def test_a_lower_bound_at_the_first_rate_tried_is_chased_one_search_step_down():
 
 
 def test_a_bound_still_at_the_edge_after_its_steps_is_reported_censored_and_none_runs_without_steps():
-    extra, iv = chase(2, lambda rate: (340.0, 250.0, 500.0))  # the lower rates' bands too reach past the QoS
+    extra, iv = chase(2, lambda rate: BURST)  # the lower rates' bands too reach past the QoS
     assert [r for r, k in extra if k == 0] == pytest.approx([108.6 / 1.15, 108.6 / 1.15**2])
     assert iv.low_censored and iv.low_qps == pytest.approx(108.6 / 1.15**2)
     extra, iv = chase(0, lambda rate: pytest.fail("no phase without --interval-steps"))
     assert extra == [] and iv.low_censored and iv.low_qps == 108.6
+
+
+def test_each_rate_is_judged_on_its_phases_pooled_and_a_phase_that_cannot_count_fails_it():
+    run = LiveRun(LiveOptions(), log=lambda _: None)
+    failing = sectioned(*[0] * 4, *[2] * 5)  # 1.1% over the QoS: p99 past it
+    run.latencies["kairos"] = {105.0: [failing, sectioned(*[0] * 9)], 108.6: [failing]}
+    assert run.verdicts("kairos") == {105.0: True, 108.6: False}  # together, the 105.0 windows miss on 0.6%
+    run.uncounted.add(("kairos", 105.0))  # e.g. one of its phases saturated the harness (--harness-saturation invalid)
+    assert run.verdicts("kairos") == {105.0: False, 108.6: False}
 
 
 def test_negative_interval_steps_are_refused():
@@ -181,24 +185,27 @@ def test_negative_interval_steps_are_refused():
 
 
 def test_no_rate_is_chased_where_its_phases_could_not_place_a_bound():
-    # 300 queries a phase (285 measured) cannot be sectioned, and two replicates give a t-interval with t = 12.7
+    # 300 queries a phase (285 measured) make two sections: too few alone, and two replicates pool only four
     extra, iv = chase(1, lambda rate: pytest.fail("a phase that cannot bound"), phase_seconds=1.0, phase_queries=300)
     assert extra == [] and iv.low_censored and iv.low_qps == 108.6
-    extra, iv = chase(1, lambda rate: (320.0, math.nan, math.nan), phase_seconds=1.0, phase_queries=300, replications=2)
-    assert [k for _, k in extra] == [0, 1, 2]  # three replicates: a t-interval on two degrees of freedom
+    extra, iv = chase(1, lambda rate: sectioned(0, 0, 0)[:285], phase_seconds=1.0, phase_queries=300, replications=2)
+    assert [k for _, k in extra] == [0, 1, 2]  # three replicates pool six sections
     run = LiveRun(LiveOptions(), log=lambda _: None)
     assert run.can_bound(94.4) and not run.can_bound(36.2)  # the default's 500 queries: 475 measured
     assert LiveRun(LiveOptions(phase_queries=530), log=lambda _: None).can_bound(36.2)
 
 
-def test_with_both_bounds_at_the_edge_the_upper_one_is_chased_first():
+def test_with_both_bounds_at_the_edge_the_lower_one_is_chased_first():
     # 105.0 passed twice but one window's band reaches past the QoS; 108.6 failed twice, one band reaching under it
     both = [
-        (105.0, 340.0, 30.0, 640.0),
-        (105.0, 335.0, 300.0, 370.0),
-        (108.6, 436.0, 133.0, 739.0),
-        (108.6, 420.0, 300.0, 540.0),
+        (105.0, BURST),
+        (105.0, QUIET),
+        (108.6, sectioned(*[0] * 8, 12)),
+        (108.6, sectioned(1, 2, 1, 1, 2, 1, 2, 1, 3)),
     ]
-    extra, iv = chase(1, lambda rate: (900.0, 600.0, 1200.0), searched=both)
-    assert [r for r, _ in extra] == pytest.approx([108.6 * 1.15] * 2)
-    assert not iv.high_censored and 108.6 < iv.high_qps < 108.6 * 1.15 and iv.low_censored and iv.low_qps == 105.0
+    extra, iv = chase(1, lambda rate: sectioned(*[0] * 9), searched=both)
+    assert [r for r, _ in extra] == pytest.approx([105.0 / 1.15] * 2)
+    assert not iv.low_censored and 105.0 / 1.15 < iv.low_qps < 105.0 and iv.high_censored and iv.high_qps == 108.6
+    extra, iv = chase(2, lambda rate: sectioned(*[0] * 9) if rate < 105.0 else sectioned(*[9] * 9), searched=both)
+    assert [r for r, k in extra if k == 0] == pytest.approx([105.0 / 1.15, 108.6 * 1.15])  # then the upper one
+    assert not iv.low_censored and not iv.high_censored and 108.6 < iv.high_qps < 108.6 * 1.15
