@@ -308,7 +308,7 @@ def add_options(parser) -> None:
         default=D.replications,
         include_in_web_ui=True,
         help="after a sweep, rerun each end of the final bracket this many times on other trace windows and seeds; "
-        f"the allowable rate's interval then uses them (default {D.replications}; 0: the sweep's phases alone)",
+        f"the allowable rate and its interval then pool them (default {D.replications}; 0: the sweep's phases alone)",
     )
     parser.add_argument(
         "--interval-steps",
