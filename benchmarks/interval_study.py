@@ -8,9 +8,9 @@ draws instead of replayed: the run-to-run noise a live rerun of the same command
 - how often one run's figure lies inside another run's interval (issue 10's check on three default runs);
 - how wide the intervals are, and how many bounds are censored;
 - the long-run crossing: the rate where --windows windows pooled meet the QoS (at most 1% of queries over it: p99
-  at the QoS), what a run many times longer would find, and how many intervals hold it. On a bursty trace 10-second phases see the tail in bursts, so a
-  phase's p99 spreads widely across windows; the search's figure, and the interval around it, describe this
-  command's phases rather than that long run.
+  at the QoS), what a run many times longer would find, and how many intervals hold it. On a bursty trace
+  10-second phases see the tail in bursts, so a phase's p99 spreads widely across windows; the search's figure, and
+  the interval around it, describe this command's phases rather than that long run.
 
 Run: python benchmarks/interval_study.py [--runs 20] [--windows 40] [--dispatcher kairos] [--steps 1]
 [--replications 1] [--pool g4dn.xlarge=2,r5n.large=9]
@@ -48,7 +48,7 @@ def simulated_run(options: LiveOptions, pool: str, spec: str, noise_seed: int):
         config = SimConfig(run.pool_config, run.qos_ms, seed=noise_seed * 1000 + next(phases))
         records = simulate(trace, spec, run.profile, config)
         summary = summarize(records, run.qos_ms, options.rules)
-        run.keep_latencies(spec, rate_qps, records, options.rules.sized(summary.measured_queries, summary.duration_s))
+        run.keep_latencies(spec, rate_qps, records, summary)
         return summary
 
     run.run_phase = run_phase

@@ -245,8 +245,7 @@ class LiveRun:
             why = "harness saturated: " + row["harness_reasons"]
             summary = replace(summary, valid=False, invalid_reason=why)
             row.update(valid=False, invalid_reason=why)
-        counts = o.rules.sized(summary.measured_queries, summary.duration_s) and not harness_failed
-        self.keep_latencies(spec, offered, merged, counts)
+        self.keep_latencies(spec, offered, merged, summary, harness_failed)
         row["replicate"] = replicate
         books = account(plan, output.records, dispatcher_cols, merged)
         row.update(books.as_row())
@@ -349,13 +348,14 @@ class LiveRun:
         values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
         return float(np.median(values)) if values else math.nan
 
-    def keep_latencies(self, spec: str, rate_qps: float, records: pd.DataFrame, counts: bool = True) -> None:
-        """Keep a phase's measured latencies (after warm-up, arrival order) for ``spec``'s points at ``rate_qps``;
-        ``counts`` false: it failed a check other than its latency (too short, the harness saturated), so that rate
-        cannot pass."""
+    def keep_latencies(
+        self, spec: str, rate_qps: float, records: pd.DataFrame, summary: PointSummary, harness_failed: bool = False
+    ) -> None:
+        """Keep a phase's measured latencies (after warm-up, arrival order) for ``spec``'s points at ``rate_qps``; a
+        phase too short to count (``summary``) or that saturated the harness keeps that rate from passing."""
         measured = latency_ms(after_warmup(records, self.options.rules))
         self.latencies.setdefault(spec, {}).setdefault(rate_qps, []).append(measured)
-        if not counts:
+        if harness_failed or not self.options.rules.sized(summary.measured_queries, summary.duration_s):
             self.uncounted.add((spec, rate_qps))
 
     def verdicts(self, spec: str) -> dict[float, bool]:

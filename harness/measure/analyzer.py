@@ -112,20 +112,26 @@ def sections(measured_queries: int, batches: int = 20) -> int:
     return k if k >= MIN_SECTIONS else 0
 
 
+def section_parts(lat_ms: np.ndarray, batches: int = 20) -> list[np.ndarray]:
+    """A phase's latencies (arrival order) cut into up to ``batches`` contiguous sections of at least
+    ``SECTION_QUERIES`` (none when it holds fewer)."""
+    k = min(batches, len(lat_ms) // SECTION_QUERIES)
+    return np.array_split(lat_ms, k) if k else []
+
+
 def percentile_ci_ms(lat_ms: np.ndarray, p: float, batches: int = 20, level: float = 0.95) -> tuple[float, float]:
     """Confidence interval of a percentile by sectioning: the overall percentile +- t * sd(batch percentiles)/sqrt(k).
 
     Latencies must be in arrival order. Contiguous batches keep busy periods together, so the interval respects
     the strong autocorrelation of queueing latencies that a binomial interval over single queries ignores.
     """
-    k = sections(len(lat_ms), batches)
-    if not k:
+    if not sections(len(lat_ms), batches):
         return (math.nan, math.nan)
-    parts = np.array_split(lat_ms, k)
-    per = np.array([percentile_ms(part, p) for part in parts])
+    per = np.array([percentile_ms(part, p) for part in section_parts(lat_ms, batches)])
     overall = percentile_ms(lat_ms, p)
     if not np.all(np.isfinite(per)) or not math.isfinite(overall):
         return (overall, math.inf)
+    k = len(per)
     half = stats.t.ppf(0.5 + level / 2, k - 1) * per.std(ddof=1) / math.sqrt(k)
     return (max(0.0, overall - half), overall + half)
 
@@ -136,12 +142,7 @@ def violation_rate_ci(
     """The share of queries over ``qos_ms`` in several phases pooled, and its interval by sectioning (batch means):
     each phase (in arrival order) cut into up to ``batches`` sections of at least ``SECTION_QUERIES``, every section's
     share one sample (NaN bounds with fewer than ``MIN_SECTIONS``). An unserved query (inf) counts as a miss."""
-    shares = [
-        float(np.mean(part > qos_ms))
-        for lat in phases_ms
-        if (k := min(batches, len(lat) // SECTION_QUERIES))
-        for part in np.array_split(lat, k)
-    ]
+    shares = [float(np.mean(part > qos_ms)) for lat in phases_ms for part in section_parts(lat, batches)]
     pooled = np.concatenate(phases_ms) if phases_ms else np.array([])
     rate = float(np.mean(pooled > qos_ms)) if len(pooled) else math.nan
     k = len(shares)
