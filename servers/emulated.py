@@ -4,8 +4,10 @@ Each query's service time is drawn (seeded Generator) from the profile's samples
 the batch) and awaited with ``asyncio.sleep``; at most ``concurrency`` queries are served at once (default 1, FIFO
 by the semaphore). A query's clock starts when it arrives, before its body is read and decoded, so the total
 request-to-response time stays at the sampled service time wherever the host can keep up. With one at a time, a
-query that waited starts at its predecessor's due end, so queries run back
-to back as on the real machine however busy the emulating host is. Outputs are correctly shaped zeros. Response
+query that waited starts at its predecessor's due end, so queries run back to back as on the real machine however
+busy the emulating host is. The process's own lateness after a due end (its timer's 1 ms rounding, the wake-up,
+encoding the reply: about 1 ms on an idle 2-core VM) is learned per instance and slept off early, up to
+``REPLY_EARLY_MAX_MS``, so replies leave at the due end on average. Outputs are correctly shaped zeros. Response
 parameters: ``queue_ms``, ``compute_ms`` (from service start to wake-up, as measured), ``sampled_ms`` (the drawn
 service time), ``batch_size`` and ``instance_type``. Faults (``servers.faults``) slow, stall, fail or end it on
 demand; a spike lengthens the service itself.
@@ -86,6 +88,13 @@ class EmulatedBackend:
     served: int = field(default=0)
     server_name: str = "kairos-emulated-instance"
     free_at: float = 0.0  # perf_counter time at which the last query's service was due to end
+    early_s: float = 0.0  # how early a service's sleep ends: the learned lateness of this process's replies
+
+    def replied(self, late_s: float) -> None:
+        """Learn from one reply that left ``late_s`` after its due end (negative: early)."""
+        # An integral controller: its fixed point is mean lateness zero. Capped, so it takes out the process's own
+        # overhead but not a host starved of CPU: that lateness stays for the live run's fidelity checks to see.
+        self.early_s = min(REPLY_EARLY_MAX_MS / 1e3, max(0.0, self.early_s + REPLY_GAIN * late_s))
 
     def metadata(self, model: str) -> v2.ModelMetadata:
         """Metadata of the emulated model; 404 for any other."""
@@ -103,7 +112,8 @@ class EmulatedBackend:
 
     async def infer(self, model: str, req: v2.InferRequest, batch_size: int):
         """Wait for the instance, sleep a sampled service time, answer zeros of the right shapes."""
-        t0 = _ARRIVED.get() or time.perf_counter()
+        clock = _CLOCK.get()
+        t0 = clock.arrived_s if clock is not None else time.perf_counter()
         async with self.semaphore:
             t1 = time.perf_counter()
             try:
@@ -111,13 +121,20 @@ class EmulatedBackend:
             except InputError as exc:
                 raise v2.V2Error(400, str(exc)) from None
             # Back to back, a query's service starts when its predecessor's was due to end, not when this process
-            # got round to it: the emulated machine's cycle must not stretch with the emulating host's CPU load.
-            start = min(max(t0, self.free_at), t1) if self.config.concurrency == 1 else t1
+            # got round to it: the emulated machine's cycle must not stretch with the emulating host's CPU load, nor
+            # shrink when the predecessor's sleep ended early to send its reply on time.
+            start = max(t0, self.free_at) if self.config.concurrency == 1 else t1
             end = start + sampled / 1e3 + self.faults.extra_s(asyncio.get_running_loop().time())
             self.free_at = end
-            delay = end - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if clock is not None:
+                clock.due_s = end
+            delay = end - self.early_s - time.perf_counter()
+            try:
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                self.free_at = time.perf_counter()  # withdrawn (the client went away): the machine is free now
+                raise
             t2 = time.perf_counter()
         self.served += 1
         outputs = {
@@ -133,18 +150,35 @@ class EmulatedBackend:
 
 
 BACKEND = web.AppKey("emulated_backend", EmulatedBackend)
-_ARRIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar("arrived_s", default=None)
+REPLY_EARLY_MAX_MS = 2.0  # the most a service's sleep ends early to make up for the process's own reply lateness
+REPLY_GAIN = 0.1  # the share of one reply's lateness the next sleep makes up: settles in ~20 queries, damps jitter
+
+
+@dataclass
+class _Clock:
+    """One request's emulated clock: when it arrived, and when its service was due to end (None: not served)."""
+
+    arrived_s: float
+    due_s: float | None = None
+
+
+_CLOCK: contextvars.ContextVar[_Clock | None] = contextvars.ContextVar("emulated_clock", default=None)
 
 
 @web.middleware
 async def stamp_arrival(request: web.Request, handler):
     """Note when a request arrived, before its body is read and decoded: the emulated service clock starts there,
-    so the instance's own parsing is part of the sampled time instead of adding to it."""
-    token = _ARRIVED.set(time.perf_counter())
+    so the instance's own parsing is part of the sampled time instead of adding to it. Once the reply is built,
+    tell the instance how late it is against the service's due end."""
+    clock = _Clock(time.perf_counter())
+    token = _CLOCK.set(clock)
     try:
-        return await handler(request)
+        response = await handler(request)
     finally:
-        _ARRIVED.reset(token)  # the connection's next request, in the same task, gets its own
+        _CLOCK.reset(token)  # the connection's next request, in the same task, gets its own
+    if clock.due_s is not None:
+        request.app[BACKEND].replied(time.perf_counter() - clock.due_s)
+    return response
 
 
 def create_app(config: EmulatedConfig, profile: Profile | None = None) -> web.Application:
