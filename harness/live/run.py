@@ -63,14 +63,25 @@ UNKNOWN_INTERVAL = (
 CENSORED_INTERVAL = " (<=, >=: a bound at the edge of the rates tried, which may lie beyond; raise --interval-steps)"
 
 
+def _bound(iv: AllowableInterval, q: float, censored: bool, usual: str) -> str:
+    """One value of ``iv``: ``?`` unknown; censored, marked by the edge of the rates tried it sits at (``usual``
+    when the interval does not know them)."""
+    if math.isnan(q):
+        return "?"
+    mark = (iv.beyond(q, censored) or usual) if censored else ""
+    return f"{mark}{q:.1f}"
+
+
 def interval_text(iv: AllowableInterval) -> str:
     """``low..high`` in qps, ``?`` for a bound the phases could not fix; a bound censored at the edge of the rates
-    tried reads ``<=low`` or ``>=high`` (it may lie beyond), never as if it were measured there."""
+    tried reads ``<=`` at the lowest rate and ``>=`` at the highest (it may lie beyond), never as if it were measured
+    there."""
+    return f"{_bound(iv, iv.low_qps, iv.low_censored, '<=')}..{_bound(iv, iv.high_qps, iv.high_censored, '>=')}"
 
-    def bound(q: float, censored: bool, mark: str) -> str:
-        return "?" if math.isnan(q) else f"{mark if censored else ''}{q:.1f}"
 
-    return f"{bound(iv.low_qps, iv.low_censored, '<=')}..{bound(iv.high_qps, iv.high_censored, '>=')}"
+def crossing_text(iv: AllowableInterval) -> str:
+    """``estimate [low..high]``: where the share of queries over the QoS crosses the limit, and its interval."""
+    return f"{_bound(iv, iv.estimate_qps, iv.estimate_censored, '>=')} [{interval_text(iv)}]"
 
 
 def unknown_bound(iv: AllowableInterval) -> bool:
@@ -79,11 +90,16 @@ def unknown_bound(iv: AllowableInterval) -> bool:
 
 
 def closing_line(results: list[tuple[str, float, float, AllowableInterval]], flagged: Callable[[str], str]) -> str:
-    """The run's last line: per dispatcher, allowable qps live [interval] / simulated, and what limited it."""
+    """The run's last line: per dispatcher, allowable qps live (where the QoS is crossed [interval]) / simulated,
+    and what limited it."""
+    # The figure is the highest rate tried that passed, on the search's grid; the interval is on the rate where the
+    # share of misses crosses the limit, between the rates tried. The figure can lie below that interval (441.3
+    # against a crossing at 453.0 [450.0..457.3]), so both are shown, each for what it is.
     return (
         "allowable throughput (qps):  "
         + ",  ".join(
-            f"{s} {live:.1f} live [{interval_text(iv)}] / {sim:.1f} sim{flagged(s)}" for s, live, sim, iv in results
+            f"{s} {live:.1f} live (crossing {crossing_text(iv)}) / {sim:.1f} sim{flagged(s)}"
+            for s, live, sim, iv in results
         )
         + (f" {UNKNOWN_INTERVAL}" if any(unknown_bound(iv) for *_, iv in results) else "")
         + (f" {CENSORED_INTERVAL}" if any(iv.censored for *_, iv in results) else "")
@@ -481,6 +497,7 @@ class LiveRun:
                     found.bracket_qps,
                     sim_allowable_qps=sim_qps,
                     allowable_estimate_qps=iv.estimate_qps,
+                    allowable_estimate_censored=iv.estimate_censored,
                     allowable_low_qps=iv.low_qps,
                     allowable_high_qps=iv.high_qps,
                     allowable_low_censored=iv.low_censored,
@@ -494,7 +511,7 @@ class LiveRun:
                 self.log(
                     f"{spec}: allowable throughput {found.allowable_qps:.1f} qps live "
                     f"(bracket {found.bracket_qps[0]:.1f}..{found.bracket_qps[1]:.1f}; p99 crosses the QoS at "
-                    f"{iv.estimate_qps:.1f}, 95% interval {interval_text(iv)}"
+                    f"{crossing_text(iv)} (95% interval)"
                     f"{CENSORED_INTERVAL if iv.censored else ''}"
                     f"{UNKNOWN_INTERVAL if unknown_bound(iv) else ''}), "
                     f"{sim_qps:.1f} simulated"

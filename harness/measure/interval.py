@@ -56,6 +56,14 @@ class AllowableInterval:
     low_censored: bool
     high_censored: bool
     method: str = METHOD
+    estimate_censored: bool = False  # the share crosses past the rates tried (every one passed, or none did)
+    tried_qps: tuple[float, float] = (math.nan, math.nan)  # the lowest and highest rate tried
+
+    def beyond(self, q: float, censored: bool) -> str:
+        """``>=`` for a censored value at the highest rate tried (it may lie above), ``<=`` at the lowest, else ''."""
+        if not censored:
+            return ""
+        return ">=" if q >= self.tried_qps[1] else "<=" if q <= self.tried_qps[0] else ""
 
     @property
     def censored(self) -> bool:
@@ -126,10 +134,11 @@ def allowable_interval(points: list[RatePoint], max_violation_rate: float) -> Al
     def band(attr: str) -> np.ndarray:
         return np.array([getattr(p, attr) for p in pts], dtype=float)
 
-    estimate, _ = crossing_qps(rates, band("violation_rate"), max_violation_rate)
+    estimate, estimate_censored = crossing_qps(rates, band("violation_rate"), max_violation_rate)
     low, low_censored = crossing_qps(rates, band("violation_high"), max_violation_rate)
     high, high_censored = crossing_qps(rates, band("violation_low"), max_violation_rate)
     # NaN (unknown) stays NaN: a phase too short to section leaves the interval open rather than zero-wide.
     low = low if math.isnan(low) else min(low, estimate)
     high = high if math.isnan(high) else max(high, estimate)
-    return AllowableInterval(estimate, low, high, low_censored, high_censored)
+    tried = (float(rates[0]), float(rates[-1])) if len(rates) else (math.nan, math.nan)
+    return AllowableInterval(estimate, low, high, low_censored, high_censored, METHOD, estimate_censored, tried)

@@ -134,12 +134,32 @@ def _kv_table(items: dict, cls: str = "kv") -> str:
     return _table(["", ""], rows, cls)
 
 
+def crossing_cell(steps: pd.DataFrame) -> str:
+    """The crossing estimate of a dispatcher's interval (``≥``/``≤`` past the rates tried; ``?`` where unknown or
+    from a run written before it was recorded)."""
+    estimate = finite_values(steps["allowable_estimate_qps"]) if "allowable_estimate_qps" in steps else np.array([])
+    if not estimate.size:
+        return "?"
+    censored = "allowable_estimate_censored" in steps and bool(steps["allowable_estimate_censored"].fillna(False).any())
+    mark = ("≥" if float(estimate[0]) >= steps["offered_qps"].max() else "≤") if censored else ""
+    return f"{mark}{fmt(float(estimate[0]))}"
+
+
 def censored_mark(steps: pd.DataFrame, side: str, mark: str) -> str:
-    """``mark`` when the interval's ``side`` ("low"/"high") bound is censored at the edge of the rates tried, else ''.
-    Runs written before the side was recorded carry one flag: there the bound that sits at that edge is the one."""
+    """For a bound (``side``: "low"/"high") censored at the edge of the rates tried, ``≥`` at the highest rate, ``≤`` at
+    the lowest, else ``mark``; '' when not censored. Runs written before the side was recorded carry one flag: there
+    the bound that sits at that edge is the one."""
     column = f"allowable_{side}_censored"
     if column in steps:
-        return mark if bool(steps[column].fillna(False).any()) else ""
+        if not bool(steps[column].fillna(False).any()):
+            return ""
+        # Censored at the highest rate tried it may lie above (every rate passed), at the lowest below.
+        bound = finite_values(steps[f"allowable_{side}_qps"])
+        if bound.size and float(bound[0]) >= steps["offered_qps"].max():
+            return "≥"
+        if bound.size and float(bound[0]) <= steps["offered_qps"].min():
+            return "≤"
+        return mark
     if not bool(steps.get("allowable_interval_censored", pd.Series([False])).fillna(False).any()):
         return ""
     bound = finite_values(steps[f"allowable_{side}_qps"])
@@ -171,7 +191,9 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
         header.insert(2, "harness saturated at qps")
     has_iv = "allowable_low_qps" in summary
     if has_iv:
-        header.insert(2, "95% interval qps")
+        # The interval is on where the share of misses crosses the limit, not on the figure (a rate tried): the
+        # crossing estimate heads it, and the figure may lie below both.
+        header.insert(2, "crossing qps [95% interval]")
     rows = []
     for d, steps in summary.groupby("dispatcher", sort=False):
         step = shown_step(steps)
@@ -210,7 +232,7 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
             if low.size or high.size:  # a missing bound (a phase too short to section) shows as unknown
                 marks = [censored_mark(steps, side, mark) for side, mark in (("low", "≤"), ("high", "≥"))]
                 bounds = [f"{m}{fmt(float(b[0]))}" if b.size else "?" for b, m in zip((low, high), marks)]
-                row.insert(2, f"[{bounds[0]}, {bounds[1]}]")
+                row.insert(2, f"{crossing_cell(steps)} [{bounds[0]}, {bounds[1]}]")
             else:
                 row.insert(2, "–")
         rows.append(row)
@@ -218,7 +240,10 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
     if has_iv and "allowable_method" in summary:
         methods = sorted({str(m) for m in summary["allowable_method"].dropna()})
         note = (
-            '<p class="note">95% interval on the allowable rate: '
+            '<p class="note">Crossing: the rate at which the share of queries over the QoS reaches what the '
+            "percentile allows (1% for p99), interpolated between the rates tried; the allowable figure is the "
+            "highest rate tried that passed, so it can lie below the crossing and its interval. 95% interval on the "
+            "crossing: "
             + escape("; ".join(methods))
             + ". ≤ and ≥ mark a bound at the edge of the rates tried (it may lie beyond).</p>"
         )

@@ -10,11 +10,11 @@ import pytest
 from harness.core.records import QUERY_COLUMNS, QUERY_SCHEMA, conform
 from harness.live.options import LiveOptions
 from harness.live.phase import ClientRecord, PhasePlan, account, from_columns, merge_phase, to_columns
-from harness.live.run import closing_line, interval_text
+from harness.live.run import closing_line, crossing_text, interval_text
 from harness.live.run_dir import RunDir
 from harness.measure.allowable import phase_queries
 from harness.measure.analyzer import ValidityRules
-from harness.measure.interval import AllowableInterval
+from harness.measure.interval import AllowableInterval, RatePoint, allowable_interval
 
 
 @pytest.fixture
@@ -128,11 +128,22 @@ def test_the_closing_line_names_an_unknown_bound_and_why_instead_of_printing_nan
         [("kairos", 101.5, 108.6, known), ("fcfs", 36.2, 37.4, half)],
         lambda s: " (HOST-LIMITED: 1 of 6 phases)" if s == "fcfs" else "",
     )
-    assert "kairos 101.5 live [94.4..108.6] / 108.6 sim," in line
-    assert "fcfs 36.2 live [?..>=37.4] / 37.4 sim (HOST-LIMITED: 1 of 6 phases)" in line
+    assert "kairos 101.5 live (crossing 105.0 [94.4..108.6]) / 108.6 sim," in line
+    assert "fcfs 36.2 live (crossing 36.2 [?..>=37.4]) / 37.4 sim (HOST-LIMITED: 1 of 6 phases)" in line
     assert "nan" not in line and "raise --phase-queries or --replications)" in line
     assert "?:" not in closing_line([("kairos", 101.5, 108.6, known)], lambda s: "")
     assert "<=, >=" in line and "<=, >=" not in closing_line([("kairos", 101.5, 108.6, known)], lambda s: "")
+
+
+def test_a_figure_below_its_crossing_interval_is_shown_beside_the_crossing_not_inside_brackets_it_misses():
+    # rm2 on cpu-2t=1,cpu-1t=1 (2026-12-03): 441.3 passed, 456.1 failed on its two phases pooled, and the share of
+    # misses crosses 1% at 453.0 between them, its band's edges at 450.0 and 457.3.
+    line = closing_line([("kairos", 441.3, 603.2, AllowableInterval(453.0, 450.0, 457.3, False, False))], lambda s: "")
+    assert "kairos 441.3 live (crossing 453.0 [450.0..457.3]) / 603.2 sim" in line
+    passed_all = allowable_interval([RatePoint(100.0, 0.002, 0.0, 0.004), RatePoint(115.0, 0.004, 0.001, 0.008)], 0.01)
+    assert passed_all.estimate_censored and crossing_text(passed_all) == ">=115.0 [>=115.0..>=115.0]"
+    failed_all = allowable_interval([RatePoint(100.0, 0.02, 0.015, 0.03), RatePoint(115.0, 0.05, 0.03, 0.07)], 0.01)
+    assert failed_all.estimate_censored and crossing_text(failed_all) == "<=100.0 [<=100.0..<=100.0]"
 
 
 def test_a_censored_bound_reads_as_at_most_or_at_least_never_as_a_measured_bound():

@@ -66,7 +66,7 @@ def test_a_sweep_reports_its_allowable_rate_with_an_interval_and_self_checks(tmp
     tried = set(summary["offered_qps"])
     assert row["allowable_qps"] in tried and row["bracket_high_qps"] in {*tried, math.inf}
     html = report.read_text(encoding="utf-8")
-    assert "95% interval qps" in html and "violation-rate band crossing" in html
+    assert "crossing qps [95% interval]" in html and "violation-rate band crossing" in html
 
 
 def test_replicate_phases_use_other_windows_of_the_trace_deterministically():

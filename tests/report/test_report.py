@@ -513,7 +513,7 @@ def test_an_unknown_interval_bound_shows_as_unknown(run_dir):
     summary["allowable_method"] = "p99 band crossing"
     summary.to_parquet(run_dir / "summary.parquet", index=False)
     html = build_report(run_dir).read_text(encoding="utf-8")
-    assert "95% interval qps" in html and "[90.0, ?]" in html
+    assert "crossing qps [95% interval]" in html and "[90.0, ?]" in html
 
 
 def test_a_censored_bound_shows_which_side_it_may_lie_beyond(run_dir):
@@ -525,12 +525,25 @@ def test_a_censored_bound_shows_which_side_it_may_lie_beyond(run_dir):
     summary.to_parquet(run_dir / "summary.parquet", index=False)
     html = build_report(run_dir).read_text(encoding="utf-8")
     low = summary["allowable_low_qps"].iloc[0]
-    assert f"[≤{low:.1f}, 110.0]" in html and "≥" not in html.split("95% interval on the allowable rate")[0]
+    assert f"[≤{low:.1f}, 110.0]" in html and "≥" not in html.split("Crossing: the rate at which")[0]
     # a run written before the side was recorded: one flag, and the bound sitting at the edge is the censored one
     old = summary.drop(columns=["allowable_low_censored", "allowable_high_censored"])
     old["allowable_interval_censored"] = True
     old.to_parquet(run_dir / "summary.parquet", index=False)
     assert f"[≤{low:.1f}, 110.0]" in build_report(run_dir).read_text(encoding="utf-8")
+
+
+def test_bounds_censored_at_the_highest_rate_read_as_at_least_on_both_sides(run_dir):
+    summary = pd.read_parquet(run_dir / "summary.parquet")
+    top = summary.groupby("dispatcher")["offered_qps"].transform("max")
+    summary["allowable_method"] = "violation-rate band crossing"
+    summary["allowable_low_qps"] = summary["allowable_high_qps"] = summary["allowable_estimate_qps"] = top
+    summary["allowable_low_censored"] = summary["allowable_high_censored"] = True
+    summary["allowable_estimate_censored"] = True  # every rate passed: all three lie at or above the highest
+    summary.to_parquet(run_dir / "summary.parquet", index=False)
+    html = build_report(run_dir).read_text(encoding="utf-8")
+    t = f"{top.iloc[0]:.1f}"
+    assert f"≥{t} [≥{t}, ≥{t}]" in html and f"≤{t}" not in html
 
 
 def test_dispatcher_table_cells_sit_under_their_headers_with_every_optional_column():
@@ -550,4 +563,4 @@ def test_dispatcher_table_cells_sit_under_their_headers_with_every_optional_colu
     cell = dict(zip(header, first))
     assert len(first) == len(header)
     assert cell["harness saturated at qps"] == "77.7"
-    assert cell["95% interval qps"].startswith("[90")
+    assert cell["crossing qps [95% interval]"] == "100.0 [90.0, 110.0]"
