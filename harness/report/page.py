@@ -141,8 +141,15 @@ def crossing_cell(steps: pd.DataFrame) -> str:
     if not estimate.size:
         return "?"
     censored = "allowable_estimate_censored" in steps and bool(steps["allowable_estimate_censored"].fillna(False).any())
-    mark = ("≥" if float(estimate[0]) >= steps["offered_qps"].max() else "≤") if censored else ""
+    mark = (edge_mark(steps, float(estimate[0])) or "≥") if censored else ""
     return f"{mark}{fmt(float(estimate[0]))}"
+
+
+def edge_mark(steps: pd.DataFrame, value: float) -> str:
+    """``≥`` for a censored value at the highest rate tried (it may lie above), ``≤`` at the lowest, else ''."""
+    if value >= steps["offered_qps"].max():
+        return "≥"
+    return "≤" if value <= steps["offered_qps"].min() else ""
 
 
 def censored_mark(steps: pd.DataFrame, side: str, mark: str) -> str:
@@ -153,13 +160,8 @@ def censored_mark(steps: pd.DataFrame, side: str, mark: str) -> str:
     if column in steps:
         if not bool(steps[column].fillna(False).any()):
             return ""
-        # Censored at the highest rate tried it may lie above (every rate passed), at the lowest below.
         bound = finite_values(steps[f"allowable_{side}_qps"])
-        if bound.size and float(bound[0]) >= steps["offered_qps"].max():
-            return "≥"
-        if bound.size and float(bound[0]) <= steps["offered_qps"].min():
-            return "≤"
-        return mark
+        return (edge_mark(steps, float(bound[0])) if bound.size else "") or mark
     if not bool(steps.get("allowable_interval_censored", pd.Series([False])).fillna(False).any()):
         return ""
     bound = finite_values(steps[f"allowable_{side}_qps"])
