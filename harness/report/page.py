@@ -231,10 +231,11 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
             row.insert(2, fmt(float(sat[0])) if sat.size else "not reached")
         if has_iv:
             low, high = finite_values(steps["allowable_low_qps"]), finite_values(steps["allowable_high_qps"])
-            if low.size or high.size:  # a missing bound (a phase too short to section) shows as unknown
+            crossing = crossing_cell(steps)
+            if low.size or high.size or crossing != "?":  # a missing bound (a phase too short to section): unknown
                 marks = [censored_mark(steps, side, mark) for side, mark in (("low", "≤"), ("high", "≥"))]
                 bounds = [f"{m}{fmt(float(b[0]))}" if b.size else "?" for b, m in zip((low, high), marks)]
-                row.insert(2, f"{crossing_cell(steps)} [{bounds[0]}, {bounds[1]}]")
+                row.insert(2, f"{crossing} [{bounds[0]}, {bounds[1]}]")
             else:
                 row.insert(2, "–")
         rows.append(row)

@@ -533,6 +533,15 @@ def test_a_censored_bound_shows_which_side_it_may_lie_beyond(run_dir):
     assert f"[≤{low:.1f}, 110.0]" in build_report(run_dir).read_text(encoding="utf-8")
 
 
+def test_a_known_crossing_shows_even_when_both_bounds_are_unknown(run_dir):
+    summary = pd.read_parquet(run_dir / "summary.parquet")
+    summary["allowable_method"] = "violation-rate band crossing"
+    summary["allowable_low_qps"] = summary["allowable_high_qps"] = math.nan  # fcfs in the default run: [?..?]
+    summary["allowable_estimate_qps"] = 41.0
+    summary.to_parquet(run_dir / "summary.parquet", index=False)
+    assert "41.0 [?, ?]" in build_report(run_dir).read_text(encoding="utf-8")
+
+
 def test_bounds_censored_at_the_highest_rate_read_as_at_least_on_both_sides(run_dir):
     summary = pd.read_parquet(run_dir / "summary.parquet")
     top = summary.groupby("dispatcher")["offered_qps"].transform("max")
