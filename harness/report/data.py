@@ -43,6 +43,7 @@ _SUMMARY_FLOATS = (
 _SUMMARY_OPTIONAL_FLOATS = (
     "sim_p99_ms",
     "sim_allowable_qps",
+    "sim_allowable_host_adjusted_qps",
     "harness_saturated_qps",
     "send_lag_p99_ms",
     "loadgen_cpu_percent",

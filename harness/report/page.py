@@ -225,7 +225,11 @@ def dispatcher_table(summary: pd.DataFrame, run_cost_per_h: float | None) -> str
         ]
         if has_sim:
             sim = finite_values(steps["sim_allowable_qps"])
-            row.insert(2, fmt(float(sim[0])) if sim.size else "–")
+            host = finite_values(steps.get("sim_allowable_host_adjusted_qps", pd.Series(dtype=float)))
+            cell = fmt(float(sim[0])) if sim.size else "–"
+            # Where the host served slower than the profile, what the simulator gives with its service times: how
+            # much of the live/simulated gap the host explains.
+            row.insert(2, cell + (f" ({fmt(float(host[0]))} with this host's service times)" if host.size else ""))
         if has_sat:
             sat = finite_values(steps["harness_saturated_qps"])
             row.insert(2, fmt(float(sat[0])) if sat.size else "not reached")

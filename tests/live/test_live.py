@@ -10,7 +10,7 @@ import pytest
 from harness.core.records import QUERY_COLUMNS, QUERY_SCHEMA, conform
 from harness.live.options import LiveOptions
 from harness.live.phase import ClientRecord, PhasePlan, account, from_columns, merge_phase, to_columns
-from harness.live.run import closing_line, crossing_text, interval_text
+from harness.live.run import closing_line, crossing_text, flag_text, interval_text
 from harness.live.run_dir import RunDir
 from harness.measure.allowable import phase_queries
 from harness.measure.analyzer import ValidityRules
@@ -150,3 +150,26 @@ def test_a_censored_bound_reads_as_at_most_or_at_least_never_as_a_measured_bound
     assert interval_text(AllowableInterval(108.6, 108.6, 109.6, True, False)) == "<=108.6..109.6"
     assert interval_text(AllowableInterval(105.0, 94.4, 108.6, False, True)) == "94.4..>=108.6"
     assert interval_text(AllowableInterval(105.0, 94.4, 108.6, False, False)) == "94.4..108.6"
+
+
+def test_the_flag_names_host_limited_phases_the_hosts_simulation_and_where_the_harness_saturated():
+    def row(rate, ok, harness_ok=True, why=""):
+        return dict(
+            dispatcher="kairos",
+            offered_qps=rate,
+            fidelity_ok=ok,
+            harness_ok=harness_ok,
+            harness_reasons=why,
+            sim_allowable_host_adjusted_qps=138.3,
+        )
+
+    rows = [row(172.9, False), row(150.3, False, False, "send lag p99 6.1 ms"), row(145.4, True)]
+    assert flag_text(rows) == (
+        " (HOST-LIMITED: 2 of 3 phases; 138.3 sim with this host's service times; "
+        "harness saturated at 150.3 qps: send lag p99 6.1 ms)"
+    )
+    # The host's simulation is shown only beside a host-limited verdict; a clean sweep carries no flag at all.
+    assert flag_text([row(145.4, True), row(150.3, True)]) == ""
+    assert flag_text([{**row(145.4, False), "sim_allowable_host_adjusted_qps": math.nan}]) == (
+        " (HOST-LIMITED: 1 of 1 phases)"
+    )

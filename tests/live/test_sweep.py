@@ -209,3 +209,41 @@ def test_with_both_bounds_at_the_edge_the_lower_one_is_chased_first():
     extra, iv = chase(2, lambda rate: sectioned(*[0] * 9) if rate < 105.0 else sectioned(*[9] * 9), searched=both)
     assert [r for r, k in extra if k == 0] == pytest.approx([105.0 / 1.15, 108.6 * 1.15])  # then the upper one
     assert not iv.low_censored and not iv.high_censored and 108.6 < iv.high_qps < 108.6 * 1.15
+
+
+def settle(phase_at, searched) -> tuple[list[tuple[float, int]], float]:
+    """settle over a sweep's phases (rate, latencies); returns the extra phases it ran and the allowable figure."""
+    from harness.measure.interval import allowable_rate
+
+    run = LiveRun(LiveOptions(seed=3), log=lambda _: None)
+    for rate, latencies in searched:
+        run.latencies.setdefault("kairos", {}).setdefault(rate, []).append(latencies)
+    extra = []
+
+    def run_phase(spec, rate, replicate=0):
+        extra.append((rate, replicate))
+        run.latencies[spec].setdefault(rate, []).append(phase_at(rate))
+
+    run.run_phase = run_phase
+    run.settle("kairos")
+    return extra, allowable_rate(run.verdicts("kairos"))[0]
+
+
+OVERTURNED = [(150.3, sectioned(*[0] * 9)), (150.3, sectioned(*[4] * 9)), (156.0, sectioned(*[3] * 9))]
+
+
+def test_a_lowest_pass_its_replicate_overturns_is_followed_down_until_a_rate_passes():
+    # 150.3 passed in the search, its replicate missed on 4%: pooled, 2% miss and no rate below it was tried.
+    extra, allowable = settle(lambda rate: sectioned(*[0] * 9) if rate < 120 else sectioned(*[2] * 9), OVERTURNED)
+    assert extra == [(pytest.approx(150.3 / 1.15), 0), (pytest.approx(150.3 / 1.15**2), 0)]
+    assert allowable == pytest.approx(150.3 / 1.15**2)
+
+
+def test_the_step_down_stops_after_its_steps_and_never_runs_where_a_rate_already_passes():
+    from harness.live.run import SETTLE_STEPS
+
+    extra, allowable = settle(lambda rate: sectioned(*[2] * 9), OVERTURNED)
+    assert len(extra) == SETTLE_STEPS and allowable == 0.0
+    held = [(150.3, sectioned(*[0] * 9)), (150.3, sectioned(*[1] * 9)), (156.0, sectioned(*[3] * 9))]
+    extra, allowable = settle(lambda rate: pytest.fail("no phase where the lowest rate passes pooled"), held)
+    assert extra == [] and allowable == 150.3

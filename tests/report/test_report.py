@@ -573,3 +573,20 @@ def test_dispatcher_table_cells_sit_under_their_headers_with_every_optional_colu
     assert len(first) == len(header)
     assert cell["harness saturated at qps"] == "77.7"
     assert cell["crossing qps [95% interval]"] == "100.0 [90.0, 110.0]"
+
+
+def test_a_host_limited_sweep_shows_the_simulator_with_this_hosts_service_times_beside_its_figure():
+    from html import unescape
+
+    from harness.report.page import dispatcher_table
+
+    # dien on cpu-1t=1 (2026-12-03): 172.9 simulated from the profile, 138.3 with the service the dispatcher saw.
+    summary = synthetic_summary([("kairos", 145.4, 30.0, True, 145.4, 0.1)]).assign(
+        sim_allowable_qps=172.9, sim_allowable_host_adjusted_qps=138.3
+    )
+    html = dispatcher_table(summary, None)
+    header = [unescape(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", html)]
+    cell = dict(zip(header, [unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", html.split("</tr>")[1])]))
+    assert cell["simulated allowable qps"] == "172.9 (138.3 with this host's service times)"
+    plain = dispatcher_table(summary.assign(sim_allowable_host_adjusted_qps=math.nan), None)
+    assert "with this host" not in plain and "<td>172.9</td>" in plain
