@@ -435,29 +435,33 @@ class LiveRun:
         for rate in (r for r in found.bracket_qps if 0 < r < math.inf):
             for k in range(1, o.replications + 1):  # independent windows and seeds at both bracket ends
                 self.run_phase(spec, rate, replicate=k)
-        if found.allowable_qps > 0:
-            self.settle(spec)
         iv = self.chase_bounds(spec)
+        if found.allowable_qps > 0 and self.settle(spec):
+            iv = self.interval(spec)
         allowable, bracket = allowable_rate(self.verdicts(spec))
         return replace(found, allowable_qps=allowable, bracket_qps=bracket), iv
 
-    def settle(self, spec: str) -> None:
-        """Where the replicates overturned the lowest rate that passed in the search (its phases pooled fail) and no
-        rate below it was tried, step down one search step (``growth``) at a time, one phase each, until a rate
-        passes or ``SETTLE_STEPS`` are spent: the figure then rests on a rate that passed, not on 0."""
-        # A live onnx sweep (dien, cpu-1t=1, 2026-12-03): 150.3 qps passed, its replicate failed (3.15% over the QoS
-        # with the server 32% slower than profiled), and the lower bound's chase at 130.7 missed on 1.13% twice: the
-        # run said "0.0 live" of a pool that serves over 100 qps.
+    def settle(self, spec: str) -> bool:
+        """Where the lowest rate tried fails on its phases pooled although the search had passed one (replicates
+        overturned it, or a chase below it failed), step down one search step (``growth``) at a time, one phase each,
+        until a rate passes or ``SETTLE_STEPS`` are spent: the figure then rests on a rate that passed, not on 0.
+        Returns whether it ran a phase."""
+        # Live onnx sweeps (dien, cpu-1t=1, 2026-12-03) on a host that slowed under them: 150.3 qps passed, then its
+        # replicate failed (3.15% over the QoS, the server 32% slower than profiled), or the lower bound's chase at
+        # 130.7 failed twice (1.13%, 3.38%): each run said "0.0 live" of a pool that serves over 100 qps.
         o = self.options
+        ran = False
         for _ in range(SETTLE_STEPS):
             verdicts = self.verdicts(spec)
             if not verdicts or allowable_rate(verdicts)[0] > 0:
-                return
+                break
             rate = min(verdicts) / o.growth
             if rate < SearchConfig.min_qps:
-                return
+                break
             self.log(f"{spec}: no rate tried passes on its phases pooled; {rate:.1f} qps, one search step down")
             self.run_phase(spec, rate)
+            ran = True
+        return ran
 
     def chase_bounds(self, spec: str) -> AllowableInterval:
         """``spec``'s interval after up to ``interval_steps`` more rates, each one search step (``growth``) past a

@@ -225,7 +225,7 @@ def settle(phase_at, searched) -> tuple[list[tuple[float, int]], float]:
         run.latencies[spec].setdefault(rate, []).append(phase_at(rate))
 
     run.run_phase = run_phase
-    run.settle("kairos")
+    assert run.settle("kairos") == bool(extra)
     return extra, allowable_rate(run.verdicts("kairos"))[0]
 
 
@@ -247,3 +247,10 @@ def test_the_step_down_stops_after_its_steps_and_never_runs_where_a_rate_already
     held = [(150.3, sectioned(*[0] * 9)), (150.3, sectioned(*[1] * 9)), (156.0, sectioned(*[3] * 9))]
     extra, allowable = settle(lambda rate: pytest.fail("no phase where the lowest rate passes pooled"), held)
     assert extra == [] and allowable == 150.3
+
+
+def test_a_chase_below_a_pass_that_fails_is_followed_down_too():
+    # 150.3 passed alone; the lower bound's chase at 130.7 then failed twice on a host that had slowed.
+    chased = [(150.3, sectioned(*[0] * 9)), (130.7, sectioned(*[3] * 9)), (130.7, sectioned(*[1] * 9))]
+    extra, allowable = settle(lambda rate: sectioned(*[0] * 9), chased)
+    assert extra == [(pytest.approx(130.7 / 1.15), 0)] and allowable == pytest.approx(130.7 / 1.15)
