@@ -61,9 +61,9 @@ UNKNOWN_INTERVAL = (
     "together; raise --phase-queries or --replications)"
 )
 CENSORED_INTERVAL = " (<=, >=: a bound at the edge of the rates tried, which may lie beyond; raise --interval-steps)"
-# Steps a sweep takes below its search when the replicates overturn its lowest pass: 1.15^3 = 1.52, so a figure a
-# third below where the search found one is still placed; further than that, the host moved under the run, which its
-# HOST-LIMITED flags say.
+# Steps a sweep takes below the lowest rate tried when that rate fails after the search had passed one (``settle``):
+# 1.15^3 = 1.52, so a figure a third below where the search found one is still placed; further than that, the host
+# moved under the run, which its HOST-LIMITED flags say.
 SETTLE_STEPS = 3
 
 
@@ -119,11 +119,11 @@ def saturated_qps(rows: list[dict]) -> float:
 def flag_text(rows: list[dict]) -> str:
     """`` (HOST-LIMITED: k of n phases; S sim with this host's service times; harness saturated at R qps: why)``
     from one sweep's summary rows, each part only when some phase failed those checks (S: where the simulator was
-    rerun with the host's service times); '' when none did."""
+    rerun with the host's service times, shown whenever it was); '' when none did."""
     failed = sum(r.get("fidelity_ok") is not None and not r["fidelity_ok"] for r in rows)  # NaN: not checked
     notes = [f"HOST-LIMITED: {failed} of {len(rows)} phases"] if failed else []
     host_sim = next((r.get("sim_allowable_host_adjusted_qps", math.nan) for r in rows), math.nan)
-    if failed and isinstance(host_sim, (int, float)) and math.isfinite(host_sim):
+    if isinstance(host_sim, (int, float)) and math.isfinite(host_sim):
         # Beside the simulator's figure, how much of the live/simulated gap this host explains.
         notes.append(f"{host_sim:.1f} sim with this host's service times")
     saturated = saturated_qps(rows)

@@ -168,8 +168,11 @@ def test_the_flag_names_host_limited_phases_the_hosts_simulation_and_where_the_h
         " (HOST-LIMITED: 2 of 3 phases; 138.3 sim with this host's service times; "
         "harness saturated at 150.3 qps: send lag p99 6.1 ms)"
     )
-    # The host's simulation is shown only beside a host-limited verdict; a clean sweep carries no flag at all.
-    assert flag_text([row(145.4, True), row(150.3, True)]) == ""
+    # The host's simulation is shown wherever the sweep reran it (its service was 5% slower than profiled), flagged
+    # or not; a sweep that needed neither carries no flag at all.
+    assert flag_text([row(145.4, True), row(150.3, True)]) == " (138.3 sim with this host's service times)"
+    clean = {"sim_allowable_host_adjusted_qps": math.nan}
+    assert flag_text([{**row(145.4, True), **clean}, {**row(150.3, True), **clean}]) == ""
     assert flag_text([{**row(145.4, False), "sim_allowable_host_adjusted_qps": math.nan}]) == (
         " (HOST-LIMITED: 1 of 1 phases)"
     )
