@@ -251,7 +251,17 @@ def test_kill_9_mid_phase_leaves_readable_queries_and_report_rebuilds_the_phase(
     assert len(before) > 60, "too little of the phase ran to judge"
     recovered_ok = set(q1.index[q1["status"] == "ok"])
     lost_age_s = killed_at - d1.loc[~d1["request_id"].isin(recovered_ok), "finish_s"]
-    assert (lost_age_s < 1.5).all(), f"lost answers up to {lost_age_s.max():.2f} s before the kill"
+    lost_ids = d1.loc[lost_age_s.index, "request_id"]
+    # On failure, enough to tell a late kill, a dropped batch of records and a record kept with another status apart
+    # (one CI run lost 12 answers 8.8-9.6 s before the kill and none in its last second; not reproduced alone).
+    why = (
+        f"lost answers up to {lost_age_s.max():.2f} s before the kill, which came "
+        f"{killed_at - plan['start_epoch']:.2f} s into phase 1; their client rows: "
+        f"{q1.reindex(lost_ids)['status'].fillna('none').value_counts().to_dict()}; parts: "
+        f"{sorted(p.name for p in (run / 'client.parquet').glob('*'))[-12:] if (run / 'client.parquet').is_dir() else '-'}"
+        f"\n{log[-2000:]}"
+    )
+    assert (lost_age_s < 1.5).all(), why
     assert set(d1["request_id"]) - set(q1.index) == set()  # each answered query is a row, once
     s = pd.read_parquet(run / "summary.parquet")
     assert list(s["phase"]) == [0, 1] and not s.iloc[1]["valid"]
