@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--keep-transport",
         action="store_true",
-        help="keep the round trip of an empty request in the samples (default: subtracted, it is the network's)",
+        help="keep the transport in the samples (default: subtracted, it is the network's: an empty request's "
+        "round trip after a wait as long as the query took)",
     )
     p.add_argument("--timeout-s", type=float, default=d.timeout_s, help=f"per request (default {d.timeout_s:g})")
     p.add_argument("--out", required=True, help="profile parquet to write or merge into")

@@ -140,6 +140,9 @@ def _measure_one(inst: Instance, model: str, batches: tuple[int, ...], config: L
         batches=order,
         samples=config.samples,
         warmup=config.warmup,
+        # Back to back, as before: this profile feeds this host's simulator, which has no transport of its own, and
+        # near the allowable load the servers are not idle between queries.
+        idle_transport=False,
         seed=seed,
     )
     return capture(capture_config)

@@ -3,9 +3,16 @@
 For each batch size, ``warmup`` queries are sent and discarded, then ``samples`` are timed end to end on this side
 (``time.perf_counter`` around one request on a kept-alive connection). Where the server reports ``compute_ms`` in the
 response parameters (this project's model server and emulated instance do; Triton and MLServer do not) that is the
-compute time and the rest is load time; elsewhere the whole service time is load time. The transport's own cost, the
-median round trip of an empty request (``GET /v2/health/ready``), is subtracted unless ``keep_transport``: it is the
-network's, not the model's, and a dispatcher measures its own round trips live.
+compute time and the rest is load time; elsewhere the whole service time is load time. The transport's own cost is
+subtracted unless ``keep_transport``: it is the network's, not the model's, and a dispatcher measures its own round
+trips live. That cost is the median round trip of an empty request (``GET /v2/health/ready``) sent after the client
+has waited about as long as the query took (``idle_transport``, the default; ``TRANSPORT_GAPS_MS``, interpolated):
+on a host whose cores idle between requests the way in and out gets slower the longer they idle. Measured on a 2-core
+VM (``benchmarks/reply_path.py``, docs/measurements.md): 0.33-0.41 ms back to back, 0.96-1.14 ms after a 6 ms wait,
+and 0.76-1.03 ms outside the server's handler for a request it held 6 ms; the back-to-back figure left +0.4-0.7 ms a
+query in every profile (+7% at a 6 ms service). Where the server reports ``compute_ms``, the service is never taken
+below it. ``idle_transport=False`` subtracts the back-to-back round trip (the local profiles of ``--mode onnx``,
+whose simulator has no transport of its own).
 
 Inputs come from the model's spec when it is a built-in model, else from the server's metadata (random values of the
 declared datatypes and shapes; integer inputs all zero, valid for any embedding table).
@@ -29,6 +36,10 @@ from harness.core.errors import InputError
 from harness.core.profiles import PROFILE_COLUMNS, Profile
 from servers import models, v2
 
+# Waits before the empty requests that price the transport (ms): past ~12 ms the round trip stops growing on the VM
+# measured, so longer queries take the last value.
+TRANSPORT_GAPS_MS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)
+
 
 @dataclass(frozen=True)
 class CaptureConfig:
@@ -42,6 +53,7 @@ class CaptureConfig:
     warmup: int = 5
     timeout_s: float = 60.0
     keep_transport: bool = False
+    idle_transport: bool = True  # the empty round trip after a wait as long as the query's, not back to back
     seed: int = 0
 
     def __post_init__(self):
@@ -130,7 +142,8 @@ def capture(config: CaptureConfig, progress: Callable[[int, int, float], None] =
             )
         meta = json.loads(body)
         spec = models.get_spec(config.model) if config.model in models.MODEL_NAMES else None
-        transport_ms = 0.0 if config.keep_transport else _transport_ms(client)
+        gaps = TRANSPORT_GAPS_MS if config.idle_transport else (0.0,)
+        curve = None if config.keep_transport else _transport_curve(client, gaps)
         rows = []
         path = f"/v2/models/{config.model}/infer"
         for batch in config.batches:
@@ -149,7 +162,9 @@ def capture(config: CaptureConfig, progress: Callable[[int, int, float], None] =
                 if k < config.warmup:
                     continue
                 compute = _reported_compute_ms(body, headers)
-                service = max(0.0, e2e_ms - transport_ms)
+                # The client idled about as long as the server took: the transport after such a wait.
+                transport_ms = 0.0 if curve is None else float(np.interp(e2e_ms - curve[1][0], *curve))
+                service = max(0.0, e2e_ms - transport_ms, compute if math.isfinite(compute) else 0.0)
                 compute = min(compute, service) if math.isfinite(compute) else 0.0
                 times.append(service)
                 rows.append((config.instance_type, config.model, batch, compute, service - compute))
@@ -159,14 +174,19 @@ def capture(config: CaptureConfig, progress: Callable[[int, int, float], None] =
     return pd.DataFrame(rows, columns=list(PROFILE_COLUMNS))
 
 
-def _transport_ms(client: _Client, n: int = 50) -> float:
-    """Median round trip of an empty request on the same connection."""
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        client.request("GET", "/v2/health/ready")
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
+def _transport_curve(client: _Client, gaps_ms: tuple[float, ...], n: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """(gaps, median round trip of an empty request sent after waiting each gap) on the same connection (ms)."""
+    medians = []
+    for gap_ms in gaps_ms:
+        times = []
+        for _ in range(n):
+            if gap_ms:
+                time.sleep(gap_ms / 1e3)
+            t0 = time.perf_counter()
+            client.request("GET", "/v2/health/ready")
+            times.append((time.perf_counter() - t0) * 1e3)
+        medians.append(float(np.median(times)))
+    return np.asarray(gaps_ms, dtype=float), np.asarray(medians)
 
 
 def _reported_compute_ms(body: bytes, headers: dict) -> float:
