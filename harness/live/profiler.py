@@ -8,9 +8,9 @@ subtracted unless ``keep_transport``: it is the network's, not the model's, and 
 trips live. That cost is the median round trip of an empty request (``GET /v2/health/ready``) sent after the client
 has waited about as long as the query took (``idle_transport``, the default; ``TRANSPORT_GAPS_MS``, interpolated):
 on a host whose cores idle between requests the way in and out gets slower the longer they idle. Measured on a 2-core
-VM (``benchmarks/reply_path.py``, docs/measurements.md): 0.33-0.41 ms back to back, 0.96-1.14 ms after a 6 ms wait,
-and 0.76-1.03 ms outside the server's handler for a request it held 6 ms; the back-to-back figure left +0.4-0.7 ms a
-query in every profile (+7% at a 6 ms service). Where the server reports ``compute_ms``, the service is never taken
+VM (``benchmarks/reply_path.py``, docs/measurements.md), outside an aiohttp server's handler: 0.33-0.45 ms back to
+back, 0.97-1.02 ms for a request the server held 6-20 ms, 0.76-1.02 ms for an empty request sent after the client
+waited as long; the back-to-back price left +0.4-0.7 ms a query in every profile (+6-9% at a 6 ms service). Where the server reports ``compute_ms``, the service is never taken
 below it. ``idle_transport=False`` subtracts the back-to-back round trip (the local profiles of ``--mode onnx``,
 whose simulator has no transport of its own).
 
