@@ -1,7 +1,8 @@
-"""The host alone: how late an idle asyncio loop's 10 ms timer fires, per window, with the kernel's dirty and
-writeback memory beside it (e.g. run it while ``pip install`` fills a fresh venv, then during the writeback).
+"""The host alone: how late an idle asyncio loop's 10 ms timer fires (``servers.loop_lag``, as in the dispatcher),
+per window, with the kernel's dirty and writeback memory beside it (e.g. run it while ``pip install`` fills a fresh
+venv, then during the writeback).
 
-Run: python benchmarks/idle_loop_lag.py [--seconds 120] [--window-s 5]
+Run: python benchmarks/idle_loop_lag.py [--seconds 120] [--window-s 5] [--interval-s 0.01]
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from servers.loop_lag import LoopLag
 
 
 @dataclass(frozen=True)
@@ -34,16 +36,23 @@ def memory_kb(meminfo: Path = Path("/proc/meminfo")) -> tuple[int, int]:
         return -1, -1
 
 
-async def measure(seconds: float, window_s: float, tick_s: float = 0.01) -> list[LagWindow]:
-    """Windows of the timer's lateness until ``seconds`` have passed."""
+async def measure(
+    seconds: float, window_s: float, interval_s: float = 0.01, on_window: Callable[[LagWindow], None] = lambda w: None
+) -> list[LagWindow]:
+    """Windows of the timer's lateness (the dispatcher's own ``LoopLag``, here every ``interval_s``) until
+    ``seconds`` have passed; ``on_window`` sees each as it ends."""
+    lag = LoopLag(interval_s)
+    task = asyncio.create_task(lag.run())
     windows, end = [], time.monotonic() + seconds
-    while time.monotonic() < end:
-        lags, w_end = [], time.monotonic() + window_s
-        while time.monotonic() < w_end:
-            t0 = time.monotonic()
-            await asyncio.sleep(tick_s)
-            lags.append((time.monotonic() - t0 - tick_s) * 1e3)
-        windows.append(LagWindow(float(np.percentile(lags, 99)), float(max(lags)), *memory_kb()))
+    try:
+        while (left := end - time.monotonic()) > 0:
+            await asyncio.sleep(min(window_s, left))
+            taken = lag.take()
+            if taken["loop_lag_samples"]:
+                windows.append(LagWindow(taken["loop_lag_p99_ms"], taken["loop_lag_max_ms"], *memory_kb()))
+                on_window(windows[-1])
+    finally:
+        task.cancel()
     return windows
 
 
@@ -52,19 +61,17 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--window-s", type=float, default=5.0)
+    ap.add_argument("--interval-s", type=float, default=0.01, help="the timer (default 0.01; the dispatcher's: 0.05)")
     args = ap.parse_args(argv)
 
-    async def run() -> None:
-        end = time.monotonic() + args.seconds
-        while time.monotonic() < end:
-            (w,) = await measure(min(args.window_s, end - time.monotonic()), args.window_s)
-            print(
-                f"{time.strftime('%H:%M:%S')} lag p99 {w.p99_ms:.1f} max {w.max_ms:.1f} ms; "
-                f"dirty {w.dirty_kb} kB, writeback {w.writeback_kb} kB",
-                flush=True,
-            )
+    def show(w: LagWindow) -> None:
+        print(
+            f"{time.strftime('%H:%M:%S')} lag p99 {w.p99_ms:.1f} max {w.max_ms:.1f} ms; "
+            f"dirty {w.dirty_kb} kB, writeback {w.writeback_kb} kB",
+            flush=True,
+        )
 
-    asyncio.run(run())
+    asyncio.run(measure(args.seconds, args.window_s, args.interval_s, show))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """What the live run's interval on allowable throughput covers: its whole procedure, rerun with the simulator as the pool.
 
 Each of --runs runs is ``LiveRun.sweep`` exactly as a live run does it (the search from the simulator's answer, the
-replicates at both ends of the final bracket, ``chase_bounds``, ``settle``), with every phase simulated on its own service-time
-draws instead of replayed: the run-to-run noise a live rerun of the same command has, without the host's. It prints:
+replicates at both ends of the final bracket, ``chase_bounds``, ``settle``), with every phase simulated on its own
+service-time draws instead of replayed: the run-to-run noise a live rerun of the same command has, without the host's.
+It prints:
 
 - each run's allowable figure and 95% interval (``<=``/``>=``: censored at the edge of the rates tried);
 - how often one run's figure lies inside another run's interval (issue 10's check on three default runs);

@@ -10,9 +10,9 @@ has waited about as long as the query took (``idle_transport``, the default; ``T
 on a host whose cores idle between requests the way in and out gets slower the longer they idle. Measured on a 2-core
 VM (``benchmarks/reply_path.py``, docs/measurements.md), outside an aiohttp server's handler: 0.33-0.45 ms back to
 back, 0.97-1.02 ms for a request the server held 6-20 ms, 0.76-1.02 ms for an empty request sent after the client
-waited as long; the back-to-back price left +0.4-0.7 ms a query in every profile (+6-9% at a 6 ms service). Where the server reports ``compute_ms``, the service is never taken
-below it. ``idle_transport=False`` subtracts the back-to-back round trip (the local profiles of ``--mode onnx``,
-whose simulator has no transport of its own).
+waited as long; the back-to-back price left +0.4-0.7 ms a query in every profile (+6-10% at a 6 ms service). Where
+the server reports ``compute_ms``, the service is never taken below it. ``idle_transport=False`` subtracts the
+back-to-back round trip (the local profiles of ``--mode onnx``, whose simulator has no transport of its own).
 
 Inputs come from the model's spec when it is a built-in model, else from the server's metadata (random values of the
 declared datatypes and shapes; integer inputs all zero, valid for any embedding table).

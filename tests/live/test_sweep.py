@@ -137,10 +137,10 @@ QUIET = sectioned(0, 1, 0, 0, 1, 0, 1, 0, 0)
 SEARCHED = [(108.6, BURST), (108.6, QUIET), (112.7, sectioned(*[3] * 9)), (112.7, sectioned(*[4] * 9))]
 
 
-def chase(steps: int, phase_at, searched=SEARCHED, **options) -> tuple[list[tuple[float, int]], object]:
-    """chase_bounds over a sweep that found 108.6 passing (twice, but one window's band reaching past the QoS) and
-    112.7 failing; ``phase_at(rate)`` is the measured latencies of each extra phase. Returns the extra phases run."""
-    run = LiveRun(LiveOptions(**{"seed": 3, "interval_steps": steps, "replications": 1, **options}), log=lambda _: None)
+def stubbed_run(phase_at, searched, **options) -> tuple[LiveRun, list[tuple[float, int]]]:
+    """A LiveRun holding kairos's phases ``searched`` (rate, latencies) whose ``run_phase`` adds ``phase_at(rate)``
+    instead of replaying; returns it and the list the extra phases (rate, replicate) go to."""
+    run = LiveRun(LiveOptions(**{"seed": 3, **options}), log=lambda _: None)
     for rate, latencies in searched:
         run.latencies.setdefault("kairos", {}).setdefault(rate, []).append(latencies)
     extra = []
@@ -150,6 +150,13 @@ def chase(steps: int, phase_at, searched=SEARCHED, **options) -> tuple[list[tupl
         run.latencies[spec].setdefault(rate, []).append(phase_at(rate))
 
     run.run_phase = run_phase
+    return run, extra
+
+
+def chase(steps: int, phase_at, searched=SEARCHED, **options) -> tuple[list[tuple[float, int]], object]:
+    """chase_bounds over a sweep that found 108.6 passing (twice, but one window's band reaching past the QoS) and
+    112.7 failing; ``phase_at(rate)`` is the measured latencies of each extra phase. Returns the extra phases run."""
+    run, extra = stubbed_run(phase_at, searched, **{"interval_steps": steps, "replications": 1, **options})
     return extra, run.chase_bounds("kairos")
 
 
@@ -215,16 +222,7 @@ def settle(phase_at, searched) -> tuple[list[tuple[float, int]], float]:
     """settle over a sweep's phases (rate, latencies); returns the extra phases it ran and the allowable figure."""
     from harness.measure.interval import allowable_rate
 
-    run = LiveRun(LiveOptions(seed=3), log=lambda _: None)
-    for rate, latencies in searched:
-        run.latencies.setdefault("kairos", {}).setdefault(rate, []).append(latencies)
-    extra = []
-
-    def run_phase(spec, rate, replicate=0):
-        extra.append((rate, replicate))
-        run.latencies[spec].setdefault(rate, []).append(phase_at(rate))
-
-    run.run_phase = run_phase
+    run, extra = stubbed_run(phase_at, searched)
     assert run.settle("kairos") == bool(extra)
     return extra, allowable_rate(run.verdicts("kairos"))[0]
 
