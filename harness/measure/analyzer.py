@@ -120,20 +120,47 @@ def section_parts(lat_ms: np.ndarray, batches: int = 20) -> list[np.ndarray]:
 
 
 def percentile_ci_ms(lat_ms: np.ndarray, p: float, batches: int = 20, level: float = 0.95) -> tuple[float, float]:
-    """Confidence interval of a percentile by sectioning: the overall percentile +- t * sd(batch percentiles)/sqrt(k).
+    """Confidence interval of a percentile by sectioning, inverted from the share of queries over each latency.
 
-    Latencies must be in arrival order. Contiguous batches keep busy periods together, so the interval respects
-    the strong autocorrelation of queueing latencies that a binomial interval over single queries ignores.
+    Latencies must be in arrival order. For every observed latency x, the share of queries over x has a t-interval
+    over contiguous sections (batch means, as ``violation_rate_ci``). The percentile's interval holds the x whose
+    share interval still reaches ``1 - p/100``: the lower bound is the least x whose share may be that small, the upper
+    bound the least x from which on every share is surely no larger. Contiguous sections keep busy periods together,
+    so the interval respects the autocorrelation of queueing latencies that a binomial interval over single queries
+    ignores; it is asymmetric, and never leaves the observed latencies (inf when the tail may lie among unserved ones).
     """
-    if not sections(len(lat_ms), batches):
+    n = len(lat_ms)
+    if not sections(n, batches):
         return (math.nan, math.nan)
-    per = np.array([percentile_ms(part, p) for part in section_parts(lat_ms, batches)])
-    overall = percentile_ms(lat_ms, p)
-    if not np.all(np.isfinite(per)) or not math.isfinite(overall):
-        return (overall, math.inf)
-    k = len(per)
-    half = stats.t.ppf(0.5 + level / 2, k - 1) * per.std(ddof=1) / math.sqrt(k)
-    return (max(0.0, overall - half), overall + half)
+    lat = np.asarray(lat_ms, dtype=float)
+    target = 1.0 - p / 100.0
+    x = np.unique(lat[np.isfinite(lat)])  # the candidate bounds, ascending
+    if not len(x):
+        return (math.inf, math.inf)
+    parts = section_parts(lat, batches)
+    k = len(parts)
+    t = stats.t.ppf(0.5 + level / 2, k - 1)
+    pooled = 1.0 - np.searchsorted(np.sort(lat), x, side="right") / n
+    # Shares in [0, 1] with mean m have a sample variance of at most m(1-m)k/(k-1), so a latency whose share is too
+    # large even for the widest interval is below both bounds: only the tail from there on is sectioned (a suffix,
+    # as m - t*sqrt(m(1-m)/(k-1)) is convex in m and 0 at m = 0). The slack covers sections of unequal size.
+    widest = pooled - t * np.sqrt(pooled * (1.0 - pooled) / (k - 1))
+    first = int(np.argmax(widest <= target + 1.0 / SECTION_QUERIES))
+    x, pooled = x[first:], pooled[first:]
+    # running sums over sections keep memory at O(candidates) for phases of millions of queries
+    total, squares = np.zeros(len(x)), np.zeros(len(x))
+    for part in parts:
+        share = 1.0 - np.searchsorted(np.sort(part), x, side="right") / len(part)
+        total += share
+        squares += share * share
+    half = t * np.sqrt(np.maximum(squares - total * total / k, 0.0) / (k - 1) / k)
+    may_be_target = pooled - half <= target  # true at the largest latency unless unserved queries hold the tail
+    low = float(x[np.argmax(may_be_target)]) if may_be_target.any() else math.inf
+    over = np.flatnonzero(pooled + half > target)
+    if not len(over):
+        return (low, float(x[0]))  # x[0] is the first candidate kept: every latency below it is over the target
+    high = float(x[over[-1] + 1]) if over[-1] + 1 < len(x) else math.inf
+    return (low, high)
 
 
 def violation_rate_ci(

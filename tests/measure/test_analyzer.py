@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from harness.measure.allowable import SearchConfig, find_allowable
 from harness.measure.analyzer import (
@@ -11,6 +12,7 @@ from harness.measure.analyzer import (
     max_violations_allowed,
     percentile_ci_ms,
     percentile_ms,
+    section_parts,
     summarize,
 )
 
@@ -89,6 +91,72 @@ def test_p99_interval_is_wider_for_autocorrelated_latency():
     assert w_bursty > 2 * w_iid
     lo, hi = percentile_ci_ms(iid, 99)
     assert lo < percentile_ms(iid, 99) < hi
+
+
+def share_inverted_reference(lat, p, batches=20, level=0.95):
+    """The interval by its definition, one candidate latency at a time over every observed latency."""
+    lat = np.asarray(lat, float)
+    parts = section_parts(lat, batches)
+    k, target = len(parts), 1 - p / 100
+    x = np.unique(lat[np.isfinite(lat)])
+    shares = np.array([[np.mean(part > v) for v in x] for part in parts])
+    pooled = np.array([np.mean(lat > v) for v in x])
+    half = stats.t.ppf(0.5 + level / 2, k - 1) * shares.std(0, ddof=1) / math.sqrt(k)
+    may = pooled - half <= target
+    low = x[np.argmax(may)] if may.any() else math.inf
+    over = np.flatnonzero(pooled + half > target)
+    if not len(over):
+        return (low, x[0])
+    return (low, x[over[-1] + 1] if over[-1] + 1 < len(x) else math.inf)
+
+
+def phase_of_shape(shape, n, rng):
+    """Latencies of one phase: independent, in runs of 50 alike, with ties, or with unserved queries (inf)."""
+    if shape == "iid":
+        return rng.exponential(10, n)
+    if shape == "runs":
+        return np.repeat(rng.exponential(10, n // 50 + 1), 50)[:n]
+    if shape == "ties":
+        return np.round(rng.exponential(3, n))
+    return np.where(rng.random(n) < rng.uniform(0, 0.04), np.inf, rng.exponential(10, n))
+
+
+@pytest.mark.parametrize("shape", ["iid", "runs", "ties", "unserved"])
+def test_p99_interval_is_the_share_interval_inverted_over_every_latency(shape):
+    # the function skips the latencies no interval can reach; this checks that it skips none that matter
+    rng = np.random.default_rng(["iid", "runs", "ties", "unserved"].index(shape))
+    for _ in range(8):
+        lat = phase_of_shape(shape, int(rng.integers(500, 3000)), rng)
+        assert percentile_ci_ms(lat, 99) == share_inverted_reference(lat, 99)
+
+
+def test_p99_interval_covers_the_true_p99_about_95_percent_of_the_time():
+    rng = np.random.default_rng(7)
+    true_p99 = 10 * math.log(100)  # exponential with mean 10
+    covered = [lo <= true_p99 <= hi for lo, hi in (percentile_ci_ms(rng.exponential(10, 4000), 99) for _ in range(200))]
+    assert 0.88 <= np.mean(covered) <= 0.99
+
+
+def test_p99_interval_of_a_bursty_phase_is_asymmetric_and_stays_among_observed_latencies():
+    # 1,980 quick queries and one burst of 20 slow ones (1%): the p99 is the slowest quick query, but one burst more
+    # or less would move it into the burst, so the interval reaches far up and barely down
+    lat = np.full(2000, 20.0) + np.arange(2000) * 1e-3
+    lat[1000:1020] = np.linspace(300.0, 700.0, 20)
+    lo, hi = percentile_ci_ms(lat, 99)
+    p99 = percentile_ms(lat, 99)
+    assert lat.min() <= lo <= p99 <= hi <= lat.max()
+    assert lo in lat and hi in lat
+    assert hi - p99 != pytest.approx(p99 - lo, rel=0.05)
+
+
+def test_p99_interval_edges():
+    assert percentile_ci_ms(np.full(2000, 5.0), 99) == (5.0, 5.0)
+    assert all(math.isnan(b) for b in percentile_ci_ms(np.full(400, 5.0), 99))  # too few to section
+    assert percentile_ci_ms(np.full(2000, np.inf), 99) == (math.inf, math.inf)
+    lat = np.random.default_rng(0).exponential(10, 2000)
+    lat[-300:] = np.inf  # 15% unserved in one stretch: the p99 may lie among them
+    lo, hi = percentile_ci_ms(lat, 99)
+    assert math.isfinite(lo) and hi == math.inf
 
 
 class Step:
