@@ -42,6 +42,8 @@ _SUMMARY_FLOATS = (
 )
 _SUMMARY_OPTIONAL_FLOATS = (
     "sim_p99_ms",
+    "sim_p99_ci_low_ms",
+    "sim_p99_ci_high_ms",
     "sim_allowable_qps",
     "sim_allowable_host_adjusted_qps",
     "harness_saturated_qps",

@@ -279,6 +279,7 @@ def steps_table(summary: pd.DataFrame) -> str:
         ("loop_lag_p99_ms", "dispatcher loop lag p99 ms", 1),
         ("service_excess", "service vs profile %", 1),
         ("sim_p99_ms", "sim p99 ms", 1),
+        ("sim_p99_ci", "sim p99 95% CI ms", 1),
         ("sim_valid", "sim verdict", None),
         ("send_lag_p99_ms", "send lag p99 ms", 1),
         ("loadgen_cpu_percent", "loadgen CPU %", 0),
@@ -286,13 +287,15 @@ def steps_table(summary: pd.DataFrame) -> str:
         ("qps_per_dollar", "qps per $/h", 2),
         ("usd_per_million_in_qos", "$ per M queries in QoS", 2),
     ]
-    cols = [c for c in cols if c[0] in summary or c[0] == "p99_ci"]
+    # the intervals are two columns each in summary.parquet, one cell here
+    intervals = ("p99_ci", "sim_p99_ci")
+    cols = [c for c in cols if c[0] in summary or (c[0] in intervals and f"{c[0]}_low_ms" in summary)]
     rows, classes = [], []
     for _, r in summary.iterrows():
         cells = []
         for key, _, digits in cols:
-            if key == "p99_ci":
-                cells.append(f"[{fmt(r['p99_ci_low_ms'])}, {fmt(r['p99_ci_high_ms'])}]")
+            if key in intervals:
+                cells.append(f"[{fmt(r[f'{key}_low_ms'])}, {fmt(r[f'{key}_high_ms'])}]")
             elif key == "valid":
                 cells.append(
                     (

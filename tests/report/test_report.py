@@ -590,3 +590,17 @@ def test_a_host_limited_sweep_shows_the_simulator_with_this_hosts_service_times_
     assert cell["simulated allowable qps"] == "172.9 (138.3 with this host's service times)"
     plain = dispatcher_table(summary.assign(sim_allowable_host_adjusted_qps=math.nan), None)
     assert "with this host" not in plain and "<td>172.9</td>" in plain
+
+
+def test_each_step_shows_the_live_and_the_simulated_p99_with_their_intervals():
+    from html import unescape
+
+    from harness.report.page import steps_table
+
+    summary = synthetic_summary([("kairos", 100.0, 300.0, True, 100.0, 0.1)])
+    html = steps_table(summary.assign(sim_p99_ci_low_ms=250.0, sim_p99_ci_high_ms=math.inf))
+    header = [unescape(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", html)]
+    cell = dict(zip(header, [unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", html.split("</tr>")[1])]))
+    assert cell["p99 ms"] == "300.0" and cell["p99 95% CI ms"] == "[270.0, 330.0]"
+    assert cell["sim p99 ms"] == "270.0" and cell["sim p99 95% CI ms"] == "[250.0, ∞]"
+    assert "sim p99 95% CI" not in steps_table(summary)  # a summary from before the column: no empty cells
