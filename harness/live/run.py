@@ -45,6 +45,7 @@ from harness.measure.fidelity import (
     FidelityLimits,
     fidelity_checks,
     harness_checks,
+    p99_against_sim,
     service_vs_profile,
     weighted_excess,
 )
@@ -117,15 +118,20 @@ def saturated_qps(rows: list[dict]) -> float:
 
 
 def flag_text(rows: list[dict]) -> str:
-    """`` (HOST-LIMITED: k of n phases; S sim with this host's service times; harness saturated at R qps: why)``
-    from one sweep's summary rows, each part only when some phase failed those checks (S: where the simulator was
-    rerun with the host's service times, shown whenever it was); '' when none did."""
+    """`` (HOST-LIMITED: k of n phases; S sim with this host's service times; live p99 outside the simulated
+    interval in j of n phases: ...; harness saturated at R qps: why)`` from one sweep's summary rows, each part only
+    when some phase failed those checks (S: where the simulator was rerun with the host's service times, shown
+    whenever it was); '' when none did."""
     failed = sum(r.get("fidelity_ok") is not None and not r["fidelity_ok"] for r in rows)  # NaN: not checked
     notes = [f"HOST-LIMITED: {failed} of {len(rows)} phases"] if failed else []
     host_sim = next((r.get("sim_allowable_host_adjusted_qps", math.nan) for r in rows), math.nan)
     if isinstance(host_sim, (int, float)) and math.isfinite(host_sim):
         # Beside the simulator's figure, how much of the live/simulated gap this host explains.
         notes.append(f"{host_sim:.1f} sim with this host's service times")
+    apart = [r.get("p99_vs_sim") for r in rows if r.get("p99_vs_sim") in ("slower", "faster")]
+    if apart:  # informs only: the gap may be the policy's or the simulator's as much as the host's
+        ways = " and ".join(f"{apart.count(w)} {w}" for w in ("slower", "faster") if w in apart)
+        notes.append(f"live p99 outside the simulated interval in {len(apart)} of {len(rows)} phases: {ways}")
     saturated = saturated_qps(rows)
     if math.isfinite(saturated):  # with its reason: a 6 ms send lag and a generator at 100% CPU read differently
         why = next(r["harness_reasons"] for r in rows if r.get("harness_ok") is False and r["offered_qps"] == saturated)
@@ -281,6 +287,7 @@ class LiveRun:
             sim_valid=sim.valid,
             sim_violation_rate=sim.violation_rate,
         )
+        row["p99_vs_sim"] = p99_against_sim(row)
         row.update(self.fidelity(plan, trace, merged, row, cpu, lag))
         harness_failed = o.harness_saturation == "invalid" and not row["harness_ok"]
         if harness_failed and summary.valid:
@@ -303,9 +310,10 @@ class LiveRun:
         warn = " (load generator saturated: latencies inflated)" if output.cpu_percent > 80 else ""
         if not row["fidelity_ok"]:
             warn += f"; HOST-LIMITED: {row['fidelity_reasons']}"
+        apart = f"; live {row['p99_vs_sim']}: the intervals apart" if row["p99_vs_sim"] in ("slower", "faster") else ""
         self.log(
             f"phase {index}: {spec} at {offered:.1f} qps -> p99 {summary.p99_ms:.1f} ms "
-            f"(sim {sim.p99_ms:.1f}), violations {100 * summary.violation_rate:.2f}%, {verdict}; "
+            f"(sim {sim.p99_ms:.1f}{apart}), violations {100 * summary.violation_rate:.2f}%, {verdict}; "
             f"send lag p99 {row['send_lag_p99_ms']:.1f} ms{busy}{warn}"
         )
         return summary

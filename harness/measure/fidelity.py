@@ -90,6 +90,21 @@ def _over(m: dict, key: str, limit: float) -> bool:
     return value is not None and isinstance(value, (int, float)) and math.isfinite(value) and value > limit
 
 
+def p99_against_sim(m: dict) -> str:
+    """Where the live p99's 95% interval lies against the simulated one's on the same arrivals: ``slower`` or
+    ``faster`` when they do not overlap, ``within`` when they do, '' when either is unknown."""
+    keys = ("p99_ci_low_ms", "p99_ci_high_ms", "sim_p99_ci_low_ms", "sim_p99_ci_high_ms")
+    bounds = [m.get(k) for k in keys]
+    if not all(isinstance(b, (int, float)) and not math.isnan(b) for b in bounds):
+        return ""
+    live_low, live_high, sim_low, sim_high = bounds
+    if live_low > sim_high:
+        return "slower"
+    if live_high < sim_low:
+        return "faster"
+    return "within"
+
+
 def harness_checks(m: dict, limits: FidelityLimits = FidelityLimits()) -> tuple[bool, list[str]]:
     """``(ok, reasons)``: did the harness itself (load generator, dispatcher process) saturate in this phase?"""
     reasons = _generator_reasons(m, limits, limits.saturation_send_lag_p99_ms) + _process_reasons(m, limits)

@@ -280,6 +280,7 @@ def steps_table(summary: pd.DataFrame) -> str:
         ("service_excess", "service vs profile %", 1),
         ("sim_p99_ms", "sim p99 ms", 1),
         ("sim_p99_ci", "sim p99 95% CI ms", 1),
+        ("p99_vs_sim", "live p99 vs sim", None),
         ("sim_valid", "sim verdict", None),
         ("send_lag_p99_ms", "send lag p99 ms", 1),
         ("loadgen_cpu_percent", "loadgen CPU %", 0),

@@ -176,3 +176,8 @@ def test_the_flag_names_host_limited_phases_the_hosts_simulation_and_where_the_h
     assert flag_text([{**row(145.4, False), "sim_allowable_host_adjusted_qps": math.nan}]) == (
         " (HOST-LIMITED: 1 of 1 phases)"
     )
+    # live and simulated p99 intervals apart: said, counted each way, and flagging nothing
+    apart = [{**row(r, True), **clean, "p99_vs_sim": v} for r, v in [(90, "within"), (100, "slower"), (110, "")]]
+    assert flag_text(apart) == " (live p99 outside the simulated interval in 1 of 3 phases: 1 slower)"
+    apart[0]["p99_vs_sim"] = "faster"
+    assert flag_text(apart).endswith("in 2 of 3 phases: 1 slower and 1 faster)")

@@ -49,6 +49,7 @@ def test_a_sweep_reports_its_allowable_rate_with_an_interval_and_self_checks(tmp
     for col in ("host_cpu_percent", "dispatcher_cpu_percent", "loop_lag_p99_ms", "utilization"):
         assert summary[col].notna().all(), col
     assert summary["fidelity_ok"].isin([True, False]).all()
+    assert summary["p99_vs_sim"].isin(["within", "slower", "faster", ""]).all()
     # two replicates at each end of the search's final bracket, on other windows of the trace; a rate chased for a
     # bound at the edge of the rates tried (--interval-steps 1) has its own three, one search step beyond them
     phases = summary.sort_values("phase")

@@ -10,6 +10,7 @@ from harness.measure.fidelity import (
     FidelityLimits,
     fidelity_checks,
     harness_checks,
+    p99_against_sim,
     service_vs_profile,
     weighted_excess,
 )
@@ -91,3 +92,21 @@ def test_fidelity_checks_name_each_failure_and_skip_what_is_missing():
     assert fidelity_checks({**slow_tail, "sim_p99_host_adjusted_ms": 27.0})[0]  # 3.8% on the p99: below 5%
     assert fidelity_checks({**slow_tail, "utilization": 0.9, "sim_p99_host_adjusted_ms": 26.5})[0]
     assert fidelity_checks({"service_excess": 0.09, "utilization": 0.9}, FidelityLimits(service_excess=0.10))[0]
+
+
+def test_live_p99_against_the_simulated_one_by_their_intervals():
+    def phase(live, sim):
+        return {
+            "p99_ci_low_ms": live[0],
+            "p99_ci_high_ms": live[1],
+            "sim_p99_ci_low_ms": sim[0],
+            "sim_p99_ci_high_ms": sim[1],
+        }
+
+    assert p99_against_sim(phase((300.0, 340.0), (320.0, 360.0))) == "within"  # overlapping
+    assert p99_against_sim(phase((361.0, 400.0), (320.0, 360.0))) == "slower"
+    assert p99_against_sim(phase((250.0, 319.0), (320.0, 360.0))) == "faster"
+    assert p99_against_sim(phase((361.0, math.inf), (320.0, 360.0))) == "slower"  # an unserved tail, live
+    assert p99_against_sim(phase((300.0, 340.0), (320.0, math.inf))) == "within"
+    assert p99_against_sim(phase((math.nan, math.nan), (320.0, 360.0))) == ""  # too short to section
+    assert p99_against_sim({"p99_ci_low_ms": 1.0, "p99_ci_high_ms": 2.0}) == ""  # no simulation

@@ -604,3 +604,7 @@ def test_each_step_shows_the_live_and_the_simulated_p99_with_their_intervals():
     assert cell["p99 ms"] == "300.0" and cell["p99 95% CI ms"] == "[270.0, 330.0]"
     assert cell["sim p99 ms"] == "270.0" and cell["sim p99 95% CI ms"] == "[250.0, ∞]"
     assert "sim p99 95% CI" not in steps_table(summary)  # a summary from before the column: no empty cells
+    html = steps_table(summary.assign(p99_vs_sim="slower"))
+    header = [unescape(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", html)]
+    cell = dict(zip(header, [unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", html.split("</tr>")[1])]))
+    assert cell["live p99 vs sim"] == "slower"
