@@ -199,6 +199,10 @@ def test_kill_9_mid_phase_leaves_readable_queries_and_report_rebuilds_the_phase(
     # Two 12 s phases at 15 qps (within the small pool's capacity, about 22 qps); Locust is killed 6 s into the second.
     cmd = locust_cmd(tmp_path, "--dispatchers", "kairos,fcfs", "--rate", "15", "--phase-queries", "180")
     cmd += ["--processes", str(processes)] if processes else []
+    # The dispatcher stamps its records with its start's wall clock plus the monotonic time since: this is that
+    # offset (it starts after this line), so a wall clock stepped during the test (a paused VM set right, NTP) does
+    # not shift the kill against its records.
+    wall_minus_mono_s = time.time() - time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     lines = []
     try:
@@ -214,7 +218,9 @@ def test_kill_9_mid_phase_leaves_readable_queries_and_report_rebuilds_the_phase(
         plan = json.loads(plan_file.read_text())
         time.sleep(max(0.0, plan["start_epoch"] + 6.0 - time.time()))
         children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]  # workers, pool, dispatcher
-        killed_at = time.time()
+        killed_mono = time.monotonic()
+        clock_step_s = time.time() - killed_mono - wall_minus_mono_s
+        killed_at = killed_mono + wall_minus_mono_s  # on the dispatcher's clock
         proc.kill()  # SIGKILL: no handler runs, nothing is flushed on the way out
         proc.wait(timeout=30)
     finally:
@@ -252,11 +258,13 @@ def test_kill_9_mid_phase_leaves_readable_queries_and_report_rebuilds_the_phase(
     recovered_ok = set(q1.index[q1["status"] == "ok"])
     lost_age_s = killed_at - d1.loc[~d1["request_id"].isin(recovered_ok), "finish_s"]
     lost_ids = d1.loc[lost_age_s.index, "request_id"]
-    # On failure, enough to tell a late kill, a dropped batch of records and a record kept with another status apart
-    # (one CI run lost 12 answers 8.8-9.6 s before the kill and none in its last second; not reproduced alone).
+    # On failure, enough to tell a late kill, a dropped batch of records, a record kept with another status and a
+    # stepped clock apart (one CI run, timed on the wall clock then, lost 12 answers "8.8-9.6 s" before the kill and
+    # none in its last second: as many, and as spread, as the answers of the last second lost in every run).
     why = (
         f"lost answers up to {lost_age_s.max():.2f} s before the kill, which came "
-        f"{killed_at - plan['start_epoch']:.2f} s into phase 1; their client rows: "
+        f"{killed_at - plan['start_epoch']:.2f} s into phase 1 (the wall clock moved {clock_step_s:+.2f} s against "
+        "the monotonic one during the test); their client rows: "
         f"{q1.reindex(lost_ids)['status'].fillna('none').value_counts().to_dict()}; parts: "
         f"{sorted(p.name for p in (run / 'client.parquet').glob('*'))[-12:] if (run / 'client.parquet').is_dir() else '-'}"
         f"\n{log[-2000:]}"
