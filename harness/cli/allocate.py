@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -19,6 +18,7 @@ from harness.allocate.ribbon import RibbonSettings
 from harness.allocate.run import METHODS, AllocateJob, AllocationResult, parse_methods, run_allocation
 from harness.allocate.space import make_problem
 from harness.core.errors import InputError
+from harness.core.jsonable import dumps
 from harness.core.paper import resolve_qos_ms
 from harness.core.plan import DEFAULT_STARTUP_S, write_plan
 from harness.core.prices import load_prices
@@ -372,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
         (out / "allocation.html").write_text(allocation_html(result.table))
     if args.json:
         for m in result.methods:
-            print(json.dumps(m.as_json()))
+            print(dumps(m.as_json()))
     else:
         print_report(result, args.rows)
     if args.launch:
@@ -447,7 +447,7 @@ def run_plan(args: argparse.Namespace) -> int:
     if args.json:
         for c in result.choices:
             row = {k: getattr(c, k) for k in c.__dataclass_fields__ if k != "counts"}
-            print(json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}))
+            print(dumps(row))
     else:
         print_plan(result, problem.qos_ms, settings)
     print(

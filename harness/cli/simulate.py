@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -17,6 +16,7 @@ from harness.allocate.plan import STATIC_CRITERIA, PlanComparison, PlanSettings,
 from harness.allocate.space import make_problem
 from harness.cli.allocate import plan_trace
 from harness.core.errors import InputError
+from harness.core.jsonable import dumps
 from harness.core.paper import PAPER_BUDGET_PER_H, PAPER_CONFIG, resolve_qos_ms
 from harness.core.plan import DEFAULT_STARTUP_S, read_plan
 from harness.core.pool_config import PoolConfig
@@ -508,7 +508,7 @@ def run(args: argparse.Namespace) -> int:
             log(f"report: {report}")
     if args.json:
         for r in results:
-            print(json.dumps(r, default=float))
+            print(dumps(r))
         return 0
     cost = f", ${job.cost_per_h:.3f}/h" if job.cost_per_h is not None else ""
     print(f"{job.base_trace.models[0]} on {job.pool}{cost}, QoS p99 <= {job.qos_ms:g} ms")
@@ -602,38 +602,32 @@ def run_plan(args: argparse.Namespace) -> int:
         if result.static_windows is not None:
             result.static_windows.to_parquet(out / "static_windows.parquet", index=False)
     if args.json:
-        print(json.dumps(_plan_json(result), default=float))
+        print(dumps(_plan_json(result)))
     else:
         _print_plan(result)
     return 0
 
 
-def _finite(x):
-    return None if isinstance(x, float) and not math.isfinite(x) else x
-
-
 def _plan_json(result: PlanComparison) -> dict:
-    """One JSON object: the plan's windows and totals, and the static configuration's."""
+    """One JSON object: the plan's windows and totals, and the static configuration's (for ``dumps``)."""
     run, static = result.plan_run, result.static_run
     return {
-        "windows": [{k: _finite(v) for k, v in row.items()} for row in run.windows.to_dict("records")],
+        "windows": run.windows.to_dict("records"),
         "qos_met_every_window": run.qos_met_every_window,
-        "p99_ms": _finite(run.p99_ms),
+        "p99_ms": run.p99_ms,
         "usd": run.usd,
         "leases": len(run.leases),
         "static_config": result.static.config,
-        "static_usd_per_h": _finite(result.static.usd_per_h),
+        "static_usd_per_h": result.static.usd_per_h,
         "static_simulated": result.static.simulated,
         "static_usd": static.usd if static is not None else None,
-        "static_p99_ms": _finite(static.p99_ms) if static is not None else None,
+        "static_p99_ms": static.p99_ms if static is not None else None,
         "static_criterion": result.static_criterion,
-        "static_windows": None
-        if result.static_windows is None
-        else [{k: _finite(v) for k, v in row.items()} for row in result.static_windows.to_dict("records")],
+        "static_windows": None if result.static_windows is None else result.static_windows.to_dict("records"),
         "static_qos_met_every_window": None
         if result.static_windows is None
         else bool(result.static_windows["qos_met"].all()),
-        "saving": _finite(result.saving),
+        "saving": result.saving,
     }
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 
 import numpy as np
 
 from harness.core.errors import InputError
+from harness.core.jsonable import dumps
 from traces.generate import ARRIVALS, BATCH_MIXES, generate_trace
 from traces.importers import DEFAULT_MAPPINGS, IMPORTERS, import_trace
 from traces.io import SUFFIXES, read_trace, write_trace
@@ -145,7 +145,7 @@ def run_scale(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     """``kairos trace info``."""
     info = summarize(read_trace(args.file))
-    print(json.dumps(info) if args.json else _format_summary(info))
+    print(dumps(info) if args.json else _format_summary(info))
     return 0
 
 

@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 import platform
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.core.errors import InputError
+from harness.core.jsonable import dumps
 from harness.core.record_sink import PART_GLOB, RecordSink, part_name
 from harness.core.records import CLIENT_SCHEMA, QUERY_SCHEMA, conform
 from harness.live.phase import ClientLog, PhasePlan
@@ -156,22 +155,8 @@ def read_meta(run_path: Path) -> dict:
 
 def write_meta(run_path: Path, meta: dict) -> None:
     """Rewrite run.json atomically."""
-    text = json.dumps(_jsonable(meta), indent=2, sort_keys=True)
+    text = dumps(meta, indent=2, sort_keys=True)
     replace_file(Path(run_path) / "run.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def _jsonable(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (np.floating, np.integer)):
-        return _jsonable(obj.item())
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 class RunDir:
@@ -201,7 +186,7 @@ class RunDir:
         """Keep the plan of a phase about to start (atomically) and return the log its client records stream to."""
         path = phase_file(self.path, plan.index)
         path.parent.mkdir(exist_ok=True)
-        text = json.dumps(_jsonable(plan.to_message()))
+        text = dumps(plan.to_message())
         replace_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         if self.client is None:
             # Written rows are not kept: the load generator holds the phase's records already.

@@ -7,7 +7,6 @@ tables, the sections, ``render_report`` (the page) and ``build_report`` (I/O).
 
 from __future__ import annotations
 
-import json
 import math
 from html import escape
 from importlib.resources import files
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 from plotly.offline import get_plotlyjs
 
+from harness.core.jsonable import dumps
 from harness.report.allocation import allocation_html
 from harness.report.data import (
     UTIL_BINS,
@@ -81,29 +81,8 @@ def _asset(name: str) -> str:
 
 def _json_for_script(obj) -> str:
     """JSON safe inside a <script> element: no NaN/Infinity (null instead), no '<', '>' or '&' characters."""
-    text = json.dumps(_plain(obj), allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    text = dumps(obj, separators=(",", ":"), ensure_ascii=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def _plain(obj):
-    """Python/numpy values as JSON-able builtins, non-finite floats as None."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, str):
-        return obj
-    if obj is pd.NA or obj is pd.NaT:
-        return None
-    return str(obj)
 
 
 def _cell(cell) -> str:
@@ -127,7 +106,7 @@ def _kv_table(items: dict, cls: str = "kv") -> str:
     rows = []
     for key, value in items.items():
         if isinstance(value, (dict, list)):
-            text = json.dumps(_plain(value), ensure_ascii=False)
+            text = dumps(value, ensure_ascii=False)
         else:
             text = fmt(value, 3) if isinstance(value, float) else str(value)
         rows.append([escape(str(key)), escape(text)])

@@ -6,9 +6,22 @@ import pytest
 from harness.cli import main
 
 
+def strict(line: str) -> dict:
+    """One line as RFC 8259 JSON: jq and JSON.parse reject NaN and Infinity, so this does too."""
+    return json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} is not JSON: {line}"))
+
+
 def run_json(capsys, *argv):
     assert main(["simulate", "--json", "--quiet", *argv]) == 0
-    return {r["policy"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    return {r["policy"]: r for r in map(strict, capsys.readouterr().out.splitlines())}
+
+
+def test_json_lines_are_strict_where_the_tail_is_unserved(capsys):
+    # clockwork drops the queries it can no longer serve in time: far past capacity its p99 is infinite, and null here
+    argv = ["--model", "rm2", "--config", "g4dn.xlarge=2,r5n.large=9", "--qos-ms", "350", "--queries", "5000"]
+    r = run_json(capsys, *argv, "--policy", "clockwork,fcfs", "--rate", "200")
+    assert r["clockwork"]["p99_ms"] is None and r["clockwork"]["violation_rate"] > 0.01
+    assert r["fcfs"]["p99_ms"] > 350 and r["fcfs"]["p99_ci_ms"][0] <= r["fcfs"]["p99_ms"]
 
 
 @pytest.mark.slow
