@@ -3,9 +3,11 @@ share over each latency, inverted) beside the symmetric one it replaced (p99 +- 
 
 Phases are independent exponential latencies (true p99 = 10 ln 100 ms), and slices of two long runs (true p99: that of
 the whole run) where latencies come in busy periods as they do near the allowable rate: an M/M/1 queue at 80%
-utilization, and calm stretches broken by bursts of slow queries, as on a bursty trace.
+utilization, and calm stretches broken by bursts of slow queries, as on a bursty trace. Then the phases the README's
+first command runs, simulated: kairos on the paper pool at 94.4 and 108.6 qps, each phase another window of the
+default trace with its own service-time draws (true p99: that of all those phases pooled).
 
-Run: python benchmarks/p99_interval_coverage.py [--phases 300] [--seed 0]
+Run: python benchmarks/p99_interval_coverage.py [--phases 300] [--harness-phases 100] [--seed 0]
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from harness.measure.analyzer import percentile_ci_ms, percentile_ms, section_parts
+from harness.core.paper import PAPER_CONFIG
+from harness.core.pool_config import PoolConfig
+from harness.live.options import LiveOptions
+from harness.live.run import LiveRun
+from harness.measure.analyzer import after_warmup, latency_ms, percentile_ci_ms, percentile_ms, section_parts
+from harness.sim.simulator import SimConfig, simulate
 
 Interval = Callable[[np.ndarray, float], tuple[float, float]]
 
@@ -70,6 +77,21 @@ def on_off_latency_ms(
     return np.concatenate(out)[:n]
 
 
+def default_run_phases(rate_qps: float, phases: int, spec: str = "kairos") -> list[np.ndarray]:
+    """Measured latencies (after warm-up, arrival order) of ``phases`` simulated phases of the default live run at
+    ``rate_qps``: replicate k is the window and seed a live replicate k would run."""
+    options = LiveOptions(dispatchers=(spec,))
+    run = LiveRun(options, log=lambda _: None)
+    run.pool_config = PoolConfig.parse(PAPER_CONFIG)
+    out = []
+    for k in range(phases):
+        config = SimConfig(run.pool_config, run.qos_ms, seed=20_000 + k)
+        out.append(
+            latency_ms(after_warmup(simulate(run.phase_trace(rate_qps, k), spec, run.profile, config), options.rules))
+        )
+    return out
+
+
 def measure(case: str, phases: list[np.ndarray], true_p99_ms: float) -> list[Coverage]:
     """Each method's coverage of ``true_p99_ms`` over ``phases``."""
     rows = []
@@ -93,8 +115,8 @@ def measure(case: str, phases: list[np.ndarray], true_p99_ms: float) -> list[Cov
     return rows
 
 
-def study(phases: int, rng: np.random.Generator) -> list[Coverage]:
-    """The three kinds of phase, ``phases`` of each."""
+def study(phases: int, rng: np.random.Generator, harness_phases: int = 0) -> list[Coverage]:
+    """The synthetic kinds of phase, ``phases`` of each, and ``harness_phases`` of the default run at two rates."""
     rows = []
     for n in (2000, 20000):
         lat = [rng.exponential(10.0, n) for _ in range(phases)]
@@ -106,6 +128,9 @@ def study(phases: int, rng: np.random.Generator) -> list[Coverage]:
     run = on_off_latency_ms(n * phases, rng)
     slices = [run[i * n : (i + 1) * n] for i in range(phases)]
     rows += measure(f"bursts, {n} queries", slices, percentile_ms(run, 99.0))
+    for rate in (94.4, 108.6) if harness_phases else ():
+        lat = default_run_phases(rate, harness_phases)
+        rows += measure(f"default run, {rate:g} qps", lat, percentile_ms(np.concatenate(lat), 99.0))
     return rows
 
 
@@ -113,10 +138,11 @@ def main(argv: list[str] | None = None) -> None:
     """Print one line per kind of phase and method."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phases", type=int, default=300)
+    ap.add_argument("--harness-phases", type=int, default=100, help="simulated phases of the default run a rate")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     print(f"{'phases':<28} {'method':<15} {'covered':>8} {'width ms':>9} {'up/down':>8} {'outside':>8}")
-    for r in study(args.phases, np.random.default_rng(args.seed)):
+    for r in study(args.phases, np.random.default_rng(args.seed), args.harness_phases):
         print(
             f"{r.case:<28} {r.method:<15} {100 * r.covered:>7.1f}% {r.median_width_ms:>9.2f} "
             f"{r.median_up_over_down:>8.2f} {100 * r.outside:>7.1f}%"

@@ -32,3 +32,10 @@ def test_the_queue_and_the_bursts_have_busy_periods():
     assert np.corrcoef(queue[:-1], queue[1:])[0, 1] > 0.8
     bursty = study.on_off_latency_ms(200_000, rng)
     assert len(bursty) == 200_000 and 0.01 < np.mean(bursty >= 300.0) < 0.03
+
+
+def test_the_default_runs_phases_are_other_windows_of_the_trace():
+    first, second = study.default_run_phases(108.6, 2)
+    assert 1000 <= len(first) <= 1100 and 1000 <= len(second) <= 1100  # ~10 s at 108.6 qps, after the warm-up
+    assert not np.array_equal(first[:100], second[:100])
+    assert 200 < study.percentile_ms(first, 99.0) < 2000  # around the 350 ms QoS, the figure the default run finds
