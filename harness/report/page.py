@@ -305,7 +305,15 @@ def steps_table(summary: pd.DataFrame) -> str:
                 cells.append(fmt(float(r[key]), digits))
         rows.append(cells)
         classes.append("valid" if r["valid"] else "invalid")
-    return _table([escape(c[1]) for c in cols], rows, "num", classes)
+    note = (
+        '<p class="note">p99 95% CI: from the phase alone, by sectioning (up to 20 contiguous sections of at least '
+        "100 queries): for each latency the phase saw, the share of queries over it has a t-interval over the "
+        "sections, and the interval holds the latencies whose band still reaches 1%. It is asymmetric, ∞ where the "
+        "tail may be unserved queries, and missing for phases under 500 measured queries. A phase whose seconds held "
+        "no burst cannot show one: read it as the least uncertainty there is. Live p99 vs sim: whether the live "
+        "interval and the simulated one on the same arrivals overlap (within) or not (slower, faster).</p>"
+    )
+    return _table([escape(c[1]) for c in cols], rows, "num", classes) + note
 
 
 def config_section(meta: dict) -> str:

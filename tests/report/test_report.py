@@ -608,3 +608,4 @@ def test_each_step_shows_the_live_and_the_simulated_p99_with_their_intervals():
     header = [unescape(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", html)]
     cell = dict(zip(header, [unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", html.split("</tr>")[1])]))
     assert cell["live p99 vs sim"] == "slower"
+    assert "p99 95% CI: from the phase alone, by sectioning" in html  # the method, under the table
