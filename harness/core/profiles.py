@@ -191,6 +191,15 @@ class Profile:
         }
         return Profile(tables, source=f"{self.source} x {factor:.3f}")
 
+    def scaled_by(self, factors: dict[tuple[str, str], np.ndarray], default: float = 1.0) -> Profile:
+        """The same profile with each (instance_type, model)'s buckets multiplied by their own factors (one per
+        bucket, in bucket order); a table without factors by ``default``."""
+        tables = {}
+        for key, t in self.tables.items():
+            f = np.asarray(factors.get(key, np.full(len(t.buckets), default)), dtype=float)
+            tables[key] = BucketTable(t.buckets, tuple(s * k for s, k in zip(t.samples_ms, f)), t.mean_ms * f)
+        return Profile(tables, source=f"{self.source} x per bucket")
+
     # -- queries --------------------------------------------------------------------------------------------
     @property
     def instance_types(self) -> list[str]:

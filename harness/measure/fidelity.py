@@ -73,6 +73,33 @@ def service_vs_profile(queries: pd.DataFrame, profile: Profile, model: str, min_
     return frame
 
 
+def bucket_factors(
+    tables: list[pd.DataFrame], profile: Profile, model: str, min_queries: int = 10
+) -> tuple[dict, float]:
+    """Per (instance type, model), each bucket's observed over profiled mean service from ``service_vs_profile``
+    tables pooled (query-weighted; a bucket counts once the tables together served ``min_queries`` of it), and the
+    factor for what they did not measure: all of them, time-weighted (``1 + weighted_excess``; 1.0 when they measured
+    nothing). A bucket left unmeasured takes its type's factor."""
+    rows = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) else None
+    if rows is None:
+        return {}, 1.0
+    rows = rows.assign(obs_total=rows["queries"] * rows["observed_ms"], prof_total=rows["queries"] * rows["profile_ms"])
+    pooled = rows.groupby(["instance_type", "bucket"], as_index=False)[["queries", "obs_total", "prof_total"]].sum()
+    pooled = pooled[pooled["queries"] >= min_queries]
+    if pooled.empty:
+        return {}, 1.0
+    overall = float(pooled["obs_total"].sum() / pooled["prof_total"].sum())
+    factors = {}
+    for itype, group in pooled.groupby("instance_type"):
+        table = profile.table(str(itype), model)
+        own = float(group["obs_total"].sum() / group["prof_total"].sum())
+        f = np.full(len(table.buckets), own)
+        idx = np.searchsorted(table.buckets, group["bucket"].to_numpy())
+        f[idx] = (group["obs_total"] / group["prof_total"]).to_numpy()
+        factors[(str(itype), model)] = f
+    return factors, overall
+
+
 def weighted_excess(table: pd.DataFrame) -> float:
     """Time-weighted excess of observed over profiled service: sum(observed) / sum(profiled) - 1 over all queries."""
     if table.empty:

@@ -253,3 +253,33 @@ def test_a_chase_below_a_pass_that_fails_is_followed_down_too():
     chased = [(150.3, sectioned(*[0] * 9)), (130.7, sectioned(*[3] * 9)), (130.7, sectioned(*[1] * 9))]
     extra, allowable = settle(lambda rate: sectioned(*[0] * 9), chased)
     assert extra == [(pytest.approx(130.7 / 1.15), 0)] and allowable == pytest.approx(130.7 / 1.15)
+
+
+def test_the_hosts_profile_takes_the_service_seen_at_the_final_bracket_per_type_and_bucket():
+    run = LiveRun(LiveOptions(seed=3), log=lambda _: None)
+    table = run.profile.table("r5n.large", run.model)
+    bucket = int(table.buckets[3])
+
+    def seen(factor, queries=12):
+        profiled = float(table.mean_ms[3])
+        return pd.DataFrame(
+            [("r5n.large", bucket, queries, profiled * factor, profiled)],
+            columns=["instance_type", "bucket", "queries", "observed_ms", "profile_ms"],
+        )
+
+    run.service_tables = {("kairos", 108.6): [seen(1.5)], ("kairos", 112.7): [seen(1.5)], ("kairos", 94.4): [seen(3.0)]}
+    host = run.host_profile("kairos", (108.6, 112.7), 0.2)
+    assert host.table("r5n.large", run.model).mean_ms[3] == pytest.approx(1.5 * table.mean_ms[3])
+    # a bucket and a type the bracket's phases did not measure take what they did: 1.5 here, not the 1.2 given
+    assert host.table("r5n.large", run.model).mean_ms[0] == pytest.approx(1.5 * table.mean_ms[0])
+    g4dn = run.profile.table("g4dn.xlarge", run.model)
+    assert host.table("g4dn.xlarge", run.model).mean_ms[3] == pytest.approx(1.5 * g4dn.mean_ms[3])
+    # where the bracket measured nothing, the whole sweep's phases; where no phase did, the median excess
+    run.service_tables = {("kairos", 94.4): [seen(3.0)]}
+    assert run.host_profile("kairos", (108.6, 112.7), 0.2).table("r5n.large", run.model).mean_ms[3] == pytest.approx(
+        3.0 * table.mean_ms[3]
+    )
+    run.service_tables = {}
+    assert run.host_profile("kairos", (108.6, 112.7), 0.2).table("r5n.large", run.model).mean_ms[3] == pytest.approx(
+        1.2 * table.mean_ms[3]
+    )

@@ -8,6 +8,7 @@ import pytest
 from harness.core.profiles import Profile
 from harness.measure.fidelity import (
     FidelityLimits,
+    bucket_factors,
     fidelity_checks,
     harness_checks,
     p99_against_sim,
@@ -110,3 +111,29 @@ def test_live_p99_against_the_simulated_one_by_their_intervals():
     assert p99_against_sim(phase((300.0, 340.0), (320.0, math.inf))) == "within"
     assert p99_against_sim(phase((math.nan, math.nan), (320.0, 360.0))) == ""  # too short to section
     assert p99_against_sim({"p99_ci_low_ms": 1.0, "p99_ci_high_ms": 2.0}) == ""  # no simulation
+
+
+def test_bucket_factors_pool_the_phases_before_counting_and_fill_what_they_did_not_measure():
+    profile = _profile()  # t.x: buckets 10 and 20 at 10 and 20 ms
+
+    def table(bucket, queries, observed_ms):
+        frame = pd.DataFrame(
+            [("t.x", bucket, queries, observed_ms, {10: 10.0, 20: 20.0}[bucket])],
+            columns=["instance_type", "bucket", "queries", "observed_ms", "profile_ms"],
+        )
+        return frame.assign(excess=frame["observed_ms"] / frame["profile_ms"] - 1)
+
+    # bucket 10: 6 + 6 queries (neither phase enough alone), 12 and 14 ms -> 1.3x; bucket 20: 4 queries, too few
+    factors, overall = bucket_factors([table(10, 6, 12.0), table(10, 6, 14.0), table(20, 4, 30.0)], profile, "m")
+    assert factors[("t.x", "m")] == pytest.approx([1.3, 1.3])  # bucket 20 takes its type's measured factor
+    assert overall == pytest.approx(1.3)
+    factors, overall = bucket_factors([table(10, 12, 11.0), table(20, 10, 30.0)], profile, "m")
+    assert factors[("t.x", "m")] == pytest.approx([1.1, 1.5])
+    assert overall == pytest.approx((12 * 11 + 10 * 30) / (12 * 10 + 10 * 20))
+    assert bucket_factors([table(20, 4, 30.0)], profile, "m") == ({}, 1.0)  # nothing measured enough
+    assert bucket_factors([], profile, "m") == ({}, 1.0)
+    slowed = profile.scaled_by(factors, overall)
+    assert slowed.mean_ms("t.x", "m", 10) == pytest.approx(11.0) and slowed.mean_ms("t.x", "m", 20) == pytest.approx(
+        30.0
+    )
+    assert profile.scaled_by({}, 2.0).mean_ms("t.x", "m", 20) == pytest.approx(40.0)  # no factors: the default
