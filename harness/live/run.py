@@ -335,15 +335,11 @@ class LiveRun:
             for e in (self.chaos.entries if self.chaos else [])
             if e["dispatcher"] == plan.dispatcher and e["action"] in ("spike", "stall")
         }
-        table = service_vs_profile(
-            merged[~merged["instance_id"].isin(slowed)],
-            self.profile,
-            self.model,
-            self.fidelity_limits.min_bucket_queries,
-        )
-        # every bucket served, however few times: the sweep pools phases before it asks for min_bucket_queries
+        # Every bucket served, however few times, is kept: the sweep pools phases before it asks for
+        # min_bucket_queries (host_profile); this phase's own checks ask it of the phase alone.
         every = service_vs_profile(merged[~merged["instance_id"].isin(slowed)], self.profile, self.model, 1)
         self.service_tables.setdefault((plan.dispatcher, plan.offered_qps), []).append(every)
+        table = every[every["queries"] >= self.fidelity_limits.min_bucket_queries]
         worst = table.loc[table["excess"].idxmax()] if len(table) else None
         m = {
             "host_cpu_percent": cpu["host_cpu_percent"],

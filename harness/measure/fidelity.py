@@ -80,9 +80,10 @@ def bucket_factors(
     tables pooled (query-weighted; a bucket counts once the tables together served ``min_queries`` of it), and the
     factor for what they did not measure: all of them, time-weighted (``1 + weighted_excess``; 1.0 when they measured
     nothing). A bucket left unmeasured takes its type's factor."""
-    rows = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) else None
-    if rows is None:
+    tables = [t for t in tables if len(t)]
+    if not tables:
         return {}, 1.0
+    rows = pd.concat(tables, ignore_index=True)
     rows = rows.assign(obs_total=rows["queries"] * rows["observed_ms"], prof_total=rows["queries"] * rows["profile_ms"])
     pooled = rows.groupby(["instance_type", "bucket"], as_index=False)[["queries", "obs_total", "prof_total"]].sum()
     pooled = pooled[pooled["queries"] >= min_queries]
