@@ -1,4 +1,5 @@
-"""Host CPU during a phase: each process the run started, and every core, from Linux's /proc counters.
+"""Host CPU during a phase: each process the run started, every core, the hypervisor's steal, and what processes
+outside the run took, from Linux's /proc counters.
 
 ``CpuSnapshot.take(pids)`` reads the counters; ``cpu_between(a, b)`` turns two snapshots into percentages. Where
 /proc is missing (not Linux) every figure is NaN and the checks that need them say so instead of passing.
@@ -16,14 +17,44 @@ from pathlib import Path
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _process_ticks(pid: int) -> int | None:
-    """utime + stime of ``pid`` in clock ticks (None once it has exited)."""
+def _stat_fields(pid: int | str) -> tuple[str, list[str]] | None:
+    """(command name, the fields after it) of /proc/``pid``/stat; None once it has exited."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
-    return int(fields[11]) + int(fields[12])
+    # The command name may hold spaces and parentheses: it runs from the first "(" to the last ")".
+    return text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+
+
+def _process_ticks(pid: int) -> int | None:
+    """utime + stime of ``pid`` (all its threads) in clock ticks (None once it has exited)."""
+    stat = _stat_fields(pid)
+    return None if stat is None else int(stat[1][11]) + int(stat[1][12])
+
+
+def _every_process() -> dict[int, tuple[str, int, int]]:
+    """(name, parent pid, utime + stime ticks) of every process now; empty when /proc is unreadable."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return {}
+    out = {}
+    for name in names:
+        if name.isdigit() and (stat := _stat_fields(name)) is not None:
+            out[int(name)] = (stat[0], int(stat[1][1]), int(stat[1][11]) + int(stat[1][12]))
+    return out
+
+
+def _host_ticks() -> tuple[int, int, int]:
+    """(user + nice + system, steal, total) ticks over all cores from /proc/stat's first line; () when unreadable."""
+    try:
+        line = Path("/proc/stat").read_text().split("\n", 1)[0]
+    except OSError:
+        return ()
+    values = [int(v) for v in line.split()[1:]]
+    # Fields: user nice system idle iowait irq softirq steal [guest guest_nice, already inside user and nice].
+    return (values[0] + values[1] + values[2], values[7] if len(values) > 7 else 0, sum(values[:8]))
 
 
 def _core_ticks() -> list[tuple[int, int]]:
@@ -43,20 +74,75 @@ def _core_ticks() -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class CpuSnapshot:
-    """CPU counters at one moment: wall clock, ticks per watched process, (busy, total) ticks per core."""
+    """CPU counters at one moment: wall clock, ticks per watched process, (busy, total) ticks per core, the host's
+    (user + nice + system, steal, total) ticks, and (name, parent, ticks) of every process."""
 
     wall_s: float
     processes: dict[int, int | None] = field(default_factory=dict)
     cores: tuple[tuple[int, int], ...] = ()
+    host: tuple[int, ...] = ()
+    everyone: dict[int, tuple[str, int, int]] = field(default_factory=dict)
 
     @classmethod
     def take(cls, pids) -> CpuSnapshot:
-        """Read the counters of ``pids`` and of every core now."""
-        return cls(time.monotonic(), {p: _process_ticks(p) for p in pids}, tuple(_core_ticks()))
+        """Read the counters of ``pids``, of every core and of every process now."""
+        return cls(
+            time.monotonic(),
+            {p: _process_ticks(p) for p in pids},
+            tuple(_core_ticks()),
+            _host_ticks(),
+            _every_process(),
+        )
+
+
+def _descendants(roots, everyone: dict[int, tuple[str, int, int]]) -> set[int]:
+    """``roots`` and every process below them in ``everyone``'s parent links."""
+    children: dict[int, list[int]] = {}
+    for pid, (_, parent, _) in everyone.items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, ()))
+    return found
+
+
+def outside_cpu(a: CpuSnapshot, b: CpuSnapshot) -> dict:
+    """CPU the run did not use between two snapshots: processes outside the watched ones' trees (% of one core;
+    those that ran and exited in between count too), the busiest of them, and the hypervisor's steal (% of the host)."""
+    wall = b.wall_s - a.wall_s
+    out = {"outside_cpu_percent": math.nan, "outside_top": "", "host_steal_percent": math.nan}
+    if len(a.host) < 3 or len(b.host) < 3 or wall <= 0:
+        return out
+    (used0, steal0, total0), (used1, steal1, total1) = a.host[:3], b.host[:3]
+    if total1 > total0:
+        out["host_steal_percent"] = 100.0 * (steal1 - steal0) / (total1 - total0)
+    if not a.everyone or not b.everyone:
+        return out
+    run = _descendants(a.processes, {**a.everyone, **b.everyone})
+
+    def since(pid: int) -> int:  # a process born in between counts from zero (a reused pid, too)
+        return max(0, b.everyone[pid][2] - (a.everyone[pid][2] if pid in a.everyone else 0))
+
+    # A run process that exited in between (an instance killed by chaos) counts as outside: its last ticks are lost.
+
+    run_ticks = sum(since(p) for p in b.everyone if p in run)
+    # The host's user and system time less the run's: what other processes (and kernel threads) took, including
+    # those too short-lived to be seen in either snapshot. Interrupt time is left out: the run's traffic causes it.
+    outside = max(0, (used1 - used0) - run_ticks)
+    out["outside_cpu_percent"] = 100.0 * outside / _TICKS_PER_S / wall
+    others = [(since(p), p) for p in b.everyone if p not in run]
+    ticks, pid = max(others, default=(0, 0))
+    if ticks > 0:
+        out["outside_top"] = f"{b.everyone[pid][0]} (pid {pid}) {100.0 * ticks / _TICKS_PER_S / wall:.0f}%"
+    return out
 
 
 def cpu_between(a: CpuSnapshot, b: CpuSnapshot) -> dict:
-    """Per-process CPU % (of one core) and host busy % (mean and busiest core) between two snapshots."""
+    """Per-process CPU % (of one core), host busy % (mean and busiest core) and ``outside_cpu``'s figures between
+    two snapshots."""
     wall = b.wall_s - a.wall_s
     procs = {}
     for pid, t0 in a.processes.items():
@@ -72,6 +158,7 @@ def cpu_between(a: CpuSnapshot, b: CpuSnapshot) -> dict:
         "process_cpu_percent": procs,
         "host_cpu_percent": sum(finite) / len(finite) if finite else math.nan,
         "host_core_max_percent": max(finite) if finite else math.nan,
+        **outside_cpu(a, b),
     }
 
 

@@ -44,6 +44,7 @@ from harness.measure.fault_cost import fault_cost
 from harness.measure.fidelity import (
     FidelityLimits,
     bucket_factors,
+    busy_host,
     fidelity_checks,
     harness_checks,
     p99_against_sim,
@@ -119,12 +120,18 @@ def saturated_qps(rows: list[dict]) -> float:
 
 
 def flag_text(rows: list[dict]) -> str:
-    """`` (HOST-LIMITED: k of n phases; S sim with this host's service times; live p99 outside the simulated
-    interval in j of n phases: ...; harness saturated at R qps: why)`` from one sweep's summary rows, each part only
-    when some phase failed those checks (S: where the simulator was rerun with the host's service times, shown
-    whenever it was); '' when none did."""
-    failed = sum(r.get("fidelity_ok") is not None and not r["fidelity_ok"] for r in rows)  # NaN: not checked
-    notes = [f"HOST-LIMITED: {failed} of {len(rows)} phases"] if failed else []
+    """`` (HOST-LIMITED: k of n phases[, b on a busy host]; S sim with this host's service times; live p99 outside
+    the simulated interval in j of n phases: ...; harness saturated at R qps: why)`` from one sweep's summary rows,
+    each part only when some phase failed those checks (S: where the simulator was rerun with the host's service
+    times, shown whenever it was); '' when none did."""
+    failed = [r for r in rows if r.get("fidelity_ok") is not None and not r["fidelity_ok"]]  # NaN: not checked
+    busy = sum(bool(r.get("busy_host")) for r in failed)
+    # Where something outside the run kept the host busy, a quieter host is the remedy, not a smaller pool.
+    notes = []
+    if failed:
+        notes.append(
+            f"HOST-LIMITED: {len(failed)} of {len(rows)} phases" + (f", {busy} on a busy host" if busy else "")
+        )
     host_sim = next((r.get("sim_allowable_host_adjusted_qps", math.nan) for r in rows), math.nan)
     if isinstance(host_sim, (int, float)) and math.isfinite(host_sim):
         # Beside the simulator's figure, how much of the live/simulated gap this host explains.
@@ -344,6 +351,9 @@ class LiveRun:
         m = {
             "host_cpu_percent": cpu["host_cpu_percent"],
             "host_core_max_percent": cpu["host_core_max_percent"],
+            "host_steal_percent": cpu["host_steal_percent"],
+            "outside_cpu_percent": cpu["outside_cpu_percent"],
+            "outside_top": cpu["outside_top"],
             "harness_cpu_percent": procs.get(os.getpid(), math.nan),
             "dispatcher_cpu_percent": procs.get(pids[0], math.nan) if pids else math.nan,
             "instance_cpu_max_percent": max((c for c in instances if math.isfinite(c)), default=math.nan),
@@ -364,6 +374,7 @@ class LiveRun:
             m["sim_p99_host_adjusted_ms"] = adjusted.p99_ms
         else:
             m["sim_p99_host_adjusted_ms"] = row.get("sim_p99_ms", math.nan)
+        m["busy_host"] = busy_host(m, self.fidelity_limits)
         ok, reasons = fidelity_checks({**row, **m}, self.fidelity_limits)
         harness_ok, harness_reasons = harness_checks({**row, **m}, self.fidelity_limits)
         return {

@@ -2,7 +2,8 @@
 
 Pure functions over a phase's records and measurements. ``service_vs_profile`` compares the service time the
 dispatcher observed per (instance type, batch bucket) with the profile's mean; ``fidelity_checks`` turns a phase's
-measurements into ``fidelity_ok`` and the reasons it failed. Thresholds are a frozen ``FidelityLimits``.
+measurements into ``fidelity_ok`` and the reasons it failed, naming a busy host (``busy_host``) as their likely cause.
+Thresholds are a frozen ``FidelityLimits``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class FidelityLimits:
     tail_moved: float = 0.05
     busy_utilization: float = 0.5  # offered load over capacity by the profile: the gate where no simulated p99 is known
     min_bucket_queries: int = 10  # a (type, bucket) with fewer served queries is not judged
+    # A busy host, named as the cause beside a failed check (never a failure on its own: the checks above judge
+    # whether it moved the figure): processes outside the run above this share of one core, or the hypervisor
+    # stealing this share of the host's CPU.
+    outside_cpu_percent: float = 20.0
+    steal_percent: float = 5.0
 
 
 def service_vs_profile(queries: pd.DataFrame, profile: Profile, model: str, min_queries: int = 10) -> pd.DataFrame:
@@ -133,10 +139,25 @@ def p99_against_sim(m: dict) -> str:
     return "within"
 
 
+def busy_host(m: dict, limits: FidelityLimits = FidelityLimits()) -> str:
+    """What else took the host's CPU during a phase (processes outside the run, the hypervisor's steal), past
+    ``limits``; '' when nothing did or it was not measured."""
+    parts = []
+    if _over(m, "outside_cpu_percent", limits.outside_cpu_percent):
+        top = m.get("outside_top")
+        parts.append(
+            f"processes outside the run took {m['outside_cpu_percent']:.0f}% of a core"
+            + (f" (most: {top})" if top else "")
+        )
+    if _over(m, "host_steal_percent", limits.steal_percent):
+        parts.append(f"the hypervisor stole {m['host_steal_percent']:.0f}% of the CPU")
+    return "; ".join(parts)
+
+
 def harness_checks(m: dict, limits: FidelityLimits = FidelityLimits()) -> tuple[bool, list[str]]:
     """``(ok, reasons)``: did the harness itself (load generator, dispatcher process) saturate in this phase?"""
     reasons = _generator_reasons(m, limits, limits.saturation_send_lag_p99_ms) + _process_reasons(m, limits)
-    return not reasons, reasons
+    return not reasons, _with_cause(reasons, m, limits)
 
 
 def _generator_reasons(m: dict, limits: FidelityLimits, send_lag_p99_ms: float) -> list[str]:
@@ -181,4 +202,10 @@ def fidelity_checks(m: dict, limits: FidelityLimits = FidelityLimits()) -> tuple
             f"service {100 * m['service_excess']:.1f}% slower than profiled at {100 * m['utilization']:.0f}% "
             f"utilization (limit {100 * limits.service_excess:.0f}%){moved}"
         )
-    return not reasons, reasons
+    return not reasons, _with_cause(reasons, m, limits)
+
+
+def _with_cause(reasons: list[str], m: dict, limits: FidelityLimits) -> list[str]:
+    """``reasons`` and, where some check failed while something else kept the host busy, that as its likely cause."""
+    busy = busy_host(m, limits) if reasons else ""
+    return reasons + [f"busy host: {busy}"] if busy else reasons

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness.live.host import CpuSnapshot, PhaseMonitor, cpu_between
+from harness.live.host import CpuSnapshot, PhaseMonitor, cpu_between, outside_cpu
 from servers.loop_lag import LoopLag
 
 
@@ -18,6 +18,63 @@ def test_cpu_between_turns_ticks_into_percentages():
     assert out["process_cpu_percent"][1] == pytest.approx(50.0, abs=1)  # one second of CPU in two
     assert math.isnan(out["process_cpu_percent"][2])  # not running at the start
     assert out["host_cpu_percent"] == pytest.approx(60.0) and out["host_core_max_percent"] == pytest.approx(100.0)
+
+
+def test_outside_cpu_is_the_hosts_time_less_the_run_trees_and_names_the_busiest_other_process():
+    tck = os.sysconf("SC_CLK_TCK")
+    # pid 10 is watched; 11 is its child, 12 a grandchild born mid-phase; 20 and 21 are outside; 22 ran and exited.
+    a = CpuSnapshot(
+        0.0,
+        {10: 0},
+        host=(1000, 50, 10_000),
+        everyone={10: ("locust", 1, 0), 11: ("python3", 10, 100), 20: ("gcc", 5, 40), 21: ("kworker/0:1", 2, 0)},
+    )
+    b = CpuSnapshot(
+        2.0,
+        {10: tck // 2},
+        host=(1000 + 3 * tck, 50 + tck // 5, 10_000 + 4 * tck),
+        everyone={
+            10: ("locust", 1, tck // 2),
+            11: ("python3", 10, 100 + tck),
+            12: ("python3", 11, tck // 2),
+            20: ("gcc", 5, 40 + tck // 2),
+            21: ("kworker/0:1", 2, tck // 10),
+        },
+    )
+    out = outside_cpu(a, b)
+    # 3 s of host CPU in 2 s; the run (10, 11, 12) used 2 s of it: 1 s outside, 50% of a core, the exited one included
+    assert out["outside_cpu_percent"] == pytest.approx(50.0)
+    assert out["outside_top"] == "gcc (pid 20) 25%"
+    assert out["host_steal_percent"] == pytest.approx(5.0)
+    assert cpu_between(a, b)["outside_cpu_percent"] == pytest.approx(50.0)
+    # without /proc, nothing is claimed
+    empty = outside_cpu(CpuSnapshot(0.0), CpuSnapshot(1.0))
+    assert (
+        math.isnan(empty["outside_cpu_percent"])
+        and math.isnan(empty["host_steal_percent"])
+        and not empty["outside_top"]
+    )
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux /proc")
+def test_a_process_outside_the_run_is_seen_busy_and_named():
+    import subprocess
+    import sys
+
+    spin = "import time\nt = time.perf_counter()\nwhile time.perf_counter() - t < 1.0: pass"
+    # The spinner is started by this process, so the watched set is a sibling's tree: an idle sleeper.
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        first = CpuSnapshot.take([idle.pid])
+        busy = subprocess.Popen([sys.executable, "-c", spin])
+        busy.wait(timeout=10)
+        time.sleep(0.05)
+        out = cpu_between(first, CpuSnapshot.take([idle.pid]))
+    finally:
+        idle.kill()
+        idle.wait()
+    # The spinner exited before the second snapshot: seen through the host's time, not by name.
+    assert out["outside_cpu_percent"] > 40 and out["process_cpu_percent"][idle.pid] < 10
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux /proc")

@@ -181,3 +181,8 @@ def test_the_flag_names_host_limited_phases_the_hosts_simulation_and_where_the_h
     assert flag_text(apart) == " (live p99 outside the simulated interval in 1 of 3 phases: 1 slower)"
     apart[0]["p99_vs_sim"] = "faster"
     assert flag_text(apart).endswith("in 2 of 3 phases: 1 slower and 1 faster)")
+    # failed phases on a host that something outside the run kept busy are counted as such; a busy host alone is not
+    busy = [
+        {**row(r, ok), **clean, "busy_host": b} for r, ok, b in [(90, False, "x"), (100, False, ""), (80, True, "y")]
+    ]
+    assert flag_text(busy) == " (HOST-LIMITED: 2 of 3 phases, 1 on a busy host)"

@@ -9,6 +9,7 @@ from harness.core.profiles import Profile
 from harness.measure.fidelity import (
     FidelityLimits,
     bucket_factors,
+    busy_host,
     fidelity_checks,
     harness_checks,
     p99_against_sim,
@@ -93,6 +94,23 @@ def test_fidelity_checks_name_each_failure_and_skip_what_is_missing():
     assert fidelity_checks({**slow_tail, "sim_p99_host_adjusted_ms": 27.0})[0]  # 3.8% on the p99: below 5%
     assert fidelity_checks({**slow_tail, "utilization": 0.9, "sim_p99_host_adjusted_ms": 26.5})[0]
     assert fidelity_checks({"service_excess": 0.09, "utilization": 0.9}, FidelityLimits(service_excess=0.10))[0]
+
+
+def test_a_busy_host_is_named_as_the_cause_of_a_failed_check_and_fails_nothing_on_its_own():
+    busy = {"outside_cpu_percent": 48.0, "outside_top": "python (pid 7) 45%", "host_steal_percent": 6.0}
+    assert busy_host(busy) == (
+        "processes outside the run took 48% of a core (most: python (pid 7) 45%); the hypervisor stole 6% of the CPU"
+    )
+    quiet = {"outside_cpu_percent": 19.0, "outside_top": "kworker (pid 9) 3%", "host_steal_percent": 4.9}
+    assert busy_host(quiet) == "" and busy_host({"outside_cpu_percent": math.nan}) == "" and busy_host({}) == ""
+    assert busy_host({"outside_cpu_percent": 30.0}) == "processes outside the run took 30% of a core"
+    assert fidelity_checks(busy) == (True, []) and harness_checks(busy) == (True, [])
+    lagged = {**busy, "loop_lag_p99_ms": 15.0, "send_lag_p99_ms": 6.0}
+    ok, reasons = fidelity_checks(lagged)
+    assert not ok and reasons == ["dispatcher event-loop lag p99 15.0 ms", f"busy host: {busy_host(busy)}"]
+    ok, reasons = harness_checks(lagged)
+    assert reasons[-1] == f"busy host: {busy_host(busy)}" and len(reasons) == 3
+    assert fidelity_checks({**lagged, **quiet})[1] == ["dispatcher event-loop lag p99 15.0 ms"]
 
 
 def test_live_p99_against_the_simulated_one_by_their_intervals():
