@@ -84,14 +84,15 @@ class CpuSnapshot:
     everyone: dict[int, tuple[str, int, int]] = field(default_factory=dict)
 
     @classmethod
-    def take(cls, pids) -> CpuSnapshot:
-        """Read the counters of ``pids``, of every core and of every process now."""
+    def take(cls, pids, every_process: bool = True) -> CpuSnapshot:
+        """Read the counters of ``pids``, of every core and (unless told not to: it reads a file per process) of
+        every process now."""
         return cls(
             time.monotonic(),
             {p: _process_ticks(p) for p in pids},
             tuple(_core_ticks()),
             _host_ticks(),
-            _every_process(),
+            _every_process() if every_process else {},
         )
 
 
