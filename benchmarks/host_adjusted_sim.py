@@ -5,7 +5,11 @@ the profile slowed uniformly by the sweep's median service excess (the rule befo
 Each run folder's queries, summary and profile are read back; the simulator reruns the sweep's search on each
 adjusted profile. Sweeps whose live figure is 0 are skipped (nothing to compare).
 
-Run: python benchmarks/host_adjusted_sim.py RUN_DIR [RUN_DIR ...]
+With ``--phases``, each phase whose service the dispatcher saw slower than profiled instead: its live p99 against the
+simulator's on its own arrivals (from queries.parquet), with the profile slowed by the phase's time-weighted excess
+(the per-phase rule before) and rescaled per (type, batch bucket) by what the phase saw (the rule now).
+
+Run: python benchmarks/host_adjusted_sim.py [--phases] RUN_DIR [RUN_DIR ...]
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from harness.core.pool_config import PoolConfig
 from harness.core.profiles import Profile
 from harness.live.options import LiveOptions
 from harness.live.run import LiveRun
-from harness.measure.fidelity import service_vs_profile
+from harness.measure.fidelity import bucket_factors, service_vs_profile
 
 
 @dataclass(frozen=True)
@@ -36,22 +40,88 @@ class Adjusted:
     per_bucket_qps: float
 
 
-def adjusted(run_dir: Path) -> list[Adjusted]:
-    """Every dispatcher's sweep in ``run_dir`` with a live figure above 0."""
+@dataclass(frozen=True)
+class PhaseAdjusted:
+    """One phase: its live p99 and the simulator's on its arrivals, as profiled and given the host's service times
+    both ways (ms)."""
+
+    run: str
+    dispatcher: str
+    phase: int
+    offered_qps: float
+    excess: float
+    live_p99_ms: float
+    sim_p99_ms: float
+    uniform_p99_ms: float
+    per_bucket_p99_ms: float
+
+
+def _run_for(run_dir: Path, spec: str) -> LiveRun:
+    """A LiveRun set up as ``run_dir``'s was for ``spec``: model, QoS, pool and (where kept) the profile."""
     meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    config = meta.get("config", {})
+    options = LiveOptions(
+        dispatchers=(spec,),
+        mode=config.get("mode", "onnx"),
+        model=meta["model"],
+        qos_ms=meta["qos_ms"],
+        seed=config.get("seed", 0),
+        min_queries=config.get("min_queries", LiveOptions.min_queries),
+        trace=Path(config["trace"]) if config.get("trace") else None,
+        scale=config.get("scale", LiveOptions.scale),
+        phase_seconds=config.get("phase_seconds", LiveOptions.phase_seconds),
+        phase_queries=config.get("phase_queries", LiveOptions.phase_queries),
+    )
+    run = LiveRun(options, log=lambda _: None)
+    run.pool_config = PoolConfig.parse(meta["pool_config"])
+    if (run_dir / "profile.parquet").exists():
+        run.profile = Profile.load(run_dir / "profile.parquet")
+    return run
+
+
+def phase_adjusted(run_dir: Path) -> list[PhaseAdjusted]:
+    """Every phase in ``run_dir`` whose dispatcher saw service slower than profiled."""
     summary = pd.read_parquet(run_dir / "summary.parquet")
     queries = pd.read_parquet(run_dir / "queries.parquet")
-    profile = Profile.load(run_dir / "profile.parquet") if (run_dir / "profile.parquet").exists() else None
+    out = []
+    for spec, rows in summary.groupby("dispatcher", sort=False):
+        run = _run_for(run_dir, str(spec))
+        for _, row in rows.iterrows():
+            excess = row.get("service_excess", np.nan)
+            if not (np.isfinite(excess) and excess > 0):
+                continue
+            q = queries[(queries["dispatcher"] == spec) & (queries["phase"] == row["phase"])]
+            # The phase's trace rebuilt as the run built it (its arrivals in queries.parquet are epoch seconds, whose
+            # rounding reorders near-ties and so the simulator's service draws).
+            trace = run.phase_trace(float(row["offered_qps"]), int(row.get("replicate", 0) or 0))
+            table = service_vs_profile(q, run.profile, run.model, 1)
+            factors, overall = bucket_factors([table], run.profile, run.model, run.fidelity_limits.min_bucket_queries)
+            out.append(
+                PhaseAdjusted(
+                    run_dir.name,
+                    str(spec),
+                    int(row["phase"]),
+                    float(row["offered_qps"]),
+                    float(excess),
+                    float(row["p99_ms"]),
+                    run.simulate_point(str(spec), trace).p99_ms,
+                    run.simulate_point(str(spec), trace, run.profile.scaled(1.0 + excess)).p99_ms,
+                    run.simulate_point(str(spec), trace, run.profile.scaled_by(factors, overall)).p99_ms,
+                )
+            )
+    return out
+
+
+def adjusted(run_dir: Path) -> list[Adjusted]:
+    """Every dispatcher's sweep in ``run_dir`` with a live figure above 0."""
+    summary = pd.read_parquet(run_dir / "summary.parquet")
+    queries = pd.read_parquet(run_dir / "queries.parquet")
     out = []
     for spec, rows in summary.groupby("dispatcher", sort=False):
         live = rows["allowable_qps"].dropna()
         if not len(live) or not live.iloc[0] > 0:
             continue
-        options = LiveOptions(dispatchers=(str(spec),), mode="onnx", model=meta["model"], qos_ms=meta["qos_ms"])
-        run = LiveRun(options, log=lambda _: None)
-        run.pool_config = PoolConfig.parse(meta["pool_config"])
-        if profile is not None:
-            run.profile = profile
+        run = _run_for(run_dir, str(spec))
         for _, q in queries[queries["dispatcher"] == spec].groupby("phase"):
             table = service_vs_profile(q, run.profile, run.model, 1)  # as the live run keeps them
             run.service_tables.setdefault((str(spec), float(q["offered_qps"].iloc[0])), []).append(table)
@@ -63,11 +133,41 @@ def adjusted(run_dir: Path) -> list[Adjusted]:
     return out
 
 
+def show_phases(rows: list[PhaseAdjusted]) -> None:
+    """One line per phase, then each rule's miss on the live p99 (log ratio, as a share) where the host moved it."""
+    print(
+        f"{'run':<28} {'dispatcher':<12} {'phase':>5} {'qps':>7} {'excess':>7} {'live p99':>9} {'sim':>8} "
+        f"{'uniform':>8} {'per bucket':>10}"
+    )
+    for r in rows:
+        print(
+            f"{r.run:<28} {r.dispatcher:<12} {r.phase:>5} {r.offered_qps:>7.1f} {100 * r.excess:>+6.1f}% "
+            f"{r.live_p99_ms:>9.1f} {r.sim_p99_ms:>8.1f} {r.uniform_p99_ms:>8.1f} {r.per_bucket_p99_ms:>10.1f}"
+        )
+    finite = [r for r in rows if all(np.isfinite([r.live_p99_ms, r.sim_p99_ms, r.uniform_p99_ms, r.per_bucket_p99_ms]))]
+    for name, attr in (
+        ("as profiled", "sim_p99_ms"),
+        ("uniform", "uniform_p99_ms"),
+        ("per bucket", "per_bucket_p99_ms"),
+    ):
+        miss = np.array([abs(np.log(getattr(r, attr) / r.live_p99_ms)) for r in finite])
+        print(
+            f"{name}: {len(finite)} phases with finite p99s, median miss {100 * np.expm1(np.median(miss)):.1f}%, "
+            f"mean {100 * np.expm1(miss.mean()):.1f}%"
+            if len(finite)
+            else f"{name}: no phase"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
-    """One line per sweep, then the mean and largest miss of each rule."""
+    """One line per sweep, then the mean and largest miss of each rule (or per phase with ``--phases``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dirs", nargs="+", type=Path)
+    ap.add_argument("--phases", action="store_true", help="each phase's p99 rather than each sweep's figure")
     args = ap.parse_args(argv)
+    if args.phases:
+        show_phases([r for d in args.run_dirs for r in phase_adjusted(d)])
+        return
     print(f"{'run':<28} {'dispatcher':<12} {'live':>7} {'uniform':>8} {'miss':>7} {'per bucket':>10} {'miss':>7}")
     rows = [r for d in args.run_dirs for r in adjusted(d)]
     for r in rows:

@@ -369,8 +369,13 @@ class LiveRun:
         capacity = capacity_qps(latency, self.pool_config.instance_types, self.model, trace.batch_size)
         m["utilization"] = plan.offered_qps / capacity if capacity > 0 else math.nan
         excess = m["service_excess"]
-        if math.isfinite(excess) and excess > 0:  # the same phase, simulated with this host's service times
-            adjusted = self.simulate_point(plan.dispatcher, trace, self.profile.scaled(1.0 + excess))
+        if math.isfinite(excess) and excess > 0:
+            # The same phase, simulated with this host's service times per (type, bucket) as the phase saw them: the
+            # hop to an instance costs small batches a larger share than large ones, which a uniform factor hides.
+            factors, overall = bucket_factors(
+                [every], self.profile, self.model, self.fidelity_limits.min_bucket_queries
+            )
+            adjusted = self.simulate_point(plan.dispatcher, trace, self.profile.scaled_by(factors, overall))
             m["sim_p99_host_adjusted_ms"] = adjusted.p99_ms
         else:
             m["sim_p99_host_adjusted_ms"] = row.get("sim_p99_ms", math.nan)
