@@ -19,8 +19,13 @@ _TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 def _stat_fields(pid: int | str) -> tuple[str, list[str]] | None:
     """(command name, the fields after it) of /proc/``pid``/stat; None once it has exited."""
+    # os.open/os.read rather than Path.read_text: a third of the time, and every process is read twice a phase.
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        try:
+            text = os.read(fd, 4096).decode(errors="replace")
+        finally:
+            os.close(fd)
     except OSError:
         return None
     # The command name may hold spaces and parentheses: it runs from the first "(" to the last ")".

@@ -256,6 +256,7 @@ def steps_table(summary: pd.DataFrame) -> str:
         ("fidelity_ok", "self-checks", None),
         ("host_cpu_percent", "host CPU %", 0),
         ("outside_cpu_percent", "other processes' CPU %", 0),
+        ("host_steal_percent", "steal %", 1),
         ("loop_lag_p99_ms", "dispatcher loop lag p99 ms", 1),
         ("service_excess", "service vs profile %", 1),
         ("sim_p99_ms", "sim p99 ms", 1),
