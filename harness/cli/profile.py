@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 from harness.core.profiles import Profile
+from harness.live.host import CpuSnapshot, outside_cpu
 from harness.live.profiler import CaptureConfig, capture, merge_into, parse_batches
 from harness.live.run_dir import replace_file
+from harness.measure.fidelity import busy_host
 
 DEFAULT_BATCHES = "10:1000:10"
 
@@ -70,10 +72,16 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    before = CpuSnapshot.take([], every_process=False)
     captured = capture(config, progress)
+    # The hypervisor's steal on this host while it timed the server: past the self-checks' limit, the samples may
+    # read slow (the server's too, where it runs here).
+    busy = busy_host(outside_cpu(before, CpuSnapshot.take([], every_process=False)))
     merged = merge_into(out, captured)
     Profile.from_frame(merged, source=str(out))  # what is written must read back
     out.parent.mkdir(parents=True, exist_ok=True)
     replace_file(out, lambda tmp: merged.to_parquet(tmp, index=False))
     print(f"{len(captured)} samples of {config.model} on {config.instance_type} ({total} batch sizes) -> {out}")
+    if busy:
+        print(f"warning: {busy} during the capture, so its latencies may read slow: capture again on a quieter host")
     return 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import threading
@@ -33,7 +34,9 @@ import pandas as pd
 
 from harness.core.errors import InputError
 from harness.core.profiles import PROFILE_COLUMNS
+from harness.live.host import CpuSnapshot, outside_cpu
 from harness.live.profiler import CaptureConfig, capture, keep_busy
+from harness.measure.fidelity import busy_host
 from servers import models
 from servers.pool import PoolSpec
 from servers.pool_file import Instance
@@ -216,12 +219,18 @@ def local_profile(
                 frame = None
     t0 = time.monotonic()
     was_cached = frame is not None
-    if frame is None:
+    steal = math.nan
+    if was_cached:
+        steal = _cached_steal(cached.with_suffix(".json"))
+    else:
         log(
             f"profiling {len(instances)} local {model} servers ({', '.join(types)}; {config.contention}, "
             f"{len(batches)} buckets to {batches[-1]}, {config.samples} samples each) ..."
         )
+        before = CpuSnapshot.take([], every_process=False)
         frame = measure(instances, model, batches, config)[list(PROFILE_COLUMNS)]
+        # What the hypervisor took meanwhile: a profile measured on a stolen host reads slow for good (it is cached).
+        steal = outside_cpu(before, CpuSnapshot.take([], every_process=False))["host_steal_percent"]
         folder.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(f".{cached.name}.tmp{os.getpid()}")
         frame.to_parquet(tmp, index=False)
@@ -229,7 +238,8 @@ def local_profile(
         cached.with_suffix(".json").write_text(
             json.dumps(
                 {"key": key, "model": model, "servers": [asdict(s) for s in settings], "machine": host}
-                | {"config": {k: str(v) for k, v in asdict(config).items()}},
+                | {"config": {k: str(v) for k, v in asdict(config).items()}}
+                | {"host_steal_percent": round(steal, 2) if math.isfinite(steal) else None},
                 indent=2,
             )
             + "\n"
@@ -246,9 +256,28 @@ def local_profile(
         "contention": config.contention,
         "samples": config.samples,
         "max_bucket": int(frame["batch_size"].max()),
+        "host_steal_percent": steal if math.isfinite(steal) else None,
     }
     log(
         f"profile of {', '.join(types)} "
         + (f"from the cache ({cached})" if was_cached else f"measured in {info['seconds']:.0f} s, cached at {cached}")
+        + stolen_text(steal)
     )
     return info
+
+
+def stolen_text(steal_percent: float) -> str:
+    """``; the hypervisor stole X% ...`` where it took more than the self-checks' limit while a profile was measured
+    ('' otherwise, or where unknown)."""
+    busy = busy_host({"host_steal_percent": steal_percent})
+    remedy = "so its latencies may read slow: measure again on a quieter host (--reprofile)"
+    return f"; {busy} while it was measured, {remedy}" if busy else ""
+
+
+def _cached_steal(meta: Path) -> float:
+    """The steal a cached profile was measured under, from its sidecar (NaN where not recorded)."""
+    try:
+        value = json.loads(meta.read_text()).get("host_steal_percent")
+    except (OSError, ValueError):
+        return math.nan
+    return float(value) if isinstance(value, (int, float)) else math.nan

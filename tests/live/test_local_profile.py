@@ -16,6 +16,7 @@ from harness.live.local_profile import (
     local_profile,
     machine,
     pool_settings,
+    stolen_text,
 )
 from harness.live.options import LiveOptions
 from harness.live.replay import AsyncioLoadGenerator
@@ -94,9 +95,14 @@ def test_local_profile_is_measured_then_taken_from_the_cache(onnx_pool, tmp_path
         assert all(len(s) == 3 for s in table.samples_ms) and all(m > 0 for m in table.mean_ms)
     meta = json.loads((tmp_path / "cache" / f"ncf-{first['key']}.json").read_text())
     assert meta["machine"] == machine() and {s["threads"] for s in meta["servers"]} == {1, 2}
+    # the hypervisor's steal while it was measured, kept beside the cache and given back with it
+    steal = first["host_steal_percent"]
+    assert steal is None or 0.0 <= steal <= 100.0
+    assert meta["host_steal_percent"] == (None if steal is None else round(steal, 2))
 
     again = local_profile(instances, settings, "ncf", 20, tmp_path / "other.parquet", config, logs.append)
     assert again["cached"] and again["key"] == first["key"]
+    assert again["host_steal_percent"] == meta["host_steal_percent"]
     assert pd.read_parquet(again["path"]).equals(pd.read_parquet(first["path"]))
     assert any("from the cache" in line for line in logs)
     # a larger batch than the cache holds, or --reprofile: measured again
@@ -156,3 +162,11 @@ def test_an_onnx_run_profiles_its_servers_and_schedules_with_what_it_measured(tm
     assert len(summary) == 1 and summary["sim_p99_ms"].notna().all()
     # the fidelity check compared live service times with the measured profile, not the shipped AWS one
     assert summary["service_excess"].notna().all()
+
+
+def test_a_profile_measured_while_the_hypervisor_stole_says_so():
+    assert stolen_text(12.4) == (
+        "; the hypervisor stole 12% of the CPU while it was measured, so its latencies may read slow: measure again "
+        "on a quieter host (--reprofile)"
+    )
+    assert stolen_text(4.9) == "" and stolen_text(float("nan")) == ""
