@@ -362,6 +362,20 @@ def _allocation_section(run: RunData) -> str:
         )
 
 
+def _busiest_host(summary: pd.DataFrame) -> str:
+    """``; meanwhile other processes took up to X% of a core and the hypervisor up to Y% of the CPU`` over the phases
+    that measured them ('' where none did): how quiet the host the passing checks vouch for was."""
+    parts = []
+    for col, text in (
+        ("outside_cpu_percent", "other processes took up to {:.0f}% of a core"),
+        ("host_steal_percent", "the hypervisor up to {:.1f}% of the CPU"),
+    ):
+        values = pd.to_numeric(summary[col], errors="coerce").dropna() if col in summary else pd.Series(dtype=float)
+        if len(values):
+            parts.append(text.format(values.max()))
+    return "; meanwhile " + " and ".join(parts) if parts else ""
+
+
 def fidelity_note(summary: pd.DataFrame) -> str:
     """A warning naming the phases whose self-checks failed: their figures are the host's, not the pool's."""
     if "fidelity_ok" not in summary:
@@ -370,7 +384,8 @@ def fidelity_note(summary: pd.DataFrame) -> str:
     if failed.empty:
         return (
             '<p class="note" id="fidelity-note">Self-checks (host CPU, the dispatcher\'s CPU and event-loop lag, the '
-            "load generator's send lag and rate, service time against the profile) passed in every phase.</p>"
+            "load generator's send lag and rate, service time against the profile) passed in every phase"
+            f"{escape(_busiest_host(summary))}.</p>"
         )
     items = "".join(
         f"<li>{escape(str(r['dispatcher']))} at {fmt(r['offered_qps'])} qps: {escape(str(r.get('fidelity_reasons')))}</li>"
