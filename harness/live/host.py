@@ -133,7 +133,6 @@ def outside_cpu(a: CpuSnapshot, b: CpuSnapshot) -> dict:
         return max(0, b.everyone[pid][2] - (a.everyone[pid][2] if pid in a.everyone else 0))
 
     # A run process that exited in between (an instance killed by chaos) counts as outside: its last ticks are lost.
-
     run_ticks = sum(since(p) for p in b.everyone if p in run)
     # The host's user and system time less the run's: what other processes (and kernel threads) took, including
     # those too short-lived to be seen in either snapshot. Interrupt time is left out: the run's traffic causes it.
