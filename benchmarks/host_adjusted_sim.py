@@ -26,7 +26,7 @@ from harness.core.pool_config import PoolConfig
 from harness.core.profiles import Profile
 from harness.live.options import LiveOptions
 from harness.live.run import LiveRun
-from harness.measure.fidelity import bucket_factors, service_vs_profile
+from harness.measure.fidelity import service_vs_profile
 
 
 @dataclass(frozen=True)
@@ -79,34 +79,39 @@ def _run_for(run_dir: Path, spec: str) -> LiveRun:
     return run
 
 
-def phase_adjusted(run_dir: Path) -> list[PhaseAdjusted]:
-    """Every phase in ``run_dir`` whose dispatcher saw service slower than profiled."""
+def _sweeps(run_dir: Path):
+    """(dispatcher, its summary rows, its queries) for each sweep in ``run_dir``."""
     summary = pd.read_parquet(run_dir / "summary.parquet")
     queries = pd.read_parquet(run_dir / "queries.parquet")
-    out = []
     for spec, rows in summary.groupby("dispatcher", sort=False):
-        run = _run_for(run_dir, str(spec))
+        yield str(spec), rows, queries[queries["dispatcher"] == spec]
+
+
+def phase_adjusted(run_dir: Path) -> list[PhaseAdjusted]:
+    """Every phase in ``run_dir`` whose dispatcher saw service slower than profiled."""
+    out = []
+    for spec, rows, queries in _sweeps(run_dir):
+        run = _run_for(run_dir, spec)
         for _, row in rows.iterrows():
             excess = row.get("service_excess", np.nan)
             if not (np.isfinite(excess) and excess > 0):
                 continue
-            q = queries[(queries["dispatcher"] == spec) & (queries["phase"] == row["phase"])]
+            q = queries[queries["phase"] == row["phase"]]
             # The phase's trace rebuilt as the run built it (its arrivals in queries.parquet are epoch seconds, whose
             # rounding reorders near-ties and so the simulator's service draws).
             trace = run.phase_trace(float(row["offered_qps"]), int(row.get("replicate", 0) or 0))
-            table = service_vs_profile(q, run.profile, run.model, 1)
-            factors, overall = bucket_factors([table], run.profile, run.model, run.fidelity_limits.min_bucket_queries)
+            host = run.phase_host_profile(service_vs_profile(q, run.profile, run.model, 1))  # as the live run does
             out.append(
                 PhaseAdjusted(
                     run_dir.name,
-                    str(spec),
+                    spec,
                     int(row["phase"]),
                     float(row["offered_qps"]),
                     float(excess),
                     float(row["p99_ms"]),
-                    run.simulate_point(str(spec), trace).p99_ms,
-                    run.simulate_point(str(spec), trace, run.profile.scaled(1.0 + excess)).p99_ms,
-                    run.simulate_point(str(spec), trace, run.profile.scaled_by(factors, overall)).p99_ms,
+                    run.simulate_point(spec, trace).p99_ms,
+                    run.simulate_point(spec, trace, run.profile.scaled(1.0 + excess)).p99_ms,
+                    run.simulate_point(spec, trace, host).p99_ms,
                 )
             )
     return out
@@ -114,22 +119,20 @@ def phase_adjusted(run_dir: Path) -> list[PhaseAdjusted]:
 
 def adjusted(run_dir: Path) -> list[Adjusted]:
     """Every dispatcher's sweep in ``run_dir`` with a live figure above 0."""
-    summary = pd.read_parquet(run_dir / "summary.parquet")
-    queries = pd.read_parquet(run_dir / "queries.parquet")
     out = []
-    for spec, rows in summary.groupby("dispatcher", sort=False):
+    for spec, rows, queries in _sweeps(run_dir):
         live = rows["allowable_qps"].dropna()
         if not len(live) or not live.iloc[0] > 0:
             continue
-        run = _run_for(run_dir, str(spec))
-        for _, q in queries[queries["dispatcher"] == spec].groupby("phase"):
+        run = _run_for(run_dir, spec)
+        for _, q in queries.groupby("phase"):
             table = service_vs_profile(q, run.profile, run.model, 1)  # as the live run keeps them
-            run.service_tables.setdefault((str(spec), float(q["offered_qps"].iloc[0])), []).append(table)
+            run.service_tables.setdefault((spec, float(q["offered_qps"].iloc[0])), []).append(table)
         excess = float(np.median(rows["service_excess"].dropna())) if rows["service_excess"].notna().any() else 0.0
         bracket = (float(rows["bracket_low_qps"].dropna().iloc[0]), float(rows["bracket_high_qps"].dropna().iloc[0]))
-        uniform, _ = run.simulated_allowable(str(spec), run.profile.scaled(1.0 + excess))
-        per_bucket, _ = run.simulated_allowable(str(spec), run.host_profile(str(spec), bracket, excess))
-        out.append(Adjusted(run_dir.name, str(spec), float(live.iloc[0]), uniform, per_bucket))
+        uniform, _ = run.simulated_allowable(spec, run.profile.scaled(1.0 + excess))
+        per_bucket, _ = run.simulated_allowable(spec, run.host_profile(spec, bracket, excess))
+        out.append(Adjusted(run_dir.name, spec, float(live.iloc[0]), uniform, per_bucket))
     return out
 
 

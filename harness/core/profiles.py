@@ -185,11 +185,7 @@ class Profile:
 
     def scaled(self, factor: float) -> Profile:
         """The same profile with every service time multiplied by ``factor`` (what-if: a host that adds a share)."""
-        tables = {
-            key: BucketTable(t.buckets, tuple(s * factor for s in t.samples_ms), t.mean_ms * factor)
-            for key, t in self.tables.items()
-        }
-        return Profile(tables, source=f"{self.source} x {factor:.3f}")
+        return Profile(self.scaled_by({}, factor).tables, source=f"{self.source} x {factor:.3f}")
 
     def scaled_by(self, factors: dict[tuple[str, str], np.ndarray], default: float = 1.0) -> Profile:
         """The same profile with each (instance_type, model)'s buckets multiplied by their own factors (one per

@@ -51,30 +51,25 @@ def _every_process() -> dict[int, tuple[str, int, int]]:
     return out
 
 
-def _host_ticks() -> tuple[int, int, int]:
-    """(user + nice + system, steal, total) ticks over all cores from /proc/stat's first line; () when unreadable."""
-    try:
-        line = Path("/proc/stat").read_text().split("\n", 1)[0]
-    except OSError:
-        return ()
-    values = [int(v) for v in line.split()[1:]]
-    # Fields: user nice system idle iowait irq softirq steal [guest guest_nice, already inside user and nice].
-    return (values[0] + values[1] + values[2], values[7] if len(values) > 7 else 0, sum(values[:8]))
-
-
-def _core_ticks() -> list[tuple[int, int]]:
-    """(busy, total) ticks per core from /proc/stat; empty when unreadable."""
+def _stat_ticks() -> tuple[list[tuple[int, int]], tuple[int, ...]]:
+    """From one read of /proc/stat: (busy, total) ticks per core, and the host's (user + nice + system, steal, total)
+    ticks over all cores; ([], ()) when unreadable."""
     try:
         lines = Path("/proc/stat").read_text().splitlines()
     except OSError:
-        return []
-    out = []
+        return [], ()
+    cores, host = [], ()
     for line in lines:
-        if line.startswith("cpu") and line[3:4].isdigit():
-            values = [int(v) for v in line.split()[1:]]
+        if not line.startswith("cpu"):
+            continue
+        values = [int(v) for v in line.split()[1:]]
+        if line[3:4].isdigit():
             idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-            out.append((sum(values) - idle, sum(values)))
-    return out
+            cores.append((sum(values) - idle, sum(values)))
+        else:
+            # Fields: user nice system idle iowait irq softirq steal [guest guest_nice, already inside user and nice].
+            host = (values[0] + values[1] + values[2], values[7] if len(values) > 7 else 0, sum(values[:8]))
+    return cores, host
 
 
 @dataclass(frozen=True)
@@ -92,13 +87,14 @@ class CpuSnapshot:
     def take(cls, pids, every_process: bool = True) -> CpuSnapshot:
         """Read the counters of ``pids``, of every core and (unless told not to: it reads a file per process) of
         every process now."""
-        return cls(
-            time.monotonic(),
-            {p: _process_ticks(p) for p in pids},
-            tuple(_core_ticks()),
-            _host_ticks(),
-            _every_process() if every_process else {},
-        )
+        wall_s, (cores, host) = time.monotonic(), _stat_ticks()
+        everyone = _every_process() if every_process else {}
+        # A watched process is read once: from every process's counters where those were read (absent: exited).
+        if every_process:
+            ticks = {p: everyone[p][2] if p in everyone else None for p in pids}
+        else:
+            ticks = {p: _process_ticks(p) for p in pids}
+        return cls(wall_s, ticks, tuple(cores), host, everyone)
 
 
 def _descendants(roots, everyone: dict[int, tuple[str, int, int]]) -> set[int]:

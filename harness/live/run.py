@@ -369,13 +369,8 @@ class LiveRun:
         capacity = capacity_qps(latency, self.pool_config.instance_types, self.model, trace.batch_size)
         m["utilization"] = plan.offered_qps / capacity if capacity > 0 else math.nan
         excess = m["service_excess"]
-        if math.isfinite(excess) and excess > 0:
-            # The same phase, simulated with this host's service times per (type, bucket) as the phase saw them: the
-            # hop to an instance costs small batches a larger share than large ones, which a uniform factor hides.
-            factors, overall = bucket_factors(
-                [every], self.profile, self.model, self.fidelity_limits.min_bucket_queries
-            )
-            adjusted = self.simulate_point(plan.dispatcher, trace, self.profile.scaled_by(factors, overall))
+        if math.isfinite(excess) and excess > 0:  # the same phase, simulated with this host's service times
+            adjusted = self.simulate_point(plan.dispatcher, trace, self.phase_host_profile(every))
             m["sim_p99_host_adjusted_ms"] = adjusted.p99_ms
         else:
             m["sim_p99_host_adjusted_ms"] = row.get("sim_p99_ms", math.nan)
@@ -417,18 +412,32 @@ class LiveRun:
         values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
         return float(np.median(values)) if values else math.nan
 
+    def rescaled_profile(self, tables: list[pd.DataFrame]) -> Profile | None:
+        """The profile rescaled per (type, batch bucket) by ``service_vs_profile`` tables pooled (``bucket_factors``);
+        None where no bucket reached ``min_bucket_queries``."""
+        factors, overall = bucket_factors(tables, self.profile, self.model, self.fidelity_limits.min_bucket_queries)
+        return self.profile.scaled_by(factors, overall) if factors else None
+
+    def phase_host_profile(self, table: pd.DataFrame) -> Profile:
+        """The profile with the service times one phase saw, per (type, batch bucket) (as profiled where it measured
+        too few)."""
+        # Per bucket, not by the phase's one time-weighted excess: the hop to an instance costs small batches a larger
+        # share than large ones (142 dien phases, benchmarks/host_adjusted_sim.py --phases: median miss on the live
+        # p99 25.1% against 26.6%).
+        rescaled = self.rescaled_profile([table])
+        return self.profile if rescaled is None else rescaled
+
     def host_profile(self, spec: str, bracket_qps: tuple[float, float], excess: float) -> Profile:
         """The profile with the service times the dispatcher saw in ``spec``'s phases at the final bracket's rates,
-        per (type, batch bucket) (``bucket_factors``; the whole sweep's where those measured none), else slowed
-        uniformly by ``excess``."""
+        per (type, batch bucket) (the whole sweep's where those measured none), else slowed uniformly by ``excess``."""
         # dien on cpu-1t=1, 11 sweeps on a host that slowed under them (benchmarks/host_adjusted_sim.py): against
         # live, the median excess applied uniformly missed by 11.9% on average and by up to 43.8% (a sweep whose
         # high-rate phases ran 50-70% slow); per bucket at the bracket, by 8.7% and at most 15.8%.
         near = [t for rate in bracket_qps for t in self.service_tables.get((spec, rate), [])]
         if not any(len(t) for t in near):
             near = [t for (s, _), tables in self.service_tables.items() if s == spec for t in tables]
-        factors, overall = bucket_factors(near, self.profile, self.model, self.fidelity_limits.min_bucket_queries)
-        return self.profile.scaled_by(factors, overall) if factors else self.profile.scaled(1.0 + excess)
+        rescaled = self.rescaled_profile(near)
+        return self.profile.scaled(1.0 + excess) if rescaled is None else rescaled
 
     def keep_latencies(
         self, spec: str, rate_qps: float, records: pd.DataFrame, summary: PointSummary, harness_failed: bool = False
