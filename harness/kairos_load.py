@@ -92,6 +92,7 @@ FLAGS = {
     "harness_saturation": "--harness-saturation",
     "profile_local": "--profile-local",
     "reprofile": "--reprofile",
+    "pin_cores": "--pin-cores",
     "dispatcher_url": "--dispatcher-url",
     "dispatcher_token_file": "--dispatcher-token-file",
 }
@@ -128,6 +129,7 @@ WEB_UI_OPTIONS = (
     "chaos",
     "profile_local",
     "reprofile",
+    "pin_cores",
 )
 NUMBERS = {
     "instances_per_process": int,
@@ -344,6 +346,15 @@ def add_options(parser) -> None:
         help="measure the local servers again even when the profile cache holds this pool",
     )
     parser.add_argument(
+        "--pin-cores",
+        action="store_true",
+        default=False,
+        include_in_web_ui=True,
+        help="--mode onnx: give each server threads x concurrency cores of its own (the highest-numbered) and keep "
+        "this process and the dispatcher on the rest, so the load generator does not take a server's CPU; the "
+        "profile is measured pinned too",
+    )
+    parser.add_argument(
         "--dispatcher-url",
         default="",
         include_in_web_ui=False,
@@ -397,7 +408,7 @@ def option_value(dest: str, value):
         if not math.isfinite(number):
             raise InputError(f"{value!r}: must be a finite number", field=dest)
         return number
-    if dest in ("sweep", "reprofile"):
+    if dest in ("sweep", "reprofile", "pin_cores"):
         if isinstance(value, bool):
             return value
         word = str(value).strip().lower() if value is not None else "false"
@@ -445,6 +456,7 @@ def live_options(opts, pinned: Mapping[str, object] | None = None) -> LiveOption
         chaos=parse_chaos(v["chaos"], "chaos") if (v["chaos"] or "").strip() else (),
         profile_local=v["profile_local"],
         reprofile=v["reprofile"],
+        pin_cores=v["pin_cores"],
         dispatcher_url=paths["dispatcher_url"] or None,
         dispatcher_token_file=Path(paths["dispatcher_token_file"]) if paths["dispatcher_token_file"] else None,
     )

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from harness.core.errors import InputError
 from servers import v2, v2_http
+from servers.cpu_affinity import format_cpus, pin_process
 from servers.faults import Fault, FaultState, install
 from servers.models import build_model, get_spec
 from servers.serving import ServerKind
@@ -47,6 +48,9 @@ class ModelServerConfig:
     faults: tuple[Fault, ...] = ()
     accept_faults: bool = False
     admin_token: str | None = None
+    # Cores this server's threads run on (servers.cpu_affinity), set before ONNX Runtime starts its own; () leaves
+    # the process where its parent put it.
+    cpus: tuple[int, ...] = ()
 
     def __post_init__(self):
         if not self.models:
@@ -58,6 +62,10 @@ class ModelServerConfig:
         for opt in ("threads", "concurrency", "max_batch"):
             if getattr(self, opt) < 1:
                 raise InputError(f"{getattr(self, opt)}: must be >= 1", field=opt)
+        if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in self.cpus):
+            raise InputError(f"{list(self.cpus)}: expected core numbers >= 0", field="cpus")
+        if len(set(self.cpus)) != len(self.cpus):
+            raise InputError(f"{list(self.cpus)}: a core is named twice", field="cpus")
 
     def body_limit(self) -> int:
         """The aiohttp ``client_max_size``: configured, else enough for ``max_batch`` of the largest model."""
@@ -190,6 +198,9 @@ def create_app(config: ModelServerConfig) -> web.Application:
     app[BACKEND] = backend
 
     async def sessions(app: web.Application):
+        # Before the executor and ONNX Runtime start their threads, which inherit the set; given back at cleanup, so
+        # an app started inside a test leaves that process as it found it.
+        unpinned = pin_process(config.cpus) if config.cpus else None
         backend.providers = choose_providers(config.provider)
         backend.executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="ort")
         loop = asyncio.get_running_loop()
@@ -207,6 +218,8 @@ def create_app(config: ModelServerConfig) -> web.Application:
             backend.semaphore = None
             backend.executor.shutdown(wait=True, cancel_futures=True)
             backend.models.clear()
+            if unpinned is not None:
+                pin_process(unpinned)
 
     app.cleanup_ctx.append(sessions)
     v2_http.add_routes(app, BACKEND)
@@ -221,5 +234,6 @@ KIND = ServerKind(
         "models": list(c.models),
         "provider": c.provider,
         **({"instance_type": c.instance_type} if c.instance_type else {}),
+        **({"cpus": format_cpus(c.cpus)} if c.cpus else {}),
     },
 )

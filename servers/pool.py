@@ -26,6 +26,7 @@ from harness.core.errors import InputError
 from harness.core.pool_config import PoolConfig, instance_ids
 from harness.core.prices import load_prices
 from harness.core.profiles import Profile
+from servers.cpu_affinity import Pinning, available_cpus, plan_pinning
 from servers.emulated import HOST_KIND, EmulatedConfig, EmulatedHostConfig
 from servers.host_types import check_available, host_type
 from servers.model_server import ModelServerConfig
@@ -73,6 +74,10 @@ class PoolSpec:
     # crash would. More trade that isolation for memory and start-up time (a Python process is ~50 MB), which is what
     # lets hundreds of instances fit on a small machine; a kill then takes down all K of a process.
     instances_per_process: int = 1
+    # ONNX Runtime servers on cores of their own (threads x concurrency each, from the highest-numbered down), the
+    # cores left over for the caller's own processes (servers.cpu_affinity): what keeps the load generator and the
+    # dispatcher from taking a server's CPU while it computes.
+    pin_cores: bool = False
 
     def __post_init__(self):
         if isinstance(self.config, str):
@@ -80,9 +85,27 @@ class PoolSpec:
         if self.mode not in MODES:
             raise InputError(f"{self.mode!r}: expected one of {', '.join(MODES)}", field="mode")
         check_instances_per_process(self.instances_per_process, self.mode)
+        if self.pin_cores and self.mode != "onnx":
+            # An emulated instance sleeps through its service time: no core of its own would change it.
+            raise InputError(f"only ONNX Runtime servers are pinned (mode {self.mode!r}: use onnx)", field="pin_cores")
 
-    def instance_config(self, instance_type: str, seed: int) -> EmulatedConfig | ModelServerConfig:
-        """The server config of one instance of ``instance_type`` in this pool."""
+    def pinning(self) -> Pinning | None:
+        """Which cores each instance (id order) and the caller's processes get; None unless ``pin_cores``."""
+        if not self.pin_cores:
+            return None
+        configs = [self.instance_config(t, 0) for t in self.config.instance_types]
+        return plan_pinning([c.threads * c.concurrency for c in configs], available_cpus())
+
+    def instance_configs(self, pinning: Pinning | None = None) -> list[EmulatedConfig | ModelServerConfig]:
+        """Every instance's server config, in id order, with its seed and, given a pinning, its cores."""
+        types = self.config.instance_types
+        cores = pinning.servers if pinning else [()] * len(types)
+        return [self.instance_config(t, seed, c) for t, seed, c in zip(types, self.seeds(), cores, strict=True)]
+
+    def instance_config(
+        self, instance_type: str, seed: int, cpus: tuple[int, ...] = ()
+    ) -> EmulatedConfig | ModelServerConfig:
+        """The server config of one instance of ``instance_type`` in this pool (on ``cpus``, if any)."""
         if self.mode == "emulated":
             return EmulatedConfig(
                 instance_type=instance_type,
@@ -101,6 +124,7 @@ class PoolSpec:
             concurrency=self.concurrency,
             instance_type=instance_type,
             accept_faults=self.accept_faults,
+            cpus=cpus,
         )
 
     def seeds(self) -> list[int]:
@@ -137,8 +161,10 @@ class Pool:
         instances: list[Instance],
         processes: list[ServerProcess],
         process_of: list[int] | None = None,
+        pinning: Pinning | None = None,
     ):
         self.spec = spec
+        self.pinning = pinning  # the cores each instance runs on, and those left to the caller (None: not pinned)
         self.model = spec.model
         self.instances: tuple[Instance, ...] = tuple(instances)
         self.processes = processes
@@ -264,7 +290,8 @@ def start_pool(spec: PoolSpec) -> Pool:
         check_available(types, onnxruntime.get_available_providers())
         build_model(spec.model, spec.model_dir)  # once, before the children load it
     ids = instance_ids(types)
-    configs = [spec.instance_config(itype, seed) for itype, seed in zip(types, spec.seeds())]
+    pinning = spec.pinning()
+    configs = spec.instance_configs(pinning)
     groups = spec.groups()
     procs: list[ServerProcess] = []
     try:
@@ -282,4 +309,4 @@ def start_pool(spec: PoolSpec) -> Pool:
     except BaseException:
         stop_processes(procs, spec.stop_timeout_s)
         raise
-    return Pool(spec, instances, procs, process_of)
+    return Pool(spec, instances, procs, process_of, pinning)

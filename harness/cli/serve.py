@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.core.errors import InputError
 from servers import dispatcher, emulated, model_server
+from servers.cpu_affinity import format_cpus, parse_cpus
 from servers.dispatcher import DispatcherConfig
 from servers.emulated import EmulatedConfig
 from servers.faults import parse_fault
@@ -90,6 +91,7 @@ def run_model(args) -> int:
         max_batch=args.max_batch,
         seed=args.seed,
         instance_type=args.instance_type,
+        cpus=parse_cpus(args.cpus, "cpus") if args.cpus else (),
         **fault_config(args),
     )
     return serve(model_server.KIND, config, listen(args))
@@ -137,6 +139,12 @@ def add_model_parser(sub) -> None:
         "--seed", type=int, default=d.seed, help=f"weight seed used when building a model (default {d.seed})"
     )
     p.add_argument("--instance-type", default=None, help="label reported in response parameters")
+    p.add_argument(
+        "--cpus",
+        default=None,
+        metavar="LIST",
+        help="run every thread of the server on these cores, e.g. 1 or 2-3 (default: wherever the OS puts them)",
+    )
     add_fault_args(p)
     add_listen_args(p, model_server.KIND)
     p.set_defaults(func=run_model)
@@ -193,6 +201,7 @@ def run_pool(args) -> int:
         host=args.host,
         accept_faults=args.accept_faults,
         instances_per_process=args.instances_per_process,
+        pin_cores=args.pin_cores,
     )
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -209,8 +218,15 @@ def run_pool(args) -> int:
                     "pid": os.getpid(),
                 }
             )
-            for inst in pool.instances:
-                print(f"{inst.id:>20}  {inst.url}", file=sys.stderr)
+            cores = pool.pinning.servers if pool.pinning else [()] * len(pool.instances)
+            for inst, c in zip(pool.instances, cores):
+                print(f"{inst.id:>20}  {inst.url}" + (f"  cores {format_cpus(c)}" if c else ""), file=sys.stderr)
+            if pool.pinning:
+                print(
+                    f"servers pinned; run the load generator and dispatcher on the rest: taskset -c "
+                    f"{format_cpus(pool.pinning.harness)} ...",
+                    file=sys.stderr,
+                )
             print(f"pool of {len(pool.instances)} written to {path}; Ctrl-C to stop", file=sys.stderr, flush=True)
             reported: set[str] = set()
             while not stop.wait(0.5):
@@ -282,6 +298,12 @@ def add_pool_parser(sub) -> None:
         help=f"ORT intra-op threads per server for --mode onnx (default {d.threads})",
     )
     p.add_argument("--host", default=d.host, help=f"address the instances bind (default {d.host})")
+    p.add_argument(
+        "--pin-cores",
+        action="store_true",
+        help="--mode onnx: give each server threads x concurrency cores of its own, the highest-numbered first, "
+        "leaving at least one for the load generator and dispatcher",
+    )
     p.add_argument(
         "--instances-per-process",
         type=int,

@@ -38,6 +38,7 @@ from harness.live.host import CpuSnapshot, outside_cpu
 from harness.live.profiler import CaptureConfig, capture, keep_busy
 from harness.measure.fidelity import busy_host
 from servers import models
+from servers.cpu_affinity import Pinning
 from servers.pool import PoolSpec
 from servers.pool_file import Instance
 
@@ -78,18 +79,24 @@ class LocalProfileConfig:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """What makes one instance's service time: its type label, execution provider, threads and concurrency."""
+    """What makes one instance's service time: its type label, execution provider, threads, concurrency, cores."""
 
     instance_type: str
     provider: str
     threads: int
     concurrency: int
+    cpus: tuple[int, ...] = ()  # the cores it is pinned to (servers.cpu_affinity); () not pinned
 
 
-def pool_settings(spec: PoolSpec, instances) -> list[ServerSettings]:
-    """What each started instance of an onnx pool runs with (from the pool's own server configs)."""
-    configs = [spec.instance_config(i.instance_type, 0) for i in instances]
-    return [ServerSettings(i.instance_type, c.provider, c.threads, c.concurrency) for i, c in zip(instances, configs)]
+def pool_settings(spec: PoolSpec, instances, pinning: Pinning | None = None) -> list[ServerSettings]:
+    """What each started instance of an onnx pool runs with (from the pool's own server configs and pinning)."""
+    configs = spec.instance_configs(pinning)
+    if [c.instance_type for c in configs] != [i.instance_type for i in instances]:
+        raise ValueError("instances are not the pool spec's, in id order")
+    return [
+        ServerSettings(i.instance_type, c.provider, c.threads, c.concurrency, c.cpus)
+        for i, c in zip(instances, configs)
+    ]
 
 
 def machine() -> dict:
@@ -118,13 +125,20 @@ def buckets_for(max_batch: int, step: int) -> tuple[int, ...]:
     return tuple(range(step, top + 1, step))
 
 
+def _settings_doc(s: ServerSettings) -> dict:
+    doc = asdict(s)
+    if not s.cpus:  # unpinned servers keep the keys they had before pinning existed: no needless re-measure
+        del doc["cpus"]
+    return doc
+
+
 def cache_key(model: str, servers: list[ServerSettings], config: LocalProfileConfig, host: dict) -> str:
     """A short hash of everything that shapes the measured latencies (not the bucket range: that is checked)."""
     doc = {
         "version": CAPTURE_VERSION,
         "model": model,
         "model_hash": models.get_spec(model).spec_hash() if model in models.MODEL_NAMES else None,
-        "servers": sorted((asdict(s) for s in servers), key=lambda d: json.dumps(d, sort_keys=True)),
+        "servers": sorted((_settings_doc(s) for s in servers), key=lambda d: json.dumps(d, sort_keys=True)),
         "contention": config.contention,
         "samples": config.samples,
         "warmup": config.warmup,

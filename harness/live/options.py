@@ -63,6 +63,8 @@ class LiveOptions:
     # --mode onnx: measure the started servers before the sweep (harness.live.local_profile): together, alone, off
     profile_local: str = "together"
     reprofile: bool = False  # measure again even when the profile cache has this pool
+    # --mode onnx: each server on cores of its own, this process and the dispatcher on the rest (servers.cpu_affinity)
+    pin_cores: bool = False
     # A dispatcher this run does not start (on another host, with an admin token): its base URL. pool_file then names
     # the pool it fronts, and the admin calls (policy, drain, records) carry the token read from
     # dispatcher_token_file: a file, so the secret is in neither run.json nor the process list.
@@ -80,6 +82,10 @@ class LiveOptions:
                     field="dispatcher_url",
                 )
         check_instances_per_process(self.instances_per_process, self.mode)
+        if self.pin_cores and (self.mode != "onnx" or self.pool_file is not None):
+            raise InputError(
+                "pins the ONNX Runtime servers this run starts: give --mode onnx and no pool file", field="pin_cores"
+            )
         if self.harness_saturation not in HARNESS_SATURATION:
             raise InputError(
                 f"{self.harness_saturation!r}: expected one of {', '.join(HARNESS_SATURATION)}",

@@ -208,8 +208,11 @@ class LiveRun:
         pf = self.stack.pool_file
         self.pool_config = pf.config
         check_trace(self.base, self.profile, self.pool_config)
+        pinning = self.stack.pinning
+        cores = pinning.to_json()["servers"] if pinning else [None] * len(pf.instances)
         self.run_dir.update_meta(
-            pool=[i.to_json() for i in pf.instances],
+            pool=[i.to_json() | ({"cpus": c} if c else {}) for i, c in zip(pf.instances, cores)],
+            **({"harness_cpus": pinning.to_json()["harness"]} if pinning else {}),
             pool_config=str(self.pool_config),
             cost_per_h=pf.cost_per_h,
             dispatcher_url=self.stack.url,

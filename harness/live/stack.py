@@ -21,6 +21,7 @@ from harness.core.paper import resolve_qos_ms
 from harness.live.chaos import PoolTarget
 from harness.live.local_profile import LocalProfileConfig, local_profile, pool_settings
 from harness.live.options import LiveOptions
+from servers.cpu_affinity import Pinning, format_cpus, pin_process
 from servers.dispatcher import DispatcherConfig
 from servers.pool import PoolSpec, start_pool
 from servers.pool_file import load_pool_file
@@ -73,6 +74,7 @@ class LiveStack:
         self, options: LiveOptions, model: str, records_path: Path, log: Callable[[str], None], max_batch: int = 1000
     ):
         self._pool = None
+        self._unpinned: tuple[int, ...] | None = None  # this process's cores before it pinned itself
         self.dispatcher: ServerProcess | ExternalDispatcher | None = None
         self._token = read_token(options.dispatcher_token_file)
         self.profiles = options.profiles
@@ -94,9 +96,21 @@ class LiveStack:
                     seed=options.seed,
                     accept_faults=bool(options.chaos),
                     instances_per_process=options.instances_per_process,
+                    pin_cores=options.pin_cores,
                 )
             )
             self.pool_file = self._pool.as_pool_file()
+            pinning = self._pool.pinning
+            if pinning is not None:
+                # This process (the load generator, the profiler) and the dispatcher started below, which inherits it.
+                self._unpinned = pin_process(pinning.harness)
+                log(
+                    "pinned: "
+                    + ", ".join(
+                        f"{i.id} on cores {format_cpus(c)}" for i, c in zip(self.pool_file.instances, pinning.servers)
+                    )
+                    + f"; load generator and dispatcher on {format_cpus(pinning.harness)}"
+                )
             self._pool.write(records_path.parent / "pool.json")
             if options.profiles_local:
                 try:
@@ -166,10 +180,15 @@ class LiveStack:
         self, options: LiveOptions, model: str, out: Path, log: Callable[[str], None], max_batch: int
     ) -> None:
         """Measure (or take from the cache) the profile of the servers just started; the run then uses it."""
-        settings = pool_settings(self._pool.spec, self.pool_file.instances)
+        settings = pool_settings(self._pool.spec, self.pool_file.instances, self._pool.pinning)
         config = LocalProfileConfig(contention=options.profile_local, refresh=options.reprofile, seed=options.seed)
         self.profile_info = local_profile(list(self.pool_file.instances), settings, model, max_batch, out, config, log)
         self.profiles = out
+
+    @property
+    def pinning(self) -> Pinning | None:
+        """The cores of each started server and of this process and the dispatcher (None: not pinned)."""
+        return self._pool.pinning if self._pool is not None else None
 
     def set_policy(self, spec: str) -> None:
         """Switch the dispatcher's policy."""
@@ -215,3 +234,6 @@ class LiveStack:
         if self._pool is not None:
             self._pool.stop()
             self._pool = None
+        if self._unpinned is not None:  # a run inside a longer-lived process (tests, notebooks) gives its cores back
+            pin_process(self._unpinned)
+            self._unpinned = None

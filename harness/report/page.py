@@ -577,6 +577,8 @@ def render_report(run: RunData, plotly_js: str | None = None) -> str:
         facts.append(f"QoS p99 ≤ {qos_ms:g} ms")
     if meta.get("pool_config"):
         facts.append(str(meta["pool_config"]))
+    if meta.get("harness_cpus"):  # --pin-cores: the servers had cores of their own (the Pool table lists them)
+        facts.append(f"servers pinned, harness on cores {meta['harness_cpus']}")
     if isinstance(meta.get("config"), dict) and meta["config"].get("scale"):
         facts.append(f"scale: {meta['config']['scale']}")  # how the trace reached each rate (--scale)
     if run_cost is not None:

@@ -339,11 +339,16 @@ out["live"] = {"rate": live.rate_qps, "qos": live.qos_ms, "sweep": live.sweep, "
                "trace": live.trace, "report_dir": str(live.report_dir)}
 errors = {}
 for dest, value in [("rate", "abc"), ("seed", "1.5"), ("phase_seconds", "nan"), ("sweep", "maybe"), ("mode", "x"),
-                    ("phase_queries", ""), ("chaos", "melt:r5n.large-0@1s")]:
+                    ("phase_queries", ""), ("chaos", "melt:r5n.large-0@1s"), ("pin_cores", "maybe")]:
     try:
         k.live_options(Namespace(**dict(vars(opts), **{dest: value})))
     except InputError as exc:
         errors[dest] = exc.shown_as(k.FLAGS)
+try:  # a switch that is fine as text, refused with the default emulated pool
+    k.live_options(Namespace(**dict(vars(opts), pin_cores="on")))
+except InputError as exc:
+    errors["pin_cores emulated"] = exc.shown_as(k.FLAGS)
+out["pin_cores onnx"] = k.live_options(Namespace(**dict(vars(opts), pin_cores="on", mode="onnx"))).pin_cores
 out["errors"] = errors
 print(json.dumps(out))
 """
@@ -380,7 +385,10 @@ def test_options_are_typed_and_paths_stay_off_the_web_ui():
         "mode": "--mode 'x': expected one of emulated, onnx",
         "chaos": "--chaos 'melt:r5n.large-0@1s': action 'melt': expected one of kill, restart, spike, stall, error, exit",
         "phase_queries": "--phase-queries '': a value is required",
+        "pin_cores": "--pin-cores 'maybe': must be on or off (true/false, 1/0)",
+        "pin_cores emulated": "--pin-cores pins the ONNX Runtime servers this run starts: give --mode onnx and no pool file",
     }
+    assert out["pin_cores onnx"] is True
 
 
 class WebUI:

@@ -1,7 +1,9 @@
 """--mode onnx: instance types that fix threads and provider, the local profile measured before the sweep, its cache."""
 
 import json
+import os
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,6 +23,8 @@ from harness.live.local_profile import (
 from harness.live.options import LiveOptions
 from harness.live.replay import AsyncioLoadGenerator
 from harness.live.run import LiveRun
+from harness.live.stack import LiveStack
+from servers.cpu_affinity import Pinning, available_cpus, format_cpus, thread_cpus
 from servers.host_types import HostType, check_available, host_type
 from servers.pool import PoolSpec, start_pool
 
@@ -70,6 +74,18 @@ def test_the_cache_key_changes_with_threads_contention_model_and_machine():
     assert base != cache_key("rm2", one, LocalProfileConfig(), {**host, "logical_cpus": 16})
     with pytest.raises(InputError):
         LocalProfileConfig(contention="sometimes")
+
+
+def test_pinned_servers_are_a_new_key_and_unpinned_ones_keep_the_key_they_had():
+    host = {"cpu": "x", "logical_cpus": 2, "arch": "x86_64", "onnxruntime": "1.0"}
+    servers = [ServerSettings("a", "cpu", 1, 1), ServerSettings("b", "cpu", 2, 1)]
+    # what this key was before servers could be pinned: a cache measured then is still found
+    assert cache_key("custom", servers, LocalProfileConfig(), host) == "d02cedc2a7386b8f"
+    pinned = [replace(servers[0], cpus=(1,)), servers[1]]
+    assert cache_key("custom", pinned, LocalProfileConfig(), host) != "d02cedc2a7386b8f"
+    assert cache_key("custom", pinned, LocalProfileConfig(), host) != cache_key(
+        "custom", [replace(servers[0], cpus=(0,)), servers[1]], LocalProfileConfig(), host
+    )
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +186,30 @@ def test_a_profile_measured_while_the_hypervisor_stole_says_so():
         "on a quieter host (--reprofile)"
     )
     assert stolen_text(4.9) == "" and stolen_text(float("nan")) == ""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores this process may use")
+def test_a_pinned_onnx_stack_keeps_servers_dispatcher_and_load_generator_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAIROS_PROFILE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("KAIROS_MODEL_DIR", str(tmp_path / "models"))
+    cores = available_cpus()
+    server, rest = (cores[-1],), cores[:-1]
+    options = LiveOptions(model="ncf", mode="onnx", pool_config="cpu-1t=1", pin_cores=True, report_dir=tmp_path)
+    logs: list[str] = []
+    stack = LiveStack(options, "ncf", tmp_path / "dispatcher.parquet", logs.append, max_batch=10)
+    try:
+        assert stack.pinning == Pinning((server,), rest)
+        [inst] = stack.pool_file.instances
+        assert set(thread_cpus(inst.pid).values()) == {server}
+        assert set(thread_cpus(stack.dispatcher.pid).values()) == {rest}  # started after this process pinned itself
+        assert set(thread_cpus(os.getpid()).values()) == {rest}  # the load generator and the profiler
+        assert (
+            f"pinned: cpu-1t-0 on cores {format_cpus(server)}; load generator and dispatcher on {format_cpus(rest)}"
+            in logs
+        )
+        # measured as it will run, and under its own key
+        meta = json.loads(Path(stack.profile_info["cache_path"]).with_suffix(".json").read_text())
+        assert [s["cpus"] for s in meta["servers"]] == [list(server)]
+    finally:
+        stack.stop()
+    assert available_cpus() == cores  # given back: this process goes on as it was

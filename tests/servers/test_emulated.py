@@ -230,6 +230,7 @@ async def test_waking_early_does_not_shorten_back_to_back_service(aiohttp_client
     app[BACKEND].early_s = 0.004  # each sleep ends 4 ms before its due end, to reply on time
     app[BACKEND].replied = lambda late_s: None  # held there for the test
     outs = await asyncio.gather(*(_infer(client, enc) for _ in range(5)))
-    # Each waiting query still starts at its predecessor's due end: 20 ms apart, not 16.
+    # Each waiting query still starts at its predecessor's due end: 20 ms apart, not 16. One-sided (nearer 20 than
+    # 16): a stalled host can only start one later, and a 1.5 ms band both ways failed under steal with nothing wrong.
     starts = sorted(o.parameters["queue_ms"] for o in outs)
-    assert np.all(np.abs(np.diff(starts)[1:] - 20.0) < 1.5), starts
+    assert np.all(np.diff(starts)[1:] > 18.0), starts
