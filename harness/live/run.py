@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.core.errors import InputError
 from harness.core.paper import resolve_qos_ms
 from harness.core.profiles import Profile
 from harness.dispatch.latency_model import LatencyModel
@@ -53,6 +54,7 @@ from harness.measure.fidelity import (
 )
 from harness.measure.interval import AllowableInterval, RatePoint, allowable_interval, allowable_rate, combine
 from harness.sim.simulator import SimConfig, check_trace, simulate
+from servers.pool import PoolSpec
 from traces.io import read_trace, sample_path
 from traces.resample import replicate_start
 from traces.scale import speedup
@@ -145,6 +147,24 @@ def flag_text(rows: list[dict]) -> str:
         why = next(r["harness_reasons"] for r in rows if r.get("harness_ok") is False and r["offered_qps"] == saturated)
         notes.append(f"harness saturated at {saturated:.1f} qps: {why}")
     return f" ({'; '.join(notes)})" if notes else ""
+
+
+def pinning_hint(rows: list[dict], can_pin: bool, limit: float) -> str:
+    """A note for an unpinned onnx run where this host has the cores to pin its servers and some phase failed
+    because they served more than ``limit`` slower than profiled with nothing outside the run to blame ('' else)."""
+    slowed = [
+        r
+        for r in rows
+        if r.get("fidelity_ok") is False and not r.get("busy_host") and (r.get("service_excess") or 0.0) > limit
+    ]
+    if not (can_pin and slowed):
+        return ""
+    # The load generator and the dispatcher take CPU from a server while it computes: pinned, dien on 2 cores came
+    # within 15% of the simulator in 4 of 6 runs, unpinned in none (docs/measurements.md).
+    return (
+        f"note: in {len(slowed)} of {len(rows)} phases the servers served slower than profiled while they shared this "
+        "host's cores with the load generator and the dispatcher; --pin-cores gives each server cores of its own"
+    )
 
 
 class LiveRun:
@@ -630,7 +650,21 @@ class LiveRun:
         self.finished = True
         if results:
             self.log(closing_line(results, self.flagged))
+        hint = pinning_hint(self.run_dir.summary_rows, self.could_pin(), self.fidelity_limits.service_excess)
+        if hint:
+            self.log(hint)
         return self.close(partial=False)
+
+    def could_pin(self) -> bool:
+        """Whether this run's servers were not pinned but this host has the cores to pin them (``--pin-cores``)."""
+        o = self.options
+        if o.mode != "onnx" or o.pin_cores or o.pool_file is not None:
+            return False
+        try:
+            PoolSpec(o.pool_config, self.model, o.mode, pin_cores=True).pinning()
+        except InputError:  # too few cores, or not Linux
+            return False
+        return True
 
     def flagged(self, spec: str) -> str:
         """What limited ``spec``'s sweep, for the closing line (``flag_text``)."""

@@ -213,3 +213,23 @@ def test_a_pinned_onnx_stack_keeps_servers_dispatcher_and_load_generator_apart(t
     finally:
         stack.stop()
     assert available_cpus() == cores  # given back: this process goes on as it was
+
+
+def test_an_unpinned_run_whose_servers_were_slowed_by_the_harness_is_told_about_pinning(monkeypatch):
+    from harness.live.run import pinning_hint
+
+    slowed = {"fidelity_ok": False, "busy_host": "", "service_excess": 0.2}
+    rows = [slowed, {**slowed, "fidelity_ok": True}, {**slowed, "busy_host": "the hypervisor stole 9% of the CPU"}]
+    rows += [{**slowed, "service_excess": 0.01}]  # failed for something else (send lag): not the servers
+    assert pinning_hint(rows, True, 0.05) == (
+        "note: in 1 of 4 phases the servers served slower than profiled while they shared this host's cores with "
+        "the load generator and the dispatcher; --pin-cores gives each server cores of its own"
+    )
+    assert pinning_hint(rows, False, 0.05) == ""  # no cores to pin them on
+    assert pinning_hint(rows[1:], True, 0.05) == ""
+    monkeypatch.setattr("servers.pool.available_cpus", lambda: (0, 1))
+    run = LiveRun(LiveOptions(mode="onnx", model="dien", pool_config="cpu-1t=1"), log=lambda _: None)
+    assert run.could_pin()
+    assert not LiveRun(replace(run.options, pin_cores=True), log=lambda _: None).could_pin()  # pinned already
+    assert not LiveRun(replace(run.options, pool_config="cpu-2t=1"), log=lambda _: None).could_pin()  # 3 cores
+    assert not LiveRun(LiveOptions(model="dien"), log=lambda _: None).could_pin()  # emulated
