@@ -51,6 +51,7 @@ from harness.live.phase import ClientLog, ClientRecord, PhaseOutput, PhasePlan, 
 from harness.live.replay import payloads_for
 from harness.live.run import LiveRun
 from harness.measure.analyzer import percentile_ms
+from servers.cpu_affinity import format_cpus
 from servers.pool import MODES
 from traces.scalers import SCALERS
 
@@ -738,6 +739,14 @@ class KairosSession:
     def _drive(self, environment) -> None:
         try:
             self.run.start()
+            if self.run.stack.pinning is not None and isinstance(environment.runner, MasterRunner):
+                # Workers started before the run pinned this process, and may run on other hosts: not ours to move.
+                log.warning(
+                    "kairos: --pin-cores pins this process and the dispatcher to cores %s; the worker processes are "
+                    "not pinned and share every core, the servers' too: start them with taskset -c %s",
+                    format_cpus(self.run.stack.pinning.harness),
+                    format_cpus(self.run.stack.pinning.harness),
+                )
             self.run.run(self.loadgen)
             # A finished run succeeded, whatever its requests met: answers such as 504 past the queue deadline in an
             # overloaded phase are what a sweep measures (recorded, counted as violations), not errors of the run.

@@ -103,7 +103,11 @@ class LiveStack:
             pinning = self._pool.pinning
             if pinning is not None:
                 # This process (the load generator, the profiler) and the dispatcher started below, which inherits it.
-                self._unpinned = pin_process(pinning.harness)
+                try:
+                    self._unpinned = pin_process(pinning.harness)
+                except BaseException:
+                    self.stop()
+                    raise
                 log(
                     "pinned: "
                     + ", ".join(
