@@ -508,3 +508,23 @@ def test_web_ui_start_form_is_typed_and_cannot_name_files(tmp_path):
     assert list(s["dispatcher"]) == ["fcfs"] and (s["offered_qps"] == 30).all()
     assert len(pd.read_parquet(run / "queries.parquet")) == 60
     assert not elsewhere.exists() and not html.exists()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores this process may use")
+def test_a_pinned_onnx_run_pins_its_server_and_warns_that_worker_processes_are_not(tmp_path):
+    env = dict(os.environ, KAIROS_PROFILE_DIR=str(tmp_path / "cache"), KAIROS_MODEL_DIR=str(tmp_path / "models"))
+    args = ["--mode", "onnx", "--pool-config", "cpu-1t=1", "--model", "ncf", "--qos-ms", "50", "--pin-cores"]
+    cmd = locust_cmd(tmp_path / "reports", *args, "--dispatchers", "fcfs", "--rate", "40", "--processes", "1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from servers.cpu_affinity import format_cpus
+
+    cores = sorted(os.sched_getaffinity(0))  # the server gets the highest, the harness the rest
+    assert f"pinned: cpu-1t-0 on cores {cores[-1]}; load generator and dispatcher on {format_cpus(cores[:-1])}" in (
+        proc.stderr
+    )
+    assert "the worker processes are not pinned and share every core, the servers' too" in proc.stderr
+    run = run_dir_of(tmp_path / "reports")
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["pool"][0]["cpus"] == str(cores[-1]) and meta["harness_cpus"] == format_cpus(cores[:-1])
+    assert "servers pinned, harness on cores" in (run / "report.html").read_text(encoding="utf-8")
