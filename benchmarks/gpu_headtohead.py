@@ -35,7 +35,7 @@ def profile_models(cpu_type: str, out: Path) -> None:
             config = LocalProfileConfig(contention="alone", samples=30, warmup=5, bucket_step=50, refresh=True)
             info = local_profile(
                 list(pool.instances),
-                pool_settings(spec, pool.instances),
+                pool_settings(pool),
                 model,
                 1000,
                 out / f"profile-{model}.parquet",

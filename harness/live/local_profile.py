@@ -38,8 +38,7 @@ from harness.live.host import CpuSnapshot, outside_cpu
 from harness.live.profiler import CaptureConfig, capture, keep_busy
 from harness.measure.fidelity import busy_host
 from servers import models
-from servers.cpu_affinity import Pinning
-from servers.pool import PoolSpec
+from servers.pool import Pool
 from servers.pool_file import Instance
 
 PROFILE_DIR_ENV = "KAIROS_PROFILE_DIR"
@@ -88,14 +87,11 @@ class ServerSettings:
     cpus: tuple[int, ...] = ()  # the cores it is pinned to (servers.cpu_affinity); () not pinned
 
 
-def pool_settings(spec: PoolSpec, instances, pinning: Pinning | None = None) -> list[ServerSettings]:
-    """What each started instance of an onnx pool runs with (from the pool's own server configs and pinning)."""
-    configs = spec.instance_configs(pinning)
-    if [c.instance_type for c in configs] != [i.instance_type for i in instances]:
-        raise ValueError("instances are not the pool spec's, in id order")
+def pool_settings(pool: Pool) -> list[ServerSettings]:
+    """What each instance of a started onnx pool runs with, in id order (its server configs, with their cores)."""
     return [
-        ServerSettings(i.instance_type, c.provider, c.threads, c.concurrency, c.cpus)
-        for i, c in zip(instances, configs)
+        ServerSettings(c.instance_type, c.provider, c.threads, c.concurrency, c.cpus)
+        for c in pool.spec.instance_configs(pool.pinning)
     ]
 
 

@@ -30,7 +30,7 @@ from harness.live.host import PhaseMonitor
 from harness.live.options import LiveOptions
 from harness.live.phase import AccountingError, LoadGenerator, PhasePlan, account, merge_phase, phase_summary_row
 from harness.live.run_dir import RunDir, new_run_id, replace_file
-from harness.live.stack import LiveStack
+from harness.live.stack import LiveStack, pool_spec
 from harness.measure.allowable import AllowableResult, SearchConfig, capacity_qps, find_allowable, phase_queries
 from harness.measure.analyzer import (
     MIN_SECTIONS,
@@ -54,7 +54,6 @@ from harness.measure.fidelity import (
 )
 from harness.measure.interval import AllowableInterval, RatePoint, allowable_interval, allowable_rate, combine
 from harness.sim.simulator import SimConfig, check_trace, simulate
-from servers.pool import PoolSpec
 from traces.io import read_trace, sample_path
 from traces.resample import replicate_start
 from traces.scale import speedup
@@ -228,11 +227,11 @@ class LiveRun:
         pf = self.stack.pool_file
         self.pool_config = pf.config
         check_trace(self.base, self.profile, self.pool_config)
-        pinning = self.stack.pinning
-        cores = pinning.to_json()["servers"] if pinning else [None] * len(pf.instances)
+        pinned = self.stack.pinning.to_json() if self.stack.pinning else {}
+        cores = pinned.get("servers", [None] * len(pf.instances))
         self.run_dir.update_meta(
             pool=[i.to_json() | ({"cpus": c} if c else {}) for i, c in zip(pf.instances, cores)],
-            **({"harness_cpus": pinning.to_json()["harness"]} if pinning else {}),
+            **({"harness_cpus": pinned["harness"]} if pinned else {}),
             pool_config=str(self.pool_config),
             cost_per_h=pf.cost_per_h,
             dispatcher_url=self.stack.url,
@@ -661,7 +660,7 @@ class LiveRun:
         if o.mode != "onnx" or o.pin_cores or o.pool_file is not None:
             return False
         try:
-            PoolSpec(o.pool_config, self.model, o.mode, pin_cores=True).pinning()
+            replace(pool_spec(o, self.model), pin_cores=True).pinning()
         except InputError:  # too few cores, or not Linux
             return False
         return True

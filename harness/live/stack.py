@@ -67,6 +67,20 @@ def read_token(path: Path | None) -> str | None:
     return token
 
 
+def pool_spec(options: LiveOptions, model: str) -> PoolSpec:
+    """The pool a run with ``options`` starts for ``model``."""
+    return PoolSpec(
+        options.pool_config,
+        model,
+        options.mode,
+        profiles=options.profiles,
+        seed=options.seed,
+        accept_faults=bool(options.chaos),
+        instances_per_process=options.instances_per_process,
+        pin_cores=options.pin_cores,
+    )
+
+
 class LiveStack:
     """Starts (or attaches to) the pool, then the dispatcher in front of it; ``stop()`` stops what it started."""
 
@@ -87,18 +101,7 @@ class LiveStack:
                 )
         else:
             log(f"starting {options.mode} pool {options.pool_config} for {model} ...")
-            self._pool = start_pool(
-                PoolSpec(
-                    options.pool_config,
-                    model,
-                    options.mode,
-                    profiles=options.profiles,
-                    seed=options.seed,
-                    accept_faults=bool(options.chaos),
-                    instances_per_process=options.instances_per_process,
-                    pin_cores=options.pin_cores,
-                )
-            )
+            self._pool = start_pool(pool_spec(options, model))
             self.pool_file = self._pool.as_pool_file()
             pinning = self._pool.pinning
             if pinning is not None:
@@ -184,7 +187,7 @@ class LiveStack:
         self, options: LiveOptions, model: str, out: Path, log: Callable[[str], None], max_batch: int
     ) -> None:
         """Measure (or take from the cache) the profile of the servers just started; the run then uses it."""
-        settings = pool_settings(self._pool.spec, self.pool_file.instances, self._pool.pinning)
+        settings = pool_settings(self._pool)
         config = LocalProfileConfig(contention=options.profile_local, refresh=options.reprofile, seed=options.seed)
         self.profile_info = local_profile(list(self.pool_file.instances), settings, model, max_batch, out, config, log)
         self.profiles = out

@@ -93,7 +93,7 @@ def onnx_pool(tmp_path_factory):
     """ncf on one 1-thread and one 2-thread ONNX Runtime server."""
     spec = PoolSpec("cpu-1t=1,cpu-2t=1", model="ncf", mode="onnx", model_dir=tmp_path_factory.mktemp("models"))
     with start_pool(spec) as pool:
-        settings = pool_settings(spec, pool.instances)
+        settings = pool_settings(pool)
         yield list(pool.instances), settings
 
 

@@ -31,7 +31,7 @@ async def test_a_cuda_server_runs_its_session_on_the_gpu(aiohttp_client, tmp_pat
 def test_a_gpu_and_cpu_pool_is_profiled_per_type(tmp_path):
     spec = PoolSpec("cuda=1,cpu-1t=1", model="rm2", mode="onnx", model_dir=tmp_path / "models")
     with start_pool(spec) as pool:
-        settings = pool_settings(spec, pool.instances)
+        settings = pool_settings(pool)
         config = LocalProfileConfig(contention="alone", samples=5, warmup=2, cache_dir=tmp_path / "cache")
         info = local_profile(list(pool.instances), settings, "rm2", 1000, tmp_path / "p.parquet", config)
     profile = Profile.load(info["path"])
