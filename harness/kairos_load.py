@@ -51,13 +51,16 @@ from harness.live.phase import ClientLog, ClientRecord, PhaseOutput, PhasePlan, 
 from harness.live.replay import payloads_for
 from harness.live.run import LiveRun
 from harness.measure.analyzer import percentile_ms
-from servers.cpu_affinity import format_cpus
+from servers.cpu_affinity import boot_id, format_cpus, pin_process, process_cpus
 from servers.pool import MODES
 from traces.scalers import SCALERS
 
 PHASE_MESSAGE = "kairos_phase"
 DONE_MESSAGE = "kairos_phase_done"
 RECORDS_MESSAGE = "kairos_phase_records"
+PIN_MESSAGE = "kairos_pin"  # master -> worker: pin to these cores (--pin-cores), or back to the cores it had
+PINNED_MESSAGE = "kairos_pinned"  # worker -> master: the cores it now runs on, or why it did not move
+PIN_TIMEOUT_S = 10.0  # how long the master waits for every worker to answer a pin message
 RECORDS_INTERVAL_S = 1.0  # how often finished queries' records travel to the master and on to disk
 PARENT_CHECK_S = 1.0  # how often a worker forked by --processes checks that the process that forked it lives
 log = logging.getLogger("kairos")
@@ -545,6 +548,10 @@ class LocustLoadGenerator:
         self._log: ClientLog | None = None
         self._log_failed = False
         self.local: ShardReplayer | None = None
+        self._pin_seq = 0
+        self._pin_answers: list[dict] = []
+        self._pin_expect = 0
+        self._pin_done = gevent.event.Event()
 
     def _workers(self) -> list[str | None]:
         runner = self.environment.runner
@@ -596,6 +603,32 @@ class LocustLoadGenerator:
         if len(self._outputs) >= self._expect:
             self._done.set()
 
+    def pin_workers(self, cpus: tuple[int, ...] | None, wait: bool = True) -> tuple[list[dict], int]:
+        """Ask every worker process to pin itself to ``cpus`` (None: back to the cores it had before); the answers
+        that came within ``PIN_TIMEOUT_S`` (none unless ``wait``), and how many workers were asked."""
+        runner = self.environment.runner
+        if not isinstance(runner, MasterRunner):
+            return [], 0
+        workers = self._workers()
+        self._pin_seq += 1
+        self._pin_answers, self._pin_expect = [], len(workers)
+        self._pin_done.clear()
+        # The master's boot id travels with the cores: a worker on another machine has other cores, and stays put.
+        data = {"seq": self._pin_seq, "cpus": None if cpus is None else list(cpus), "boot_id": boot_id()}
+        for client_id in workers:
+            runner.send_message(PIN_MESSAGE, data, client_id=client_id)
+        if workers and wait:
+            self._pin_done.wait(timeout=PIN_TIMEOUT_S)
+        return list(self._pin_answers), len(workers)
+
+    def on_pinned(self, environment, msg, **kwargs) -> None:
+        """A worker's answer to a pin message."""
+        if msg.data.get("seq") != self._pin_seq:
+            return  # an answer to an earlier request, come too late
+        self._pin_answers.append(msg.data)
+        if len(self._pin_answers) >= self._pin_expect:
+            self._pin_done.set()
+
     def _received(self) -> list[ClientRecord]:
         return [r for out in self._outputs for r in from_columns(out["records"])]
 
@@ -605,6 +638,29 @@ class LocustLoadGenerator:
         if not records and self.local is not None and not isinstance(self.environment.runner, MasterRunner):
             records = list(self.local.records)  # a local run reports only when its shard is done
         return records
+
+
+def worker_pinning(answers: list[dict], asked: int, cpus: tuple[int, ...]) -> tuple[list[str], list[str]]:
+    """What came of asking ``asked`` workers to pin themselves to ``cpus``, from their answers: lines to log as
+    information, and warnings."""
+    want = format_cpus(cpus)
+    info, warnings = [], []
+    for answer in sorted(answers, key=lambda a: str(a.get("worker"))):
+        name = answer.get("worker")
+        if answer.get("error"):
+            warnings.append(f"worker {name} could not be pinned ({answer['error']}): it shares the servers' cores")
+        elif answer.get("skipped"):
+            info.append(f"worker {name} runs on another machine: its cores are its own, left as they are")
+        elif answer.get("cpus") == want:
+            info.append(f"pinned: worker {name} on cores {want}, with the dispatcher")
+        else:
+            warnings.append(f"worker {name} runs on cores {answer.get('cpus')}, not on {want} alone")
+    if len(answers) < asked:
+        warnings.append(
+            f"{asked - len(answers)} of {asked} workers did not answer within {PIN_TIMEOUT_S:g} s and may share the "
+            f"servers' cores: start them with taskset -c {want}"
+        )
+    return info, warnings
 
 
 def per_worker(outputs: list[dict]) -> list[str]:
@@ -634,6 +690,8 @@ class KairosSession:
         self.loadgen.local = self.replayer
         self.run: LiveRun | None = None
         self.controller = None
+        self.cores_before_pin: tuple[int, ...] | None = None  # a worker's cores before the master pinned it
+        self.workers_pinned = False  # the master asked its workers to pin themselves
         # The path options as the command line, locust.conf or LOCUST_* variables set them: the only source of paths.
         opts = environment.parsed_options
         self.pinned = {dest: getattr(opts, dest, None) for dest in PATH_OPTIONS} if opts is not None else {}
@@ -718,6 +776,42 @@ class KairosSession:
 
         gevent.spawn(work)
 
+    def on_pin(self, environment, msg, **kwargs) -> None:
+        """Worker side: pin every thread of this process to the master's cores where it runs on the master's machine
+        (cpus None: back to the cores it had), and answer with the cores it now runs on, read back from /proc."""
+        data = msg.data
+        answer = {"seq": data.get("seq"), "worker": self.replayer.worker}
+        try:
+            if data.get("cpus") is None:
+                if self.cores_before_pin is not None:
+                    pin_process(self.cores_before_pin)
+                    self.cores_before_pin = None
+            elif not data.get("boot_id") or data["boot_id"] != boot_id():
+                answer["skipped"] = "another machine"
+            else:
+                before = pin_process(tuple(data["cpus"]))
+                if self.cores_before_pin is None:  # a second pin keeps the cores from before the first
+                    self.cores_before_pin = before
+            if "skipped" not in answer:
+                answer["cpus"] = format_cpus(process_cpus(os.getpid()))
+        except (InputError, OSError) as exc:
+            answer["error"] = str(exc)
+        environment.runner.send_message(PINNED_MESSAGE, answer)
+
+    def pin_workers(self, cpus: tuple[int, ...] | None) -> None:
+        """Master side: move the worker processes on this machine onto ``cpus`` (None: back), and log how it went."""
+        if cpus is None:
+            if self.workers_pinned:
+                self.loadgen.pin_workers(None, wait=False)  # a run that failed may have lost its workers
+                self.workers_pinned = False
+            return
+        self.workers_pinned = True
+        info, warnings = worker_pinning(*self.loadgen.pin_workers(cpus), cpus)
+        for line in info:
+            log.info("%s", line)
+        for line in warnings:
+            log.warning("kairos: %s", line)
+
     def start(self, environment) -> None:
         """Master side, on test_start: build the run from the options and drive it in a greenlet."""
         if self.controller is not None and not self.controller.dead:
@@ -739,14 +833,10 @@ class KairosSession:
     def _drive(self, environment) -> None:
         try:
             self.run.start()
-            if self.run.stack.pinning is not None and isinstance(environment.runner, MasterRunner):
-                # Workers started before the run pinned this process, and may run on other hosts: not ours to move.
-                log.warning(
-                    "kairos: --pin-cores pins this process and the dispatcher to cores %s; the worker processes are "
-                    "not pinned and share every core, the servers' too: start them with taskset -c %s",
-                    format_cpus(self.run.stack.pinning.harness),
-                    format_cpus(self.run.stack.pinning.harness),
-                )
+            if self.run.stack.pinning is not None:
+                # Workers (--processes, --worker) started before the run pinned this process: they join it on the
+                # harness's cores, or would load the servers' cores as the load generator did before pinning.
+                self.pin_workers(self.run.stack.pinning.harness)
             self.run.run(self.loadgen)
             # A finished run succeeded, whatever its requests met: answers such as 504 past the queue deadline in an
             # overloaded phase are what a sweep measures (recorded, counted as violations), not errors of the run.
@@ -760,6 +850,7 @@ class KairosSession:
             environment.process_exit_code = 1
             self.run.close(partial=True)
         finally:
+            self.pin_workers(None)  # web UI: the next run may pin other cores, or none
             opts = environment.parsed_options
             if opts.headless:
                 gevent.spawn_later(0, environment.runner.quit)
@@ -811,6 +902,10 @@ def on_init(environment, web_ui=None, **kwargs) -> None:
         runner.register_message(PHASE_MESSAGE, session.on_phase)
     if isinstance(runner, WorkerRunner) and getattr(environment.parsed_options, "processes", None):
         gevent.spawn(quit_when_orphaned, runner, os.getppid())
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(PIN_MESSAGE, session.on_pin)
+    if isinstance(runner, MasterRunner):
+        runner.register_message(PINNED_MESSAGE, session.loadgen.on_pinned)
     if not isinstance(runner, WorkerRunner):
         runner.register_message(DONE_MESSAGE, session.loadgen.on_done)
         runner.register_message(RECORDS_MESSAGE, session.loadgen.on_records)

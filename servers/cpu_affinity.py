@@ -111,6 +111,20 @@ def pin_process(cpus: tuple[int, ...]) -> tuple[int, ...]:
     return before
 
 
+def boot_id() -> str:
+    """This kernel's boot id ('' where unreadable): processes that read the same one run on the same machine's cores."""
+    # Not the hostname: two containers on one machine may name themselves apart, yet share the cores a pinning names.
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_cpus(pid: int) -> tuple[int, ...]:
+    """Every core some thread of ``pid`` may run on: the pinning's set once every thread holds it."""
+    return tuple(sorted({c for cpus in thread_cpus(pid).values() for c in cpus}))
+
+
 def thread_cpus(pid: int) -> dict[int, tuple[int, ...]]:
     """Each thread of ``pid`` -> the cores it may run on (from ``/proc``); what a check reads to see a pinning hold."""
     out = {}
