@@ -56,7 +56,7 @@ class PhaseAdjusted:
     per_bucket_p99_ms: float
 
 
-def _run_for(run_dir: Path, spec: str) -> LiveRun:
+def live_run_for(run_dir: Path, spec: str) -> LiveRun:
     """A LiveRun set up as ``run_dir``'s was for ``spec``: model, QoS, pool and (where kept) the profile."""
     meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     config = meta.get("config", {})
@@ -79,7 +79,7 @@ def _run_for(run_dir: Path, spec: str) -> LiveRun:
     return run
 
 
-def _sweeps(run_dir: Path):
+def sweeps(run_dir: Path):
     """(dispatcher, its summary rows, its queries) for each sweep in ``run_dir``."""
     summary = pd.read_parquet(run_dir / "summary.parquet")
     queries = pd.read_parquet(run_dir / "queries.parquet")
@@ -90,8 +90,8 @@ def _sweeps(run_dir: Path):
 def phase_adjusted(run_dir: Path) -> list[PhaseAdjusted]:
     """Every phase in ``run_dir`` whose dispatcher saw service slower than profiled."""
     out = []
-    for spec, rows, queries in _sweeps(run_dir):
-        run = _run_for(run_dir, spec)
+    for spec, rows, queries in sweeps(run_dir):
+        run = live_run_for(run_dir, spec)
         for _, row in rows.iterrows():
             excess = row.get("service_excess", np.nan)
             if not (np.isfinite(excess) and excess > 0):
@@ -120,11 +120,11 @@ def phase_adjusted(run_dir: Path) -> list[PhaseAdjusted]:
 def adjusted(run_dir: Path) -> list[Adjusted]:
     """Every dispatcher's sweep in ``run_dir`` with a live figure above 0."""
     out = []
-    for spec, rows, queries in _sweeps(run_dir):
+    for spec, rows, queries in sweeps(run_dir):
         live = rows["allowable_qps"].dropna()
         if not len(live) or not live.iloc[0] > 0:
             continue
-        run = _run_for(run_dir, spec)
+        run = live_run_for(run_dir, spec)
         for _, q in queries.groupby("phase"):
             table = service_vs_profile(q, run.profile, run.model, 1)  # as the live run keeps them
             run.service_tables.setdefault((spec, float(q["offered_qps"].iloc[0])), []).append(table)

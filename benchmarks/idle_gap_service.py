@@ -26,6 +26,13 @@ GAP_EDGES_MS = (0.3, 2.0, 5.0, 10.0)
 GAP_LABELS = ("busy (<0.3)", "0.3-2", "2-5", "5-10", ">10")
 
 
+def with_idle_ms(queries: pd.DataFrame) -> pd.DataFrame:
+    """The answered queries by instance and start, each with ``idle_ms``: its start less the finish of the query
+    before it on its instance (NaN for each instance's first)."""
+    ok = queries[queries["status"] == "ok"].sort_values(["instance_id", "start_s"], kind="stable")
+    return ok.assign(idle_ms=(ok["start_s"] - ok.groupby("instance_id")["finish_s"].shift(1)) * 1e3)
+
+
 def excess_by_gap(queries: pd.DataFrame, profile: Profile, model: str) -> pd.DataFrame:
     """Per idle-gap band: queries and the median of observed / profiled service - 1 (pure).
 
@@ -33,8 +40,8 @@ def excess_by_gap(queries: pd.DataFrame, profile: Profile, model: str) -> pd.Dat
     ``service_ms``, ``status``). A query's gap is its start less the finish of the query before it on its instance; the
     first query of each instance has none and is left out.
     """
-    ok = queries[queries["status"] == "ok"].sort_values(["instance_id", "start_s"], kind="stable")
-    gap_ms = (ok["start_s"] - ok.groupby("instance_id")["finish_s"].shift(1)) * 1e3
+    ok = with_idle_ms(queries)
+    gap_ms = ok["idle_ms"]
     profiled = np.array(
         [profile.mean_ms(str(t), model, int(b)) for t, b in zip(ok["instance_type"], ok["batch_size"])], dtype=float
     )

@@ -2,11 +2,13 @@
 
 Service times are sampled from the profile. Every query carries one uniform draw that picks its quantile within
 whichever bucket serves it, so two policies run on the same trace and seed see the same per-query luck
-(common random numbers): differences come from the policies, not from sampling noise.
+(common random numbers): differences come from the policies, not from sampling noise. A subclass may override
+``Simulation.service_ms`` to add what a back-to-back profile does not see (a server's cost of waking from idle, say).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -86,6 +88,11 @@ class Simulation:
                 self._samples[(ti, model)] = [tab.samples_ms[min(i, len(tab.buckets) - 1)] for i in idx]
         self._progress = progress
 
+    def service_ms(self, q: Query, inst, sampled_ms: float, idle_ms: float) -> float:
+        """A starting query's service time from its profile draw; ``idle_ms``: how long ``inst`` had run nothing
+        (0 when it went straight on from another query, inf before its first)."""
+        return sampled_ms
+
     def run(self, pool_events: Callable[[EventLoop, DispatchCore], None] | None = None) -> pd.DataFrame:
         """Simulate every query to completion (or drop); ``pool_events(loop, core)`` may first schedule pool changes."""
         # pool_events is how a plan's replay (harness/sim/plan_replay.py) makes instances join and leave.
@@ -104,6 +111,9 @@ class Simulation:
         u = self._u
         progress = self._progress
         step = max(1, n // 100)
+        # The hook is called only where a subclass overrides it: the default path stays one draw per query.
+        service = self.service_ms if type(self).service_ms is not Simulation.service_ms else None
+        idle_since: dict[int, float] = {}  # when each instance last ran out of work (a plan's replay adds instances)
 
         def on_assign(q: Query, inst) -> None:
             dispatch[q.index] = loop.now
@@ -113,7 +123,11 @@ class Simulation:
             i = q.index
             start[i] = loop.now
             s = samples[(inst.type_index, q.model)][q.batch_size]
-            loop.schedule(loop.now + s[int(u[i] * len(s))] / 1000.0, URGENT, complete, (q, inst))
+            drawn_ms = s[int(u[i] * len(s))]
+            if service is not None:
+                idle_ms = (loop.now - idle_since.get(inst.index, -math.inf)) * 1000.0 if inst.running == 1 else 0.0
+                drawn_ms = service(q, inst, drawn_ms, idle_ms)
+            loop.schedule(loop.now + drawn_ms / 1000.0, URGENT, complete, (q, inst))
 
         def on_drop(q: Query) -> None:
             status[q.index] = DROPPED
@@ -141,6 +155,8 @@ class Simulation:
             q, inst = item
             now = loop.now
             finish[q.index] = now
+            if inst.running == 1:  # its last query: before core.complete, which may start the next one at once
+                idle_since[inst.index] = now
             core.complete(now, q, inst, (now - start[q.index]) * 1000.0)
 
         if n:

@@ -38,6 +38,28 @@ def test_deterministic_service_gives_exact_latencies(fixed_profile):
     assert rec["start_s"].tolist() == pytest.approx([0.0, 0.010, 0.020])
 
 
+def test_a_subclass_sees_each_starts_idle_time_and_sets_its_service(fixed_profile):
+    from harness.sim.simulator import Simulation
+
+    class Waking(Simulation):
+        seen: list = []
+
+        def service_ms(self, q, inst, sampled_ms, idle_ms):
+            self.seen.append((q.index, sampled_ms, idle_ms))
+            return sampled_ms + (3.0 if idle_ms > 2.0 else 0.0)  # a wake-up cost after idling over 2 ms
+
+    # 10 ms each, 13 after an idle spell: the second queues behind the first (done at 13 ms) and ends at 23 ms, the
+    # third arrives at 30 ms to a server idle for 7 ms
+    tr = trace_of([0.0, 0.005, 0.030], [100, 100, 100])
+    sim = Waking(tr, "fcfs", fixed_profile, SimConfig(PoolConfig.parse("fast=1"), 1000.0))
+    rec = sim.run()
+    (q0, s0, idle0), (q1, s1, idle1), (q2, s2, idle2) = sim.seen
+    assert (q0, q1, q2) == (0, 1, 2) and s0 == s1 == s2 == pytest.approx(10.0)
+    assert idle0 == float("inf") and idle1 == 0.0 and idle2 == pytest.approx(7.0)
+    assert rec["start_s"].tolist() == pytest.approx([0.0, 0.013, 0.030])  # the first pays the wake-up too
+    assert latency_ms(rec) == pytest.approx([13.0, 18.0, 13.0])
+
+
 def test_records_are_consistent_and_one_query_at_a_time(shipped_profile, paper_pool, rng):
     tr = generate_trace(3000, 80.0, rng=rng)
     for policy in ("kairos", "fcfs", "least_outstanding", "clockwork", "deeprecsys", "power_of_two"):
