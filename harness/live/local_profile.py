@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -229,9 +230,9 @@ def local_profile(
                 frame = None
     t0 = time.monotonic()
     was_cached = frame is not None
-    steal = math.nan
+    steal, measured_at = math.nan, None
     if was_cached:
-        steal = _cached_steal(cached.with_suffix(".json"))
+        steal, measured_at = _cached_meta(cached.with_suffix(".json"))
     else:
         log(
             f"profiling {len(instances)} local {model} servers ({', '.join(types)}; {config.contention}, "
@@ -241,6 +242,7 @@ def local_profile(
         frame = measure(instances, model, batches, config)[list(PROFILE_COLUMNS)]
         # What the hypervisor took meanwhile: a profile measured on a stolen host reads slow for good (it is cached).
         steal = outside_cpu(before, CpuSnapshot.take([], every_process=False))["host_steal_percent"]
+        measured_at = datetime.now(UTC).isoformat(timespec="seconds")
         folder.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(f".{cached.name}.tmp{os.getpid()}")
         frame.to_parquet(tmp, index=False)
@@ -249,7 +251,8 @@ def local_profile(
             json.dumps(
                 {"key": key, "model": model, "servers": [asdict(s) for s in settings], "machine": host}
                 | {"config": {k: str(v) for k, v in asdict(config).items()}}
-                | {"host_steal_percent": round(steal, 2) if math.isfinite(steal) else None},
+                | {"host_steal_percent": round(steal, 2) if math.isfinite(steal) else None}
+                | {"measured_at": measured_at},
                 indent=2,
             )
             + "\n"
@@ -267,6 +270,7 @@ def local_profile(
         "samples": config.samples,
         "max_bucket": int(frame["batch_size"].max()),
         "host_steal_percent": steal if math.isfinite(steal) else None,
+        "measured_at": measured_at,  # UTC; None for a cache written before it was recorded
     }
     log(
         f"profile of {', '.join(types)} "
@@ -284,10 +288,12 @@ def stolen_text(steal_percent: float) -> str:
     return f"; {busy} while it was measured, {remedy}" if busy else ""
 
 
-def _cached_steal(meta: Path) -> float:
-    """The steal a cached profile was measured under, from its sidecar (NaN where not recorded)."""
+def _cached_meta(meta: Path) -> tuple[float, str | None]:
+    """The steal a cached profile was measured under and when (UTC), from its sidecar (NaN, None where not
+    recorded)."""
     try:
-        value = json.loads(meta.read_text()).get("host_steal_percent")
+        data = json.loads(meta.read_text())
     except (OSError, ValueError):
-        return math.nan
-    return float(value) if isinstance(value, (int, float)) else math.nan
+        return math.nan, None
+    value, when = data.get("host_steal_percent"), data.get("measured_at")
+    return (float(value) if isinstance(value, (int, float)) else math.nan), (when if isinstance(when, str) else None)

@@ -3,6 +3,7 @@
 import json
 import os
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -115,10 +116,15 @@ def test_local_profile_is_measured_then_taken_from_the_cache(onnx_pool, tmp_path
     steal = first["host_steal_percent"]
     assert steal is None or 0.0 <= steal <= 100.0
     assert meta["host_steal_percent"] == (None if steal is None else round(steal, 2))
+    # and when: a profile taken from the cache may be older than the host's present speed
+    measured_at = datetime.fromisoformat(first["measured_at"])
+    assert meta["measured_at"] == first["measured_at"] and measured_at.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - measured_at) < timedelta(minutes=5)
 
     again = local_profile(instances, settings, "ncf", 20, tmp_path / "other.parquet", config, logs.append)
     assert again["cached"] and again["key"] == first["key"]
     assert again["host_steal_percent"] == meta["host_steal_percent"]
+    assert again["measured_at"] == first["measured_at"]
     assert pd.read_parquet(again["path"]).equals(pd.read_parquet(first["path"]))
     assert any("from the cache" in line for line in logs)
     # a larger batch than the cache holds, or --reprofile: measured again

@@ -101,6 +101,15 @@ def test_host_excess_and_the_simulators_answer_with_this_hosts_service_times():
     plain, _ = run.simulated_allowable("kairos")
     slower, _ = run.simulated_allowable("kairos", run.profile.scaled(1.2))
     assert 0 < slower < plain  # service 20% slower: the pool's allowable rate falls
+    # No phase tables kept: the profile scaled by the median excess, either way past the 5% limit, else nothing
+    run.service_tables = {}
+    assert run.host_adjusted_allowable("kairos", (108.6, 112.7)) == (pytest.approx(0.20), slower)
+    run.run_dir.summary_rows = [{"dispatcher": "kairos", "service_excess": e} for e in (-0.25, -0.2, -0.15)]
+    excess, faster = run.host_adjusted_allowable("kairos", (108.6, 112.7))
+    assert excess == pytest.approx(-0.2) and faster > plain  # the host served faster than it was profiled
+    run.run_dir.summary_rows = [{"dispatcher": "kairos", "service_excess": -0.04}]
+    excess, none = run.host_adjusted_allowable("kairos", (108.6, 112.7))
+    assert excess == pytest.approx(-0.04) and math.isnan(none)
 
 
 @pytest.mark.slow
