@@ -274,7 +274,11 @@ def local_profile(
     }
     log(
         f"profile of {', '.join(types)} "
-        + (f"from the cache ({cached})" if was_cached else f"measured in {info['seconds']:.0f} s, cached at {cached}")
+        + (
+            f"from the cache ({cached}" + (f", measured {measured_at})" if measured_at else ")")
+            if was_cached
+            else f"measured in {info['seconds']:.0f} s, cached at {cached}"
+        )
         + stolen_text(steal)
     )
     return info

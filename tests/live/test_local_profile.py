@@ -126,7 +126,9 @@ def test_local_profile_is_measured_then_taken_from_the_cache(onnx_pool, tmp_path
     assert again["host_steal_percent"] == meta["host_steal_percent"]
     assert again["measured_at"] == first["measured_at"]
     assert pd.read_parquet(again["path"]).equals(pd.read_parquet(first["path"]))
-    assert any("from the cache" in line for line in logs)
+    assert any(
+        f"from the cache ({tmp_path / 'cache'}" in line and f"measured {first['measured_at']})" in line for line in logs
+    )
     # a larger batch than the cache holds, or --reprofile: measured again
     larger = local_profile(instances, settings, "ncf", 25, tmp_path / "p3.parquet", config, logs.append)
     assert not larger["cached"] and larger["max_bucket"] == 30
