@@ -87,6 +87,15 @@ def sweeps(run_dir: Path):
         yield str(spec), rows, queries[queries["dispatcher"] == spec]
 
 
+def figured_sweeps(run_dir: Path):
+    """(dispatcher, its summary rows, its queries, its live figure) for each sweep in ``run_dir`` whose live figure
+    is above 0 (a sweep without one has nothing to compare)."""
+    for spec, rows, queries in sweeps(run_dir):
+        live = rows["allowable_qps"].dropna()
+        if len(live) and live.iloc[0] > 0:
+            yield spec, rows, queries, float(live.iloc[0])
+
+
 def phase_adjusted(run_dir: Path) -> list[PhaseAdjusted]:
     """Every phase in ``run_dir`` whose dispatcher saw service slower than profiled."""
     out = []
@@ -120,10 +129,7 @@ def phase_adjusted(run_dir: Path) -> list[PhaseAdjusted]:
 def adjusted(run_dir: Path) -> list[Adjusted]:
     """Every dispatcher's sweep in ``run_dir`` with a live figure above 0."""
     out = []
-    for spec, rows, queries in sweeps(run_dir):
-        live = rows["allowable_qps"].dropna()
-        if not len(live) or not live.iloc[0] > 0:
-            continue
+    for spec, rows, queries, live_qps in figured_sweeps(run_dir):
         run = live_run_for(run_dir, spec)
         for _, q in queries.groupby("phase"):
             table = service_vs_profile(q, run.profile, run.model, 1)  # as the live run keeps them
@@ -132,7 +138,7 @@ def adjusted(run_dir: Path) -> list[Adjusted]:
         bracket = (float(rows["bracket_low_qps"].dropna().iloc[0]), float(rows["bracket_high_qps"].dropna().iloc[0]))
         uniform, _ = run.simulated_allowable(spec, run.profile.scaled(1.0 + excess))
         per_bucket, _ = run.simulated_allowable(spec, run.host_profile(spec, bracket, excess))
-        out.append(Adjusted(run_dir.name, spec, float(live.iloc[0]), uniform, per_bucket))
+        out.append(Adjusted(run_dir.name, spec, live_qps, uniform, per_bucket))
     return out
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from harness.core.profiles import Profile
+from harness.measure.fidelity import profiled_mean_ms
 
 # Idle time before a query (ms): under 0.3 ms the server went from one query straight to the next.
 GAP_EDGES_MS = (0.3, 2.0, 5.0, 10.0)
@@ -42,9 +43,7 @@ def excess_by_gap(queries: pd.DataFrame, profile: Profile, model: str) -> pd.Dat
     """
     ok = with_idle_ms(queries)
     gap_ms = ok["idle_ms"]
-    profiled = np.array(
-        [profile.mean_ms(str(t), model, int(b)) for t, b in zip(ok["instance_type"], ok["batch_size"])], dtype=float
-    )
+    profiled = profiled_mean_ms(ok, profile, model)
     frame = pd.DataFrame({"gap_ms": gap_ms.to_numpy(), "ratio": ok["service_ms"].to_numpy(float) / profiled})
     frame = frame.dropna()
     band = np.searchsorted(np.asarray(GAP_EDGES_MS), frame["gap_ms"].to_numpy(), side="right")

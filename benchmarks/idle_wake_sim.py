@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.host_adjusted_sim import live_run_for, sweeps
+from benchmarks.host_adjusted_sim import figured_sweeps, live_run_for
 from benchmarks.idle_gap_service import GAP_EDGES_MS, with_idle_ms
 from harness.core.profiles import Profile
 from harness.live.run import LiveRun
 from harness.measure.allowable import SearchConfig, find_allowable
 from harness.measure.analyzer import summarize
+from harness.measure.fidelity import profiled_mean_ms
 from harness.sim.simulator import SimConfig, Simulation
 
 BATCH_EDGES = (50, 150, 300, 600)  # batch bands: 1-50, 51-150, 151-300, 301-600, over 600
@@ -58,9 +59,7 @@ def extra_table(queries: pd.DataFrame, profile: Profile, model: str) -> ExtraTab
     """Median observed less profiled service (ms) per idle band and batch band from dispatcher records (pure); a
     band without queries adds nothing. An instance's first query, with no idle time to go by, is left out."""
     ok = with_idle_ms(queries).dropna(subset=["idle_ms"])
-    profiled = np.array(
-        [profile.mean_ms(str(t), model, int(b)) for t, b in zip(ok["instance_type"], ok["batch_size"])], dtype=float
-    )
+    profiled = profiled_mean_ms(ok, profile, model)
     frame = pd.DataFrame(
         {
             "idle": np.searchsorted(GAP_EDGES_MS, ok["idle_ms"].to_numpy(float), side="right"),
@@ -114,10 +113,7 @@ def wake_rows(run_dir: Path) -> list[WakeRow]:
     """Every dispatcher's sweep in ``run_dir`` with a live figure above 0."""
     dispatched = pd.read_parquet(run_dir / "dispatcher.parquet")
     out = []
-    for spec, rows, _ in sweeps(run_dir):
-        live = rows["allowable_qps"].dropna()
-        if not len(live) or not live.iloc[0] > 0:
-            continue
+    for spec, _, _, live_qps in figured_sweeps(run_dir):
         run = live_run_for(run_dir, spec)
         mine = dispatched[dispatched["policy"] == spec] if "policy" in dispatched else dispatched
         table = extra_table(mine, run.profile, run.model)
@@ -126,7 +122,7 @@ def wake_rows(run_dir: Path) -> list[WakeRow]:
             WakeRow(
                 run_dir.name,
                 spec,
-                float(live.iloc[0]),
+                live_qps,
                 run.simulated_allowable(spec)[0],
                 wake,
                 simulated_allowable(run, spec, table),

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from harness.core.profiles import Profile
+from harness.measure.fidelity import profiled_mean_ms
 
 MIN_QUERIES = 5  # fewer queries in a window say too little about the host's speed then
 
@@ -45,9 +46,7 @@ def phase_spells(queries: pd.DataFrame, profile: Profile, model: str, window_s: 
     ok = queries[(queries["status"] == "ok") & queries["service_ms"].notna()]
     out = []
     for phase, q in ok.groupby("phase", sort=True):
-        profiled = np.array(
-            [profile.mean_ms(str(t), model, int(b)) for t, b in zip(q["instance_type"], q["batch_size"])], dtype=float
-        )
+        profiled = profiled_mean_ms(q, profile, model)
         seen = q["service_ms"].to_numpy(float)
         window = ((q["start_s"] - q["start_s"].min()) // window_s).to_numpy(int)
         frame = pd.DataFrame({"window": window, "seen": seen, "profiled": profiled})

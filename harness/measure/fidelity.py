@@ -51,6 +51,14 @@ class FidelityLimits:
     steal_percent: float = 5.0
 
 
+def profiled_mean_ms(queries: pd.DataFrame, profile: Profile, model: str) -> np.ndarray:
+    """Each query's profiled mean service (ms) for its ``instance_type`` and ``batch_size``, in row order."""
+    return np.array(
+        [profile.mean_ms(str(t), model, int(b)) for t, b in zip(queries["instance_type"], queries["batch_size"])],
+        dtype=float,
+    )
+
+
 def service_vs_profile(queries: pd.DataFrame, profile: Profile, model: str, min_queries: int = 10) -> pd.DataFrame:
     """Observed mean service time against the profile's per (instance type, bucket) with at least ``min_queries``."""
     served = queries[(queries["status"] == OK) & np.isfinite(queries["service_ms"].to_numpy(float))]

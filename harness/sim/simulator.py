@@ -155,7 +155,9 @@ class Simulation:
             q, inst = item
             now = loop.now
             finish[q.index] = now
-            if inst.running == 1:  # its last query: before core.complete, which may start the next one at once
+            # Its last query ends: noted before core.complete, which may start the next one at once (only for a
+            # subclass's hook; the default loop does no more than before).
+            if service is not None and inst.running == 1:
                 idle_since[inst.index] = now
             core.complete(now, q, inst, (now - start[q.index]) * 1000.0)
 
