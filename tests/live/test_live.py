@@ -168,6 +168,12 @@ def test_the_flag_names_host_limited_phases_the_hosts_simulation_and_where_the_h
         " (HOST-LIMITED: 2 of 3 phases; 138.3 sim with this host's service times; "
         "harness saturated at 150.3 qps: send lag p99 6.1 ms)"
     )
+    # A phase that passed the stricter saturation mark but not the self-checks' own limits: said, so that a figure
+    # above that rate does not read as past the harness's ceiling.
+    marked = [row(145.4, True), row(93.0, True, False, "load generator send lag p99 5.1 ms"), row(108.6, True)]
+    assert flag_text([{**r, "sim_allowable_host_adjusted_qps": math.nan} for r in marked]) == (
+        " (harness saturated at 93.0 qps: load generator send lag p99 5.1 ms, the phase still within its self-checks)"
+    )
     # The host's simulation is shown wherever the sweep reran it (its service was 5% slower than profiled), flagged
     # or not; a sweep that needed neither carries no flag at all.
     assert flag_text([row(145.4, True), row(150.3, True)]) == " (138.3 sim with this host's service times)"
