@@ -12,6 +12,7 @@ Faults on demand (``servers.faults``) wrap it as they do the emulated instance: 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from harness.core.errors import InputError
 from servers import v2, v2_http
 from servers.cpu_affinity import format_cpus, pin_process
 from servers.faults import Fault, FaultState, install
+from servers.host_types import CUDA_PROVIDER
 from servers.models import build_model, get_spec
 from servers.serving import ServerKind
 
@@ -79,8 +81,14 @@ def choose_providers(provider: str) -> list[str]:
     import onnxruntime as ort  # loaded in the server process only: pools and clients import this module too
 
     if provider == "cuda":
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if CUDA_PROVIDER in ort.get_available_providers():
+            preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21
+            if preload is not None:
+                # CUDA and cuDNN installed as pip packages (onnxruntime-gpu[cuda,cudnn], or PyTorch's) are not on the
+                # loader's path; this loads them first. Its notes go to stderr: stdout carries the READY line.
+                with contextlib.redirect_stdout(sys.stderr):
+                    preload()
+            return [CUDA_PROVIDER, "CPUExecutionProvider"]
         print(
             "kairos serve model: warning: CUDAExecutionProvider is not available in this onnxruntime "
             f"(available: {', '.join(ort.get_available_providers())}); falling back to CPU",
@@ -188,7 +196,18 @@ def load_session(path: Path, providers: list[str], threads: int, spin: bool = Fa
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    if providers[0] == CUDA_PROVIDER and session.get_providers()[0] != CUDA_PROVIDER:
+        # ONNX Runtime lists the provider, fails to start it (a CUDA or cuDNN library missing or of another major
+        # version), logs that and runs on the CPU: a `cuda` server would then serve from the CPU under a GPU name.
+        built = getattr(ort, "cuda_version", "") or "?"
+        raise InputError(
+            f"cuda: ONNX Runtime {ort.__version__} lists {CUDA_PROVIDER} but could not start it and fell back to "
+            f"{', '.join(session.get_providers())} (its message above names what failed; this build needs CUDA "
+            f"{built} and cuDNN 9 on the loader's path, or as pip packages: pip install 'onnxruntime-gpu[cuda,cudnn]')",
+            field="provider",
+        )
+    return session
 
 
 def create_app(config: ModelServerConfig) -> web.Application:

@@ -204,3 +204,30 @@ def test_config_validation_and_cuda_fallback(capsys):
         assert choose_providers("cuda") == ["CPUExecutionProvider"]
         assert "falling back to CPU" in capsys.readouterr().err
     assert choose_providers("cpu") == ["CPUExecutionProvider"]
+
+
+def test_a_cuda_provider_that_falls_back_to_the_cpu_is_refused(model_dir, monkeypatch, capsys):
+    # onnxruntime-gpu lists CUDA wherever it is installed; where a CUDA library is missing it logs that and runs the
+    # session on the CPU (onnxruntime#23372). Here the CPU build stands in: it too builds a CPU session when asked
+    # for CUDA first.
+    from harness.cli import main
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    preloaded = []
+    monkeypatch.setattr(
+        ort, "preload_dlls", lambda: preloaded.append(print("Failed to load libcublasLt.so.13")), raising=False
+    )
+    providers = choose_providers("cuda")
+    assert providers == ["CUDAExecutionProvider", "CPUExecutionProvider"] and len(preloaded) == 1
+    out = capsys.readouterr()
+    assert "libcublasLt.so.13" in out.err and "libcublasLt" not in out.out  # stdout carries only the READY line
+    with pytest.warns(UserWarning), pytest.raises(InputError, match="fell back to CPUExecutionProvider") as caught:
+        model_server.load_session(models.model_path("rm2", model_dir), providers, 1)
+    assert caught.value.field == "provider" and "onnxruntime-gpu[cuda,cudnn]" in str(caught.value)
+    assert choose_providers("cpu") == ["CPUExecutionProvider"] and len(preloaded) == 1  # CUDA's libraries only for it
+    # The server refuses to start, in one line, instead of serving from the CPU under a GPU name.
+    argv = ["serve", "model", "--model", "rm2", "--model-dir", str(model_dir), "--provider", "cuda"]
+    with pytest.warns(UserWarning):
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "kairos serve: error: --provider cuda: ONNX Runtime" in err and "could not start it" in err
