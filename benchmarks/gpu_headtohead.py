@@ -4,6 +4,10 @@ head-to-head of the dispatchers on a real GPU + CPU pool.
 Needs an NVIDIA GPU and the gpu extra (the CPU and GPU wheels install the same module, so swap them):
     pip uninstall -y onnxruntime && pip install -e '.[gpu]'
     python benchmarks/gpu_headtohead.py [--cpu-type cpu-4t] [--cpus 3] [--qos-ms 20] [--out reports/gpu]
+        [--only profile|headtohead] [--samples 30] [--bucket-step 50] [--dispatchers a,b] [--max-phases N]
+
+On a lent device machine, where nothing can be installed from a registry, `benchmarks/gpu_carry.py` prepares the
+wheels here and prints the calls that carry them there and run this script (`benchmarks/gpu_device.sh`).
 
 Prints per model the mean service time at batch 10, 100 and 1000 on `cuda` and on the CPU type (measured one
 server at a time, as `kairos profile` does), then runs `locust -f harness/kairos_load.py --headless --mode onnx`
@@ -19,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.core.errors import InputError
 from harness.core.profiles import Profile
 from harness.live.local_profile import LocalProfileConfig, local_profile, pool_settings
 from servers import models
@@ -26,13 +31,15 @@ from servers.host_types import CUDA_PROVIDER
 from servers.pool import PoolSpec, start_pool
 
 
-def profile_models(cpu_type: str, out: Path) -> None:
+def profile_models(cpu_type: str, out: Path, samples: int, bucket_step: int) -> None:
     """Profile every built-in model on `cuda` and `cpu_type`, one server at a time; print the means."""
-    print(f"{'model':<7} {'batch':>6} {'cuda ms':>9} {cpu_type + ' ms':>11} {'speedup':>8}")
+    print(f"{'model':<7} {'batch':>6} {'cuda ms':>9} {cpu_type + ' ms':>11} {'speedup':>8}", flush=True)
     for model in models.MODEL_NAMES:
         spec = PoolSpec(f"cuda=1,{cpu_type}=1", model=model, mode="onnx")
         with start_pool(spec) as pool:
-            config = LocalProfileConfig(contention="alone", samples=30, warmup=5, bucket_step=50, refresh=True)
+            config = LocalProfileConfig(
+                contention="alone", samples=samples, warmup=5, bucket_step=bucket_step, refresh=True
+            )
             info = local_profile(
                 list(pool.instances),
                 pool_settings(pool),
@@ -45,7 +52,7 @@ def profile_models(cpu_type: str, out: Path) -> None:
         profile = Profile.load(info["path"])
         for batch in (10, 100, 1000):
             gpu, cpu = profile.mean_ms("cuda", model, batch), profile.mean_ms(cpu_type, model, batch)
-            print(f"{model:<7} {batch:>6} {gpu:>9.2f} {cpu:>11.2f} {cpu / gpu:>7.1f}x")
+            print(f"{model:<7} {batch:>6} {gpu:>9.2f} {cpu:>11.2f} {cpu / gpu:>7.1f}x", flush=True)
     print(f"# machine: {info['machine']}")
 
 
@@ -56,6 +63,11 @@ def main() -> int:
     ap.add_argument("--cpus", type=int, default=3, help="CPU instances in the head-to-head pool (default 3)")
     ap.add_argument("--qos-ms", type=float, default=20.0, help="p99 target of the head-to-head (default 20)")
     ap.add_argument("--out", type=Path, default=Path("reports/gpu"))
+    ap.add_argument("--only", choices=("profile", "headtohead"), help="one half (default both, profiles first)")
+    ap.add_argument("--samples", type=int, default=30, help="timed queries per batch bucket when profiling")
+    ap.add_argument("--bucket-step", type=int, default=50, help="batch buckets 50, 100, ... up to 1000 (default 50)")
+    ap.add_argument("--dispatchers", help="the head-to-head's dispatchers (default the harness's three)")
+    ap.add_argument("--max-phases", type=int, help="phases per dispatcher's sweep (default the harness's)")
     args = ap.parse_args()
     import onnxruntime
 
@@ -68,15 +80,24 @@ def main() -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    profile_models(args.cpu_type, args.out)
-    print(f"# profiles in {time.monotonic() - t0:.0f} s under {args.out}")
+    if args.only != "headtohead":
+        profile_models(args.cpu_type, args.out, args.samples, args.bucket_step)
+        print(f"# profiles in {time.monotonic() - t0:.0f} s under {args.out}", flush=True)
+    if args.only == "profile":
+        return 0
     cmd = [
         "locust", "-f", "harness/kairos_load.py", "--headless", "--mode", "onnx",
         "--pool-config", f"cuda=1,{args.cpu_type}={args.cpus}", "--model", "rm2",
         "--qos-ms", f"{args.qos_ms:g}", "--report-dir", str(args.out),
     ]  # fmt: skip
+    if args.dispatchers:
+        cmd += ["--dispatchers", args.dispatchers]
+    if args.max_phases:
+        cmd += ["--max-phases", str(args.max_phases)]
     print("# " + " ".join(cmd), flush=True)
     run = subprocess.run(cmd, capture_output=True, text=True)
+    # The whole log beside the report: on a lent machine it is what comes back when the figures do not.
+    (args.out / "headtohead.log").write_text(run.stdout + run.stderr, encoding="utf-8")
     lines = (run.stdout + run.stderr).splitlines()
     for line in lines:
         if "allowable throughput" in line or "HOST-LIMITED" in line or "report" in line:
@@ -86,4 +107,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except InputError as exc:  # a server that would not start (its CUDA libraries missing): one line, not a trace
+        sys.exit(f"gpu_headtohead: error: {exc}")
