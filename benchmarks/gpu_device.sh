@@ -32,6 +32,8 @@ for name in ("numpy", "pandas", "scipy", "pyarrow", "aiohttp", "onnx", "onnxrunt
     except Exception as exc:  # every missing one, not only the first
         print(f"FAIL {name}: {type(exc).__name__}: {exc}")
 EOF
+    # the carried test plugins load beside the machine's own pytest
+    $PY -m pytest -q --co -p no:cacheprovider tests/servers/test_gpu.py 2>&1 | tail -3 | tee -a "$OUT/check.log"
     ;;
 run)
     name=$(cat $W/ort/NAME) || exit 1
