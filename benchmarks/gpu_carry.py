@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import re
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 # What to bring: the harness's imports, the test plugins its GPU tests use, and their dependencies, less what the
 # device's image holds (its package list in the device tool's KINDS.md, read 2026-11-17). Names normalized.
-ROOTS = ("locust", "orjson", "httptools", "plotly", "pytest-aiohttp", "pytest-timeout")
+ROOTS = ("locust", "orjson", "httptools", "plotly", "pytest-aiohttp")
 DEVICE_HAS = frozenset(
     """aiohappyeyeballs aiohttp aiosignal anyio attrs certifi charset-normalizer click colorama contourpy cycler
     filelock frozenlist fsspec h11 httpcore httpx hypothesis idna iniconfig jinja2 markupsafe msgpack multidict
@@ -50,18 +50,13 @@ CALL_LIMIT_MIB = 64
 TREE_MARGIN_MIB = 8
 
 
-def normalize(name: str) -> str:
-    """PEP 503's normal form of a distribution name."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def needed(roots: tuple[str, ...], has: frozenset[str], python: str) -> dict[str, str]:
     """{name: version} of ``roots`` and their dependencies that ``has`` lacks, walked through this environment's
     installed metadata (the versions CI tests), for CPython ``python`` on Linux, extras' dependencies left out."""
     env = {"python_version": python, "python_full_version": f"{python}.0", "implementation_name": "cpython"}
     env |= {"platform_python_implementation": "CPython", "sys_platform": "linux", "platform_system": "Linux"}
     env |= {"platform_machine": "x86_64", "os_name": "posix", "extra": ""}
-    todo, found = [normalize(r) for r in roots], {}
+    todo, found = [canonicalize_name(r) for r in roots], {}
     while todo:
         name = todo.pop()
         if name in found or name in has:
@@ -74,7 +69,7 @@ def needed(roots: tuple[str, ...], has: frozenset[str], python: str) -> dict[str
         for text in dist.requires or []:
             req = Requirement(text)
             if req.marker is None or req.marker.evaluate(env):
-                todo.append(normalize(req.name))
+                todo.append(canonicalize_name(req.name))
     return found
 
 

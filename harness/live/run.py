@@ -146,8 +146,7 @@ def flag_text(rows: list[dict]) -> str:
         first = next(r for r in rows if r.get("harness_ok") is False and r["offered_qps"] == saturated)
         # The saturation mark is stricter than the self-checks (a 5 ms send lag against 10): where the phase still
         # passed them, say so, or a figure above that rate reads as past the harness's own ceiling.
-        passed = first.get("fidelity_ok")
-        within = ", the phase still within its self-checks" if isinstance(passed, (bool, np.bool_)) and passed else ""
+        within = ", the phase still within its self-checks" if first.get("fidelity_ok") is True else ""
         notes.append(f"harness saturated at {saturated:.1f} qps: {first['harness_reasons']}{within}")
     return f" ({'; '.join(notes)})" if notes else ""
 

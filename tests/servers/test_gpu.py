@@ -29,7 +29,8 @@ def no_gpu_reason() -> str:
     return ""
 
 
-pytestmark = pytest.mark.skipif(bool(no_gpu_reason()), reason=no_gpu_reason() or "-")
+NO_GPU = no_gpu_reason()
+pytestmark = pytest.mark.skipif(bool(NO_GPU), reason=NO_GPU or "a GPU is here")
 
 
 async def test_a_cuda_server_runs_its_session_on_the_gpu(aiohttp_client, tmp_path):
