@@ -228,6 +228,29 @@ def test_with_both_bounds_at_the_edge_the_lower_one_is_chased_first():
     assert not iv.low_censored and not iv.high_censored and 108.6 < iv.high_qps < 108.6 * 1.15
 
 
+def test_a_sweep_started_far_above_the_pools_limit_still_finds_a_rate_that_passes():
+    # The simulator said 426.7 qps where the host serves 140 (rm2 on cpu-1t=1,cpu-2t=1 on a 2-core VM). In 5 phases
+    # the small step alone got down to 244 and reported 0; steps that grow while phases miss far past the QoS (30%
+    # here) reach a pass, and a miss near it (2%) takes the small step again.
+    from harness.measure.analyzer import PointSummary
+
+    run = LiveRun(LiveOptions(seed=3, max_phases=5, replications=0, interval_steps=0), log=lambda _: None)
+    tried = []
+
+    def run_phase(spec, rate, replicate=0):
+        misses = 0 if rate <= 140.0 else 30 if rate > 210.0 else 2
+        tried.append(rate)
+        run.latencies.setdefault(spec, {}).setdefault(rate, []).append(sectioned(*[misses] * 9))
+        ok = misses == 0
+        share = misses / 100
+        return PointSummary(900, 900, 9.0, rate, rate, rate, *[1.0] * 7, 9 * misses, share, 0, ok, "", ok, ok)
+
+    run.run_phase = run_phase
+    found, _ = run.sweep("kairos", 426.7)
+    assert tried == pytest.approx([426.7 / 1.15**k for k in (0, 1, 3, 7, 8)])
+    assert found.allowable_qps == pytest.approx(426.7 / 1.15**8) and found.bracket_qps[1] == pytest.approx(tried[3])
+
+
 def settle(phase_at, searched) -> tuple[list[tuple[float, int]], float]:
     """settle over a sweep's phases (rate, latencies); returns the extra phases it ran and the allowable figure."""
     from harness.measure.interval import allowable_rate

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -160,17 +161,18 @@ def test_p99_interval_edges():
 
 
 class Step:
-    """A fake evaluation: VALID up to ``limit`` qps."""
+    """A fake evaluation: VALID up to ``limit`` qps; past it, ``share(rate)`` of the queries over the QoS."""
 
-    def __init__(self, limit):
-        self.limit, self.calls = limit, []
+    def __init__(self, limit, share=lambda rate: 0.0):
+        self.limit, self.share, self.calls = limit, share, []
 
     def __call__(self, rate):
         from harness.measure.analyzer import PointSummary
 
         self.calls.append(rate)
         ok = rate <= self.limit
-        return PointSummary(1, 1, 1, rate, rate, rate, *([1.0] * 7), 0, 0.0, 0, ok, "" if ok else "x", ok, ok)
+        violations = 0.0 if ok else self.share(rate)
+        return PointSummary(1, 1, 1, rate, rate, rate, *([1.0] * 7), 0, violations, 0, ok, "" if ok else "x", ok, ok)
 
 
 @pytest.mark.parametrize("start, growth", [(1.0, 2.0), (50.0, 2.0), (73.0, 1.1), (500.0, 2.0), (80.0, 1.1)])
@@ -185,3 +187,43 @@ def test_allowable_search_brackets_the_limit(start, growth):
 def test_allowable_is_zero_when_nothing_passes():
     res = find_allowable(Step(-1.0), 10.0, SearchConfig(min_qps=0.5))
     assert res.allowable_qps == 0.0 and res.passing is None and math.isfinite(res.bracket_qps[1])
+
+
+def far_past(limit):
+    """A pool's share of queries over the QoS: 30% past 1.5x its limit, 2% nearer it."""
+    return lambda rate: 0.3 if rate > 1.5 * limit else 0.02
+
+
+def test_a_search_started_far_above_the_limit_steps_down_faster_and_finds_a_pass():
+    # A live sweep's budget of 5 points, started at 3x the pool's limit (a simulation far off the host): with the
+    # small step it spends them all failing and reports 0; with steps squared after each far miss it brackets the limit
+    config = SearchConfig(rel_tol=0.05, max_points=5, growth=1.15)
+    slow = find_allowable(Step(140.0, far_past(140.0)), 426.7, config)
+    assert slow.allowable_qps == 0.0
+    f = Step(140.0, far_past(140.0))
+    fast = find_allowable(f, 426.7, replace(config, far_violation_rate=0.05))
+    assert f.calls[:4] == pytest.approx([426.7, 426.7 / 1.15, 426.7 / 1.15**3, 426.7 / 1.15**7])
+    lo, hi = fast.bracket_qps
+    assert 0 < lo <= 140.0 < hi
+
+
+def test_failures_near_the_limit_keep_the_small_step():
+    # 2% over the QoS is not far past it: every step down stays x1/growth
+    f = Step(100.0, lambda rate: 0.02)
+    find_allowable(f, 150.0, SearchConfig(rel_tol=0.05, growth=1.15, far_violation_rate=0.05))
+    assert f.calls[:4] == pytest.approx([150.0, 150.0 / 1.15, 150.0 / 1.15**2, 150.0 / 1.15**3])
+
+
+def test_a_near_miss_after_far_ones_resets_the_step():
+    # far, far, then near the limit: x1/1.15, x1/1.15^2, then x1/1.15 again
+    f = Step(100.0, lambda rate: 0.3 if rate > 200.0 else 0.02)
+    find_allowable(f, 260.0, SearchConfig(rel_tol=0.05, max_points=6, growth=1.15, far_violation_rate=0.05))
+    steps = [a / b for a, b in zip(f.calls, f.calls[1:])]
+    assert f.calls[2] < 200.0 and steps[:3] == pytest.approx([1.15, 1.15**2, 1.15])
+
+
+def test_far_misses_all_the_way_down_stop_at_the_lowest_rate():
+    # every point far past the limit: the steps grow until the rate drops under min_qps, without overflow
+    f = Step(-1.0, lambda rate: 1.0)
+    res = find_allowable(f, 1e6, SearchConfig(max_points=40, growth=2.0, far_violation_rate=0.05, min_qps=0.01))
+    assert res.allowable_qps == 0.0 and len(f.calls) <= 7 and min(f.calls) >= 0.01
